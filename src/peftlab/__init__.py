@@ -1,0 +1,1 @@
+"""peftlab: Hydra-configured, MLflow-tracked parameter-efficient fine-tuning."""

@@ -1,0 +1,207 @@
+"""Typed schemas of the config tree, registered in Hydra's ConfigStore.
+
+Each group under ``conf/`` merges into one of these dataclasses, so an unknown key or a value of
+the wrong type fails while Hydra composes. Range checks live in ``__post_init__`` and run when
+:func:`to_settings` turns the composed config into objects, still before any model loads.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from dataclasses import dataclass, field
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+from hydra.core.config_store import ConfigStore
+from omegaconf import MISSING, DictConfig, OmegaConf
+from peft import PromptTuningConfig, PromptTuningInit, TaskType
+
+from peftlab.errors import PeftlabError
+
+SAMPLES_DIR = Path(__file__).parent / "samples"
+
+
+def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
+    if not condition:
+        raise PeftlabError(f"{key}={value!r} is not allowed: {allowed}")
+
+
+class DType(str, Enum):
+    float32 = "float32"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+
+
+class Precision(str, Enum):
+    """Training arithmetic. ``auto`` picks bf16 where the hardware runs it natively."""
+
+    auto = "auto"
+    fp32 = "fp32"
+    bf16 = "bf16"
+
+
+@dataclass
+class ModelConfig:
+    name_or_path: str = MISSING
+    gguf_file: str | None = None
+    dtype: DType = DType.float32
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+@dataclass
+class DatasetConfig:
+    name: str = MISSING
+    path: str | None = None
+    data_files: str | None = None
+    split: str = "train"
+    text_column: str = MISSING
+    train_rows: int = 50
+    eval_rows: int = 30
+    max_length: int = 128
+
+    def __post_init__(self) -> None:
+        _require(
+            self.path is not None or self.data_files is not None,
+            "dataset.data_files",
+            self.data_files,
+            "set dataset.data_files (a local file) or dataset.path (a Hub dataset id)",
+        )
+        _require(self.train_rows >= 1, "dataset.train_rows", self.train_rows, "an integer >= 1")
+        _require(self.eval_rows >= 1, "dataset.eval_rows", self.eval_rows, "an integer >= 1")
+        _require(self.max_length >= 2, "dataset.max_length", self.max_length, "an integer >= 2")
+
+
+@dataclass
+class PromptTuningMethod:
+    """Soft prompt of ``num_virtual_tokens`` trainable embeddings (peft.PromptTuningConfig)."""
+
+    num_virtual_tokens: int = 4
+    prompt_tuning_init: PromptTuningInit = PromptTuningInit.TEXT
+    prompt_tuning_init_text: str | None = "I want you to act as"
+
+    def __post_init__(self) -> None:
+        _require(
+            self.num_virtual_tokens >= 1,
+            "peft.num_virtual_tokens",
+            self.num_virtual_tokens,
+            "an integer >= 1",
+        )
+        _require(
+            self.prompt_tuning_init != PromptTuningInit.TEXT or bool(self.prompt_tuning_init_text),
+            "peft.prompt_tuning_init_text",
+            self.prompt_tuning_init_text,
+            "a non-empty text when peft.prompt_tuning_init=TEXT",
+        )
+
+    def to_peft_config(self, tokenizer_name_or_path: str) -> PromptTuningConfig:
+        is_text = self.prompt_tuning_init == PromptTuningInit.TEXT
+        return PromptTuningConfig(
+            task_type=TaskType.CAUSAL_LM,
+            num_virtual_tokens=self.num_virtual_tokens,
+            prompt_tuning_init=self.prompt_tuning_init,
+            prompt_tuning_init_text=self.prompt_tuning_init_text if is_text else None,
+            tokenizer_name_or_path=tokenizer_name_or_path if is_text else None,
+        )
+
+
+@dataclass
+class TrainerConfig:
+    """The subset of ``transformers.TrainingArguments`` that peftlab exposes, same names."""
+
+    num_train_epochs: float = 6.0
+    learning_rate: float = 3e-3
+    per_device_train_batch_size: int = 8
+    per_device_eval_batch_size: int = 16
+    lr_scheduler_type: str = "linear"
+    warmup_steps: int = 0
+    weight_decay: float = 0.0
+    logging_steps: int = 1
+    seed: int = 42
+    precision: Precision = Precision.auto
+    group_by_length: bool = True
+
+    def __post_init__(self) -> None:
+        _require(
+            self.num_train_epochs > 0, "trainer.num_train_epochs", self.num_train_epochs, "> 0"
+        )
+        _require(self.learning_rate > 0, "trainer.learning_rate", self.learning_rate, "> 0")
+        for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "logging_steps"):
+            value = getattr(self, key)
+            _require(value >= 1, f"trainer.{key}", value, "an integer >= 1")
+
+
+@dataclass
+class GenerationSettings:
+    prompts: list[str] = field(
+        default_factory=lambda: [
+            "I want you to act as a motivational coach.",
+            "There are two nice things that should matter to you:",
+        ]
+    )
+    max_new_tokens: int = 48
+    repetition_penalty: float = 1.5
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+
+    def __post_init__(self) -> None:
+        _require(self.max_new_tokens >= 1, "generation.max_new_tokens", self.max_new_tokens, ">= 1")
+        _require(
+            self.repetition_penalty > 0,
+            "generation.repetition_penalty",
+            self.repetition_penalty,
+            "> 0",
+        )
+
+
+@dataclass
+class TrackingConfig:
+    uri: str = MISSING
+    experiment: str = "peftlab"
+    artifact_location: str | None = None
+    run_name: str | None = None
+
+
+@dataclass
+class TrainConfig:
+    model: ModelConfig = MISSING
+    dataset: DatasetConfig = MISSING
+    # One schema per PEFT method (see register_configs); the method's yaml picks its schema.
+    peft: Any = MISSING
+    trainer: TrainerConfig = MISSING
+    generation: GenerationSettings = MISSING
+    tracking: TrackingConfig = MISSING
+    output_dir: str = MISSING
+
+
+def package_dir(package: str) -> str:
+    """Directory of an installed package, found without importing it."""
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise PeftlabError(
+            f"package {package!r} is not installed: run `make setup` "
+            f"(or `pip install --no-deps {package.replace('_', '-')}`)"
+        )
+    return spec.submodule_search_locations[0]
+
+
+def sample_path(name: str) -> str:
+    return str(SAMPLES_DIR / name)
+
+
+def register_configs() -> None:
+    """Register schemas and resolvers; idempotent so tests and sweeps can call it again."""
+    cs = ConfigStore.instance()
+    cs.store(name="train_schema", node=TrainConfig)
+    cs.store(group="peft", name="prompt_tuning_schema", node=PromptTuningMethod)
+    OmegaConf.register_new_resolver("peftlab.package_dir", package_dir, replace=True)
+    OmegaConf.register_new_resolver("peftlab.sample", sample_path, replace=True)
+
+
+def to_settings(cfg: DictConfig) -> TrainConfig:
+    """Resolve and validate a composed config into typed objects (runs the range checks)."""
+    settings = OmegaConf.to_object(cfg)
+    assert isinstance(settings, TrainConfig)
+    return settings

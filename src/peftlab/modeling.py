@@ -1,0 +1,135 @@
+"""Load the frozen base model and its tokenizer, from the Hub, a local directory or a GGUF file."""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+from transformers.utils import logging as hf_logging
+
+from peftlab import hub
+from peftlab.config import ModelConfig
+from peftlab.errors import PeftlabError
+
+log = logging.getLogger(__name__)
+
+PAD_TOKEN = "<|pad|>"
+
+
+@dataclass
+class LoadedModel:
+    model: PreTrainedModel
+    tokenizer: PreTrainedTokenizerBase
+    path: str  # local directory or Hub id that from_pretrained loaded; also the tokenizer's
+
+
+def cache_dir() -> Path:
+    return Path(os.environ.get("PEFTLAB_CACHE", "~/.cache/peftlab")).expanduser()
+
+
+def load(cfg: ModelConfig) -> LoadedModel:
+    path = converted_checkpoint(cfg) if cfg.gguf_file else hub_or_local(cfg)
+    kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
+    tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
+    model = AutoModelForCausalLM.from_pretrained(
+        path, dtype=getattr(torch, cfg.dtype.value), **kwargs
+    )
+    ensure_distinct_pad_token(model, tokenizer)
+    model.eval()
+    return LoadedModel(model=model, tokenizer=tokenizer, path=path)
+
+
+def hub_or_local(cfg: ModelConfig) -> str:
+    return hub.resolve(
+        cfg.name_or_path,
+        key="model.name_or_path",
+        repo_type="model",
+        revision=cfg.revision,
+        offline_alternative="model=smollm2-135m",
+    )
+
+
+def ensure_distinct_pad_token(model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase) -> None:
+    """Give the tokenizer a pad token other than EOS.
+
+    DataCollatorForLanguageModeling masks every pad id out of the labels; with pad == EOS the
+    model never learns to end a text, and tuned generations run on to max_new_tokens. An existing
+    special token is preferred: a new one would resize the frozen embeddings.
+    """
+    eos = tokenizer.eos_token_id
+    if tokenizer.pad_token is not None and tokenizer.pad_token_id != eos:
+        return
+    spare = [t for t in (tokenizer.unk_token, tokenizer.bos_token) if t is not None]
+    spare = [t for t in spare if tokenizer.convert_tokens_to_ids(t) != eos]
+    if spare:
+        tokenizer.pad_token = spare[0]
+    else:
+        tokenizer.add_special_tokens({"pad_token": PAD_TOKEN})
+        model.resize_token_embeddings(len(tokenizer))
+    model.config.pad_token_id = tokenizer.pad_token_id
+    if model.generation_config is not None:
+        model.generation_config.pad_token_id = tokenizer.pad_token_id
+
+
+def converted_checkpoint(cfg: ModelConfig) -> str:
+    """A plain (de-quantized) checkpoint of a GGUF file, converted once and cached.
+
+    Trainer refuses models that carry a quantizer; dropping the GGUF quantization config after
+    loading leaves ordinary fp32 weights with identical logits.
+    """
+    gguf = Path(cfg.name_or_path, cfg.gguf_file)
+    if not gguf.is_file():
+        raise PeftlabError(
+            f"model.gguf_file={cfg.gguf_file!r}: no such file in {cfg.name_or_path} "
+            "(model.name_or_path); point both at an existing GGUF file"
+        )
+    target = cache_dir() / "converted" / f"{gguf.stem}-{_file_digest(gguf)}"
+    if (target / "config.json").is_file():
+        return str(target)
+    log.info("Converting %s to a plain checkpoint (once; cached in %s)", gguf.name, target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
+    try:
+        with _progress_bars():
+            tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+            model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name)
+        model.hf_quantizer.remove_quantization_config(model)
+        model.save_pretrained(staging)
+        tokenizer.save_pretrained(staging)
+        # Rename last, so an interrupted conversion never looks like a finished one.
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return str(target)
+
+
+def _file_digest(path: Path) -> str:
+    stat = path.stat()
+    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
+@contextmanager
+def _progress_bars() -> Iterator[None]:
+    """Show transformers' progress bars for a long step while they are off elsewhere."""
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.enable_progress_bar()
+    try:
+        yield
+    finally:
+        if not was_enabled:
+            hf_logging.disable_progress_bar()

@@ -1,0 +1,126 @@
+"""One prompt-tuning run: untuned baseline, training, tuned evaluation, adapter, all tracked."""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import mlflow
+from peft import PeftModel, get_peft_model
+
+from peftlab import data, generation, modeling, tracking, training
+from peftlab.config import TrainConfig
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Sample:
+    prompt: str
+    untuned: str
+    tuned: str
+
+
+@dataclass
+class RunContext:
+    """What the launcher knows about a run beyond its settings."""
+
+    run_dir: Path
+    params: dict[str, Any]
+    tags: dict[str, str] = field(default_factory=dict)
+    config_dir: Path | None = None  # Hydra's .hydra/ folder (config.yaml, overrides.yaml)
+
+
+@dataclass
+class RunResult:
+    run_id: str
+    eval_loss_untuned: float
+    eval_loss: float
+    samples: list[Sample]
+    adapter_dir: Path
+    ui_hint: str
+    model: PeftModel  # the tuned model, still in memory
+
+
+def run(settings: TrainConfig, context: RunContext) -> RunResult:
+    tracking.use_store(settings.tracking)
+    with tracking.run(settings.tracking.run_name, context.tags) as active:
+        mlflow.log_params(tracking.flatten(context.params))
+        if context.config_dir is not None and context.config_dir.is_dir():
+            mlflow.log_artifacts(str(context.config_dir), ".hydra")
+        result = _train_and_log(settings, context)
+        return RunResult(
+            run_id=active.info.run_id, ui_hint=tracking.ui_hint(settings.tracking, active), **result
+        )
+
+
+def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]:
+    loaded = modeling.load(settings.model)
+    model, tokenizer = loaded.model, loaded.tokenizer
+    splits = data.load_splits(settings.dataset, tokenizer)
+    log.info("Data: %d train / %d held-out rows", len(splits.train), len(splits.eval))
+    args = training.training_arguments(settings.trainer, context.run_dir / "trainer")
+
+    eval_loss_untuned = training.evaluate_loss(model, tokenizer, args, splits.eval)
+    prompts = settings.generation.prompts
+    untuned = [generation.generate(model, tokenizer, p, settings.generation) for p in prompts]
+
+    peft_model = get_peft_model(model, settings.peft.to_peft_config(loaded.path))
+    trainable, total = peft_model.get_nb_trainable_parameters()
+    log.info("Trainable params: %d of %d (%.5f%%)", trainable, total, 100 * trainable / total)
+    trainer = training.build_trainer(peft_model, tokenizer, args, splits.train, splits.eval)
+    train_output = trainer.train()
+    eval_loss = trainer.evaluate()["eval_loss"]
+
+    soft_prompt = generation.soft_prompt(peft_model)
+    tuned = [
+        generation.generate(model, tokenizer, p, settings.generation, soft_prompt) for p in prompts
+    ]
+    samples = [Sample(p, u, t) for p, u, t in zip(prompts, untuned, tuned, strict=True)]
+    adapter_dir = save_adapter(peft_model, context.run_dir / "adapter")
+
+    runtime = train_output.metrics["train_runtime"]
+    trained_tokens = data.real_tokens(splits.train) * settings.trainer.num_train_epochs
+    mlflow.log_metrics(
+        {
+            "eval_loss_untuned": eval_loss_untuned,
+            "eval_loss": eval_loss,
+            "eval_perplexity": math.exp(eval_loss),
+            "trainable_params": trainable,
+            "train_runtime": runtime,
+            "train_tokens_per_second": trained_tokens / runtime,
+        }
+    )
+    mlflow.log_artifacts(str(adapter_dir), "adapter")
+    mlflow.log_table(
+        {"prompt": prompts, "untuned": untuned, "tuned": tuned}, artifact_file="samples.json"
+    )
+    (context.run_dir / "samples.json").write_text(json.dumps([vars(s) for s in samples], indent=2))
+    return {
+        "eval_loss_untuned": eval_loss_untuned,
+        "eval_loss": eval_loss,
+        "samples": samples,
+        "adapter_dir": adapter_dir,
+        "model": peft_model,
+    }
+
+
+def save_adapter(peft_model: PeftModel, target: Path) -> Path:
+    """Save as safetensors under ``target``, renamed into place only once complete."""
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".adapter-partial-"))
+    try:
+        # A pad row added to the embeddings is never trained: the adapter stays prompt-sized.
+        peft_model.save_pretrained(staging, safe_serialization=True, save_embedding_layers=False)
+        if target.exists():
+            shutil.rmtree(target)
+        staging.rename(target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target

@@ -1,0 +1,82 @@
+"""MLflow: the experiment, the run's lifecycle, and what each run records."""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import mlflow
+from mlflow.entities import Run
+
+from peftlab.config import TrackingConfig
+
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+
+
+def use_store(cfg: TrackingConfig) -> str:
+    """Point MLflow at the configured store and experiment; returns the experiment id.
+
+    Creating both here, once, before any run starts keeps parallel jobs from racing to create
+    a fresh SQLite schema or the same experiment.
+    """
+    _create_sqlite_parent(cfg.uri)
+    mlflow.set_tracking_uri(cfg.uri)
+    experiment = mlflow.get_experiment_by_name(cfg.experiment)
+    if experiment is not None:
+        experiment_id = experiment.experiment_id
+    else:
+        location = Path(cfg.artifact_location).resolve().as_uri() if cfg.artifact_location else None
+        experiment_id = mlflow.create_experiment(cfg.experiment, artifact_location=location)
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def _create_sqlite_parent(uri: str) -> None:
+    parsed = urlparse(uri)
+    if parsed.scheme == "sqlite" and parsed.path not in {"", "/:memory:"}:
+        Path(parsed.path).parent.mkdir(parents=True, exist_ok=True)
+
+
+@contextmanager
+def run(name: str | None, tags: dict[str, str]) -> Iterator[Run]:
+    """An MLflow run that ends FINISHED, or FAILED with the error as its ``error`` tag."""
+    with mlflow.start_run(run_name=name, tags=tags) as active:
+        try:
+            yield active
+        except BaseException as error:
+            mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
+            raise
+
+
+def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
+    """Nested config as dotted keys (``peft.num_virtual_tokens``), values as MLflow params."""
+    flat: dict[str, str] = {}
+    for key, value in config.items():
+        dotted = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{dotted}."))
+        else:
+            flat[dotted] = str(value)[:MAX_PARAM_LENGTH]
+    return flat
+
+
+def git_commit(directory: Path) -> str | None:
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=directory, capture_output=True, text=True, check=True
+        )
+    except (OSError, subprocess.CalledProcessError):
+        return None
+    return result.stdout.strip()
+
+
+def ui_hint(cfg: TrackingConfig, active: Run) -> str:
+    info = active.info
+    where = f"#/experiments/{info.experiment_id}/runs/{info.run_id}"
+    if urlparse(cfg.uri).scheme in {"http", "https"}:
+        return f"{cfg.uri.rstrip('/')}/{where}"
+    return f"`make ui`, then http://127.0.0.1:5000/{where}"

@@ -1,0 +1,141 @@
+"""Tiny models built on the fly and the real config tree composed with small overrides."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from omegaconf import DictConfig
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+from transformers import (
+    BloomConfig,
+    BloomForCausalLM,
+    LlamaConfig,
+    LlamaForCausalLM,
+    PreTrainedTokenizerFast,
+)
+
+from peftlab.config import SAMPLES_DIR, register_configs
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+
+register_configs()
+
+
+def sample_texts() -> list[str]:
+    with open(SAMPLES_DIR / "prompts.csv", newline="") as f:
+        prompts = [row["prompt"] for row in csv.DictReader(f)]
+    with open(SAMPLES_DIR / "quotes.jsonl") as f:
+        quotes = [json.loads(line)["quote"] for line in f]
+    return prompts + quotes
+
+
+@pytest.fixture(scope="session")
+def bpe() -> Tokenizer:
+    tokenizer = Tokenizer(models.BPE())
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    trainer = trainers.BpeTrainer(
+        vocab_size=512,
+        special_tokens=["<unk>", "<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    tokenizer.train_from_iterator(sample_texts(), trainer)
+    return tokenizer
+
+
+@pytest.fixture(scope="session")
+def tiny_bloom(bpe: Tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer BLOOM whose tokenizer already has a pad token distinct from EOS."""
+    path = tmp_path_factory.mktemp("tiny-bloom")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe,
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        pad_token="<pad>",
+    )
+    config = BloomConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        n_layer=2,
+        n_head=4,
+        initializer_range=0.5,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    BloomForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_llama(bpe: Tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Llama whose tokenizer pads with EOS and has no unk (as SmolLM2-like)."""
+    path = tmp_path_factory.mktemp("tiny-llama")
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=bpe, bos_token="<s>", eos_token="</s>", pad_token="</s>"
+    )
+    config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=256,
+        initializer_range=0.5,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+        tie_word_embeddings=True,
+    )
+    LlamaForCausalLM(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def tiny_overrides(model_dir: Path, work: Path) -> list[str]:
+    """Overrides for a seconds-long run of a tiny model with its store under ``work``."""
+    return [
+        f"model.name_or_path={model_dir}",
+        "model.gguf_file=null",
+        "dataset.train_rows=16",
+        "dataset.eval_rows=8",
+        "dataset.max_length=32",
+        "trainer.num_train_epochs=2",
+        "trainer.per_device_train_batch_size=4",
+        "generation.max_new_tokens=8",
+        f"tracking.uri=sqlite:///{work}/mlruns/mlflow.db",
+        f"tracking.artifact_location={work}/mlruns/artifacts",
+    ]
+
+
+def compose_config(overrides: list[str]) -> DictConfig:
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        return compose("train", overrides=overrides)
+
+
+def in_process_overrides(work: Path) -> list[str]:
+    """Replace the ``${hydra:...}`` values that only a Hydra launch can resolve."""
+    return [f"output_dir={work}/run"]
+
+
+def run_train(*overrides: str, cwd: Path, env: dict[str, str] | None = None):
+    """``python train.py`` as a user runs it, its outputs under ``cwd``."""
+    return subprocess.run(
+        [sys.executable, str(ROOT / "train.py"), *overrides, f"hydra.run.dir={cwd}/outputs/run"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )

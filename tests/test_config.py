@@ -1,0 +1,108 @@
+from pathlib import Path
+
+import pytest
+from conftest import CONF_DIR, compose_config, in_process_overrides
+from hydra.errors import ConfigCompositionException
+from peft import PromptTuningConfig, PromptTuningInit
+
+from peftlab.config import PromptTuningMethod, TrainConfig, to_settings
+from peftlab.errors import PeftlabError
+
+GROUPS = ["model", "dataset", "peft", "trainer", "generation", "tracking", "experiment"]
+
+
+def options(group: str) -> list[str]:
+    return sorted(path.stem for path in (CONF_DIR / group).glob("*.yaml"))
+
+
+def settings(tmp_path: Path, *overrides: str) -> TrainConfig:
+    tracking = [f"tracking.uri=sqlite:///{tmp_path}/db", f"tracking.artifact_location={tmp_path}"]
+    return to_settings(compose_config([*tracking, *in_process_overrides(tmp_path), *overrides]))
+
+
+@pytest.mark.parametrize(
+    "override", [f"{group}={option}" for group in GROUPS for option in options(group)]
+)
+def test_every_config_option_composes_into_typed_settings(override: str, tmp_path: Path):
+    assert isinstance(settings(tmp_path, override), TrainConfig)
+
+
+def test_defaults_are_the_offline_embedded_model_and_sample(tmp_path: Path):
+    cfg = settings(tmp_path)
+    assert cfg.model.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
+    assert Path(cfg.model.name_or_path, cfg.model.gguf_file).is_file()
+    assert Path(cfg.dataset.data_files).name == "prompts.csv"
+    assert cfg.model.trust_remote_code is False
+    assert isinstance(cfg.peft, PromptTuningMethod)
+
+
+@pytest.mark.parametrize(
+    ("experiment", "dataset", "column", "rows"),
+    [
+        ("bloomz-prompts", "fka/awesome-chatgpt-prompts", "prompt", 50),
+        ("bloomz-quotes", "Abirate/english_quotes", "quote", 25),
+    ],
+)
+def test_bloomz_experiments_are_the_notebook_recipe(tmp_path, experiment, dataset, column, rows):
+    cfg = settings(tmp_path, f"experiment={experiment}")
+    assert cfg.model.name_or_path == "bigscience/bloomz-560m"
+    assert (cfg.dataset.path, cfg.dataset.text_column, cfg.dataset.train_rows) == (
+        dataset,
+        column,
+        rows,
+    )
+    assert cfg.peft.num_virtual_tokens == 4
+    assert cfg.peft.prompt_tuning_init == PromptTuningInit.RANDOM
+    assert (cfg.trainer.num_train_epochs, cfg.trainer.learning_rate) == (6, 3e-3)
+
+
+def test_sweepable_keys_take_overrides(tmp_path: Path):
+    cfg = settings(
+        tmp_path,
+        "peft.num_virtual_tokens=20",
+        "peft.prompt_tuning_init=SAMPLE_VOCAB",
+        "trainer.num_train_epochs=3",
+    )
+    assert (cfg.peft.num_virtual_tokens, cfg.trainer.num_train_epochs) == (20, 3)
+    assert cfg.peft.prompt_tuning_init == PromptTuningInit.SAMPLE_VOCAB
+
+
+def test_unknown_init_fails_at_compose_naming_the_allowed_values():
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config(["peft.prompt_tuning_init=GAUSSIAN"])
+    message = f"{error.value} {error.value.__cause__}"
+    assert "peft.prompt_tuning_init=GAUSSIAN" in message
+    assert "RANDOM" in message and "SAMPLE_VOCAB" in message
+
+
+def test_misspelled_key_fails_at_compose():
+    with pytest.raises(ConfigCompositionException, match="peft.num_virtual_tokenz"):
+        compose_config(["peft.num_virtual_tokenz=8"])
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("peft.num_virtual_tokens=0", "peft.num_virtual_tokens=0 is not allowed: an integer >= 1"),
+        ("dataset.train_rows=0", "dataset.train_rows=0 is not allowed"),
+        ("trainer.learning_rate=-1", "trainer.learning_rate=-1.0 is not allowed: > 0"),
+        ("peft.prompt_tuning_init_text=null", "peft.prompt_tuning_init_text=None is not allowed"),
+    ],
+)
+def test_out_of_range_values_fail_before_any_model_loads(tmp_path, override, message):
+    with pytest.raises(PeftlabError) as error:
+        settings(tmp_path, override)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_prompt_tuning_schema_builds_the_peft_config():
+    method = PromptTuningMethod(num_virtual_tokens=8, prompt_tuning_init=PromptTuningInit.TEXT)
+    peft_config = method.to_peft_config("/models/tokenizer")
+    assert isinstance(peft_config, PromptTuningConfig)
+    assert peft_config.num_virtual_tokens == 8
+    assert peft_config.tokenizer_name_or_path == "/models/tokenizer"
+    assert peft_config.prompt_tuning_init_text == "I want you to act as"
+
+    random_init = PromptTuningMethod(prompt_tuning_init=PromptTuningInit.RANDOM)
+    assert random_init.to_peft_config("/unused").tokenizer_name_or_path is None

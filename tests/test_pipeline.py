@@ -1,0 +1,97 @@
+"""A whole run in-process on tiny models: what it trains, saves and logs."""
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_config, in_process_overrides, tiny_overrides
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
+from peft import PeftModel
+from transformers import AutoModelForCausalLM
+
+from peftlab import pipeline
+from peftlab.config import to_settings
+
+METRICS = {
+    "eval_loss_untuned",
+    "eval_loss",
+    "eval_perplexity",
+    "trainable_params",
+    "train_runtime",
+    "train_tokens_per_second",
+    "train_loss",
+}
+
+
+def run_tiny(model_dir: Path, work: Path, *overrides: str) -> pipeline.RunResult:
+    cfg = compose_config(
+        [*tiny_overrides(model_dir, work), *in_process_overrides(work), *overrides]
+    )
+    context = pipeline.RunContext(
+        run_dir=work / "run",
+        params=OmegaConf.to_container(cfg, resolve=True),
+        tags={"model": "tiny", "dataset": "prompts-sample"},
+    )
+    return pipeline.run(to_settings(cfg), context)
+
+
+@pytest.fixture(scope="module")
+def bloom_run(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("bloom-run")
+    return work, run_tiny(tiny_bloom, work, "peft.num_virtual_tokens=5")
+
+
+def test_run_is_logged_with_params_metrics_and_artifacts(bloom_run):
+    work, result = bloom_run
+    client = MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db")
+    run = client.get_run(result.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["peft.num_virtual_tokens"] == "5"
+    assert run.data.params["trainer.learning_rate"] == "0.003"
+    assert set(run.data.metrics) >= METRICS
+    assert run.data.metrics["trainable_params"] == 5 * 32
+    assert run.data.metrics["eval_loss"] == pytest.approx(result.eval_loss)
+    # 16 rows, batch 4, 2 epochs, a loss every step: the curve has 8 points.
+    assert len(client.get_metric_history(result.run_id, "train_loss")) == 8
+    artifacts = {a.path for a in client.list_artifacts(result.run_id)}
+    assert {"adapter", "samples.json"} <= artifacts
+    adapter_files = {Path(a.path).name for a in client.list_artifacts(result.run_id, "adapter")}
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= adapter_files
+
+
+def test_samples_table_has_prompt_untuned_and_tuned(bloom_run):
+    work, result = bloom_run
+    client = MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db")
+    table = client.load_table(
+        experiment_id=client.get_run(result.run_id).info.experiment_id,
+        artifact_file="samples.json",
+        run_ids=[result.run_id],
+    )
+    assert list(table.columns[:3]) == ["prompt", "untuned", "tuned"]
+    assert table["prompt"].tolist() == [s.prompt for s in result.samples]
+
+
+def test_saved_adapter_reloads_to_the_trained_models_logits(bloom_run, tiny_bloom: Path):
+    _, result = bloom_run
+    assert not list(result.adapter_dir.parent.glob(".adapter-partial-*"))
+    reloaded = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(tiny_bloom), result.adapter_dir
+    ).eval()
+    ids = torch.tensor([[5, 17, 42, 99, 3]])
+    with torch.no_grad():
+        assert torch.equal(
+            reloaded(input_ids=ids).logits, result.model.eval()(input_ids=ids).logits
+        )
+
+
+def test_tiny_overfit_run_lowers_held_out_loss(tiny_llama: Path, tmp_path: Path):
+    result = run_tiny(
+        tiny_llama,
+        tmp_path,
+        "peft.num_virtual_tokens=8",
+        "peft.prompt_tuning_init=RANDOM",
+        "trainer.learning_rate=0.05",
+        "trainer.num_train_epochs=8",
+    )
+    assert result.eval_loss < result.eval_loss_untuned - 0.05

@@ -1,0 +1,28 @@
+"""The embedded default model, end to end: GGUF conversion, training, tracking (minutes)."""
+
+from pathlib import Path
+
+import pytest
+from conftest import run_train
+from mlflow.tracking import MlflowClient
+
+
+@pytest.mark.slow
+def test_embedded_smollm2_trains_a_few_steps_offline(tmp_path: Path):
+    result = run_train(
+        "dataset.train_rows=8",
+        "dataset.eval_rows=4",
+        "trainer.num_train_epochs=1",
+        "generation.max_new_tokens=8",
+        f"tracking.uri=sqlite:///{tmp_path}/mlruns/mlflow.db",
+        f"tracking.artifact_location={tmp_path}/mlruns/artifacts",
+        cwd=tmp_path,
+        env={"HF_HUB_OFFLINE": "1"},
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    (run,) = client.search_runs([e.experiment_id for e in client.search_experiments()])
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["model"] == "smollm2-135m"
+    assert run.data.metrics["trainable_params"] == 4 * 576  # 4 virtual tokens x hidden size
+    assert (tmp_path / "outputs" / "run" / "adapter" / "adapter_model.safetensors").is_file()

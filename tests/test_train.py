@@ -1,0 +1,86 @@
+"""train.py as users run it: exit codes, console, and what lands in MLflow."""
+
+from pathlib import Path
+
+import pytest
+from conftest import run_train, tiny_overrides
+from mlflow.tracking import MlflowClient
+
+
+def store_runs(work: Path):
+    client = MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db")
+    experiments = [exp.experiment_id for exp in client.search_experiments()]
+    return client, client.search_runs(experiments)
+
+
+@pytest.fixture(scope="module")
+def cli_run(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("cli")
+    return work, run_train(*tiny_overrides(tiny_bloom, work), cwd=work)
+
+
+def test_train_prints_losses_samples_and_how_to_open_the_run(cli_run):
+    _, result = cli_run
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "Held-out eval loss: untuned " in result.stdout
+    assert "Prompt:  I want you to act as a motivational coach." in result.stdout
+    assert "make ui" in result.stdout
+
+
+def test_train_leaves_one_finished_run_with_config_and_tags(cli_run):
+    work, result = cli_run
+    client, runs = store_runs(work)
+    assert [run.info.status for run in runs] == ["FINISHED"]
+    run = runs[0]
+    assert run.info.run_id in result.stdout
+    assert run.data.tags["dataset"] == "prompts-sample"
+    assert run.data.tags["model"] == "smollm2-135m"  # the group choice, overridden keys aside
+    hydra_files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, ".hydra")}
+    assert {"config.yaml", "overrides.yaml"} <= hydra_files
+    assert (work / "outputs" / "run" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize(
+    ("override", "expected"),
+    [
+        ("dataset.data_files=/nonexistent/rows.csv", "dataset.data_files='/nonexistent/rows.csv'"),
+        ("dataset.text_column=quote", "dataset.text_column='quote' is not a column"),
+        ("peft.num_virtual_tokens=0", "peft.num_virtual_tokens=0 is not allowed"),
+    ],
+)
+def test_bad_input_is_one_error_line_and_no_running_run(tiny_bloom, tmp_path, override, expected):
+    result = run_train(*tiny_overrides(tiny_bloom, tmp_path), override, cwd=tmp_path)
+    assert result.returncode != 0
+    assert result.stderr.strip().splitlines()[-1].startswith(f"error: {expected}")
+    assert "Traceback" not in result.stderr
+    if (tmp_path / "mlruns" / "mlflow.db").exists():
+        _, runs = store_runs(tmp_path)
+        assert all(run.info.status == "FAILED" for run in runs)
+        assert all(expected in run.data.tags["error"] for run in runs)
+
+
+def test_unknown_init_names_key_value_and_allowed_values(tiny_bloom, tmp_path):
+    result = run_train(
+        *tiny_overrides(tiny_bloom, tmp_path), "peft.prompt_tuning_init=GAUSSIAN", cwd=tmp_path
+    )
+    assert result.returncode != 0
+    assert "peft.prompt_tuning_init=GAUSSIAN" in result.stderr
+    allowed = result.stderr.split("expected one of ")[1].splitlines()[0]
+    assert all(name in allowed for name in ("RANDOM", "TEXT", "SAMPLE_VOCAB"))
+    assert not (tmp_path / "mlruns").exists()  # rejected at compose time, before any run
+
+
+def test_uncached_hub_model_offline_fails_fast_with_the_way_out(tiny_bloom, tmp_path):
+    tiny_data_and_store = [o for o in tiny_overrides(tiny_bloom, tmp_path) if "model." not in o]
+    result = run_train(
+        *tiny_data_and_store,
+        "model=bloomz-560m",
+        cwd=tmp_path,
+        env={"HF_HUB_OFFLINE": "1", "HF_HOME": str(tmp_path / "hf")},
+    )
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: model.name_or_path='bigscience/bloomz-560m'")
+    assert "model=smollm2-135m" in last
+    _, runs = store_runs(tmp_path)
+    assert [run.info.status for run in runs] == ["FAILED"]
