@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 from hydra import compose, initialize_config_dir
+from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
@@ -139,3 +140,38 @@ def run_train(*overrides: str, cwd: Path, env: dict[str, str] | None = None):
         env={**os.environ, **(env or {})},
         timeout=600,
     )
+
+
+def store_runs(work: Path):
+    """The MLflow client of the store under ``work`` and all its runs."""
+    client = MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db")
+    experiments = [exp.experiment_id for exp in client.search_experiments()]
+    return client, client.search_runs(experiments)
+
+
+def sweep_parts(work: Path):
+    """The sweep's parent run and its children, by job number."""
+    client, runs = store_runs(work)
+    (parent,) = [r for r in runs if r.data.tags.get("peftlab.sweep") == "true"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    return client, parent, sorted(children, key=lambda r: int(r.data.tags["job_num"]))
+
+
+def run_sweep(model_dir: Path, work: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """``python train.py -m`` on a tiny model, its store and multirun/ under ``work``."""
+    return run_train("-m", *tiny_overrides(model_dir, work), *overrides, cwd=work)
+
+
+@pytest.fixture(scope="session")
+def sweep_run(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A 2x2 Cartesian sweep of a tiny BLOOM: virtual tokens x epochs."""
+    work = tmp_path_factory.mktemp("sweep")
+    result = run_sweep(
+        tiny_bloom,
+        work,
+        "peft.prompt_tuning_init=RANDOM",
+        "peft.num_virtual_tokens=2,4",
+        "trainer.num_train_epochs=1,2",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work

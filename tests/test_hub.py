@@ -38,3 +38,9 @@ def test_local_paths_pass_through_offline(offline, tmp_path):
 
 def test_hub_reachable_is_false_offline(offline):
     assert hub.hub_reachable() is False
+
+
+def test_missing_local_path_is_not_mistaken_for_a_hub_id(tmp_path):
+    missing = str(tmp_path / "gone")
+    with pytest.raises(PeftlabError, match=f"model.name_or_path='{missing}': no such file"):
+        hub.resolve(missing, key="model.name_or_path", repo_type="model", offline_alternative="x")

@@ -30,7 +30,7 @@ def run_tiny(model_dir: Path, work: Path, *overrides: str) -> pipeline.RunResult
     )
     context = pipeline.RunContext(
         run_dir=work / "run",
-        params=OmegaConf.to_container(cfg, resolve=True),
+        params=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         tags={"model": "tiny", "dataset": "prompts-sample"},
     )
     return pipeline.run(to_settings(cfg), context)
@@ -95,3 +95,13 @@ def test_tiny_overfit_run_lowers_held_out_loss(tiny_llama: Path, tmp_path: Path)
         "trainer.num_train_epochs=8",
     )
     assert result.eval_loss < result.eval_loss_untuned - 0.05
+
+
+def test_runs_in_one_process_share_the_base_model_and_leave_it_untouched(tiny_llama, tmp_path):
+    first = run_tiny(tiny_llama, tmp_path / "a", "peft.prompt_tuning_init=RANDOM")
+    base = first.model.get_base_model()
+    weights = {name: value.clone() for name, value in base.state_dict().items()}
+    second = run_tiny(tiny_llama, tmp_path / "b", "peft.prompt_tuning_init=RANDOM")
+    assert second.model.get_base_model() is base
+    assert all(torch.equal(value, base.state_dict()[name]) for name, value in weights.items())
+    assert second.eval_loss == first.eval_loss

@@ -3,14 +3,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import run_train, tiny_overrides
-from mlflow.tracking import MlflowClient
-
-
-def store_runs(work: Path):
-    client = MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db")
-    experiments = [exp.experiment_id for exp in client.search_experiments()]
-    return client, client.search_runs(experiments)
+from conftest import run_train, store_runs, tiny_overrides
 
 
 @pytest.fixture(scope="module")

@@ -41,7 +41,8 @@ class Precision(str, Enum):
     bf16 = "bf16"
 
 
-@dataclass
+# Hashable: jobs of a sweep that share a model or dataset config share what it loads.
+@dataclass(unsafe_hash=True)
 class ModelConfig:
     name_or_path: str = MISSING
     gguf_file: str | None = None
@@ -50,7 +51,7 @@ class ModelConfig:
     trust_remote_code: bool = False
 
 
-@dataclass
+@dataclass(unsafe_hash=True)
 class DatasetConfig:
     name: str = MISSING
     path: str | None = None
@@ -77,6 +78,7 @@ class DatasetConfig:
 class PromptTuningMethod:
     """Soft prompt of ``num_virtual_tokens`` trainable embeddings (peft.PromptTuningConfig)."""
 
+    method: str = "prompt_tuning"
     num_virtual_tokens: int = 4
     prompt_tuning_init: PromptTuningInit = PromptTuningInit.TEXT
     prompt_tuning_init_text: str | None = "I want you to act as"
@@ -162,6 +164,7 @@ class TrackingConfig:
     experiment: str = "peftlab"
     artifact_location: str | None = None
     run_name: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -191,17 +194,30 @@ def sample_path(name: str) -> str:
     return str(SAMPLES_DIR / name)
 
 
+# One entry per PEFT method: its ``method`` value and its schema (stored as ``<method>_schema``).
+PEFT_METHODS: dict[str, type] = {"prompt_tuning": PromptTuningMethod}
+
+
 def register_configs() -> None:
     """Register schemas and resolvers; idempotent so tests and sweeps can call it again."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
-    cs.store(group="peft", name="prompt_tuning_schema", node=PromptTuningMethod)
+    for method, schema in PEFT_METHODS.items():
+        cs.store(group="peft", name=f"{method}_schema", node=schema)
     OmegaConf.register_new_resolver("peftlab.package_dir", package_dir, replace=True)
     OmegaConf.register_new_resolver("peftlab.sample", sample_path, replace=True)
 
 
 def to_settings(cfg: DictConfig) -> TrainConfig:
-    """Resolve and validate a composed config into typed objects (runs the range checks)."""
-    settings = OmegaConf.to_object(cfg)
+    """Validate a config into typed objects, running the range checks.
+
+    Merging into the schemas again also types configs that were saved as plain YAML (a run's
+    ``.hydra/config.yaml``), so a rerun is checked like a fresh run.
+    """
+    method = OmegaConf.select(cfg, "peft.method")
+    _require(method in PEFT_METHODS, "peft.method", method, f"one of {', '.join(PEFT_METHODS)}")
+    schema = OmegaConf.structured(TrainConfig)
+    schema.peft = OmegaConf.structured(PEFT_METHODS[method])
+    settings = OmegaConf.to_object(OmegaConf.merge(schema, cfg))
     assert isinstance(settings, TrainConfig)
     return settings

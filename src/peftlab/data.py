@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 from datasets import Dataset, load_dataset
@@ -91,7 +92,9 @@ def tokenize(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, cfg: DatasetC
     )
 
 
+@lru_cache(maxsize=1)
 def load_splits(cfg: DatasetConfig, tokenizer: PreTrainedTokenizerBase) -> Splits:
+    """Tokenized train and held-out rows; shared by the jobs of a sweep in one process."""
     splits = split(load_texts(cfg), cfg)
     return Splits(
         train=tokenize(splits.train, tokenizer, cfg), eval=tokenize(splits.eval, tokenizer, cfg)

@@ -47,7 +47,11 @@ def resolve(
     Local directories and files pass through; a Hub id passes through when the Hub answers, and
     otherwise becomes the path of its cached snapshot, or a one-line error naming the way out.
     """
-    if Path(name_or_path).expanduser().exists() or hub_reachable():
+    if Path(name_or_path).expanduser().exists():
+        return name_or_path
+    if name_or_path.startswith(("/", ".", "~")):
+        raise PeftlabError(f"{key}={name_or_path!r}: no such file or directory")
+    if hub_reachable():
         return name_or_path
     try:
         return snapshot_download(

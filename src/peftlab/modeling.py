@@ -10,6 +10,7 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -41,7 +42,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("PEFTLAB_CACHE", "~/.cache/peftlab")).expanduser()
 
 
+@lru_cache(maxsize=1)
 def load(cfg: ModelConfig) -> LoadedModel:
+    """The frozen base model; jobs of a sweep in one process share it (PEFT never mutates it)."""
     path = converted_checkpoint(cfg) if cfg.gguf_file else hub_or_local(cfg)
     kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)

@@ -13,6 +13,7 @@ from typing import Any
 
 import mlflow
 from peft import PeftModel, get_peft_model
+from transformers import set_seed
 
 from peftlab import data, generation, modeling, tracking, training
 from peftlab.config import TrainConfig
@@ -33,6 +34,7 @@ class RunContext:
 
     run_dir: Path
     params: dict[str, Any]
+    run_name: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     config_dir: Path | None = None  # Hydra's .hydra/ folder (config.yaml, overrides.yaml)
 
@@ -50,7 +52,8 @@ class RunResult:
 
 def run(settings: TrainConfig, context: RunContext) -> RunResult:
     tracking.use_store(settings.tracking)
-    with tracking.run(settings.tracking.run_name, context.tags) as active:
+    name = settings.tracking.run_name or context.run_name
+    with tracking.run(name, {**context.tags, **settings.tracking.tags}) as active:
         mlflow.log_params(tracking.flatten(context.params))
         if context.config_dir is not None and context.config_dir.is_dir():
             mlflow.log_artifacts(str(context.config_dir), ".hydra")
@@ -67,6 +70,7 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
     log.info("Data: %d train / %d held-out rows", len(splits.train), len(splits.eval))
     args = training.training_arguments(settings.trainer, context.run_dir / "trainer")
 
+    set_seed(settings.trainer.seed)  # RANDOM init and sampling repeat, whatever ran before
     eval_loss_untuned = training.evaluate_loss(model, tokenizer, args, splits.eval)
     prompts = settings.generation.prompts
     untuned = [generation.generate(model, tokenizer, p, settings.generation) for p in prompts]

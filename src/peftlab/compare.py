@@ -1,0 +1,169 @@
+"""Compare the runs of a sweep (or an experiment): a ranked table and plots, logged to the sweep."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+from matplotlib.figure import Figure  # pyplot-free: no display backend, no global state
+from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
+
+from peftlab.errors import PeftlabError
+from peftlab.sweep import PARENT_TAG, SWEEP_TAG
+
+METRICS = [
+    "eval_loss",
+    "eval_loss_untuned",
+    "improvement",
+    "train_runtime",
+    "train_tokens_per_second",
+]
+# Keys that differ between any two runs without being a choice worth comparing.
+NOT_COMPARED = ("output_dir", "tracking.")
+
+
+@dataclass
+class Comparison:
+    table: pd.DataFrame  # one row per finished run, best (lowest eval_loss) first
+    swept: list[str]
+    runs: list[Run]
+    parent: Run | None
+
+
+def collect(client: MlflowClient, sweep: str | None = None, experiment: str | None = None):
+    """Finished runs of a sweep (by parent run id), of an experiment, or of the latest sweep."""
+    if experiment is not None:
+        found = client.get_experiment_by_name(experiment)
+        if found is None:
+            raise PeftlabError(f"--experiment={experiment!r}: no such MLflow experiment")
+        runs = client.search_runs([found.experiment_id])
+        return _comparison([r for r in runs if SWEEP_TAG not in r.data.tags], parent=None)
+    parent = _parent(client, sweep)
+    children = client.search_runs(
+        [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
+    )
+    return _comparison(children, parent)
+
+
+def _parent(client: MlflowClient, sweep: str | None) -> Run:
+    if sweep is not None:
+        try:
+            return client.get_run(sweep)
+        except Exception as error:
+            raise PeftlabError(f"--sweep={sweep!r}: no such MLflow run") from error
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    latest = client.search_runs(
+        experiments, f"tags.`{SWEEP_TAG}` = 'true'", order_by=["start_time DESC"], max_results=1
+    )
+    if not latest:
+        raise PeftlabError(
+            "no sweep found in this store: run one with `python train.py -m ...`, "
+            "or pass --experiment NAME"
+        )
+    return latest[0]
+
+
+def _comparison(runs: list[Run], parent: Run | None) -> Comparison:
+    finished = [r for r in runs if r.info.status == "FINISHED" and "eval_loss" in r.data.metrics]
+    if not finished:
+        raise PeftlabError("no finished runs with an eval_loss to compare")
+    swept = _swept_keys(finished, parent)
+    rows = []
+    for run in finished:
+        metrics = run.data.metrics
+        row = {"run": run.info.run_name, "run_id": run.info.run_id}
+        row |= {key: run.data.params.get(key) for key in swept}
+        row |= {key: metrics.get(key) for key in METRICS if key != "improvement"}
+        row["improvement"] = metrics.get("eval_loss_untuned", float("nan")) - metrics["eval_loss"]
+        rows.append(row)
+    table = pd.DataFrame(rows).sort_values("eval_loss", kind="stable").reset_index(drop=True)
+    table.index = pd.RangeIndex(1, len(table) + 1, name="rank")
+    return Comparison(table[["run", *swept, *METRICS, "run_id"]], swept, finished, parent)
+
+
+def _swept_keys(runs: list[Run], parent: Run | None) -> list[str]:
+    if parent is not None and parent.data.tags.get("swept_keys"):
+        return parent.data.tags["swept_keys"].split(",")
+    keys = sorted({key for run in runs for key in run.data.params})
+    return [
+        key
+        for key in keys
+        if not key.startswith(NOT_COMPARED) and len({run.data.params.get(key) for run in runs}) > 1
+    ]
+
+
+def write(comparison: Comparison, client: MlflowClient, out_dir: Path) -> list[Path]:
+    """Markdown and CSV table, and PNG plots, in ``out_dir``; returns the files."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    markdown, csv = out_dir / "comparison.md", out_dir / "comparison.csv"
+    markdown.write_text(comparison.table.to_markdown(floatfmt=".4f") + "\n")
+    comparison.table.to_csv(csv)
+    return [
+        markdown,
+        csv,
+        plot_train_loss(comparison, client, out_dir / "train_loss.png"),
+        plot_eval_loss(comparison, out_dir / "eval_loss_vs_params.png"),
+    ]
+
+
+def plot_train_loss(comparison: Comparison, client: MlflowClient, path: Path) -> Path:
+    fig = Figure(figsize=(8, 5))
+    ax = fig.subplots()
+    for run in comparison.runs:
+        history = sorted(
+            client.get_metric_history(run.info.run_id, "train_loss"), key=lambda m: m.step
+        )
+        ax.plot([m.step for m in history], [m.value for m in history], label=run.info.run_name)
+    ax.set(title="Training loss per step", xlabel="step", ylabel="train loss")
+    ax.legend(fontsize="small")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def plot_eval_loss(comparison: Comparison, path: Path) -> Path:
+    """Held-out loss against each swept key, one line per setting of the other keys."""
+    swept = comparison.swept or ["run"]
+    fig = Figure(figsize=(5 * len(swept), 4.5))
+    axes = fig.subplots(1, len(swept), squeeze=False)
+    table = comparison.table
+    for ax, key in zip(axes[0], swept, strict=True):
+        others = [k for k in comparison.swept if k != key]
+        groups = table.groupby(others, sort=True) if others else [((), table)]
+        for values, group in groups:
+            group = group.sort_values(key, key=_numeric_if_possible)
+            pairs = zip(others, _as_tuple(values), strict=True)
+            label = ", ".join(f"{k}={v}" for k, v in pairs) or "runs"
+            ax.plot(group[key].astype(str), group["eval_loss"], marker="o", label=label)
+        ax.set(title=f"Held-out eval loss vs {key}", xlabel=key, ylabel="eval loss")
+        ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def _numeric_if_possible(column: pd.Series) -> pd.Series:
+    numeric = pd.to_numeric(column, errors="coerce")
+    return column if numeric.isna().any() else numeric
+
+
+def _as_tuple(values) -> tuple:
+    return values if isinstance(values, tuple) else (values,)
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    return path
+
+
+def log_to_parent(client: MlflowClient, comparison: Comparison, files: list[Path]) -> None:
+    if comparison.parent is None:
+        return
+    for file in files:
+        client.log_artifact(comparison.parent.info.run_id, str(file), "comparison")
+
+
+def console_table(comparison: Comparison) -> str:
+    shown = comparison.table.drop(columns=["run_id"])
+    return shown.to_markdown(floatfmt=".4f")

@@ -1,0 +1,40 @@
+"""What the console shows: peftlab's progress and summary, not the libraries' chatter."""
+
+from __future__ import annotations
+
+import logging
+import sys
+import warnings
+
+import datasets
+from transformers.utils import logging as hf_logging
+
+from peftlab.pipeline import RunResult
+
+
+def quiet_libraries() -> None:
+    """Keep the console to peftlab's own progress: libraries speak only on errors."""
+    hf_logging.set_verbosity_error()
+    hf_logging.disable_progress_bar()
+    datasets.disable_progress_bars()
+    datasets.logging.set_verbosity_error()
+    for name in ("alembic", "mlflow", "huggingface_hub"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", category=UserWarning)
+    warnings.filterwarnings("ignore", category=FutureWarning)
+
+
+def report(result: RunResult) -> None:
+    untuned, tuned = result.eval_loss_untuned, result.eval_loss
+    lines = [f"Held-out eval loss: untuned {untuned:.4f} -> tuned {tuned:.4f}"]
+    for sample in result.samples:
+        lines += [
+            f"Prompt:  {sample.prompt}",
+            f"  untuned: {sample.untuned}",
+            f"  tuned:   {sample.tuned}",
+        ]
+    lines += [
+        f"Adapter: {result.adapter_dir}",
+        f"MLflow run {result.run_id}: {result.ui_hint}",
+    ]
+    print("\n".join(lines), file=sys.stdout, flush=True)

@@ -1,0 +1,116 @@
+"""Sweeps in MLflow: one parent run per Hydra multirun, each job a child run named by its overrides.
+
+The parent's lifecycle belongs to a Hydra callback in the launching process. Jobs may run in
+other processes (joblib, submitit), so the callback leaves the parent's id in the sweep
+directory, where every job finds it.
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+from hydra.core.hydra_config import HydraConfig
+from hydra.core.override_parser.overrides_parser import OverridesParser
+from hydra.experimental.callback import Callback
+from mlflow.tracking import MlflowClient
+from omegaconf import DictConfig, OmegaConf
+
+from peftlab import console, tracking
+from peftlab.config import TrackingConfig
+
+log = logging.getLogger(__name__)
+
+SWEEP_FILE = "mlflow_sweep.json"
+PARENT_TAG = "mlflow.parentRunId"
+SWEEP_TAG = "peftlab.sweep"
+
+
+class MlflowSweepCallback(Callback):
+    def __init__(self) -> None:
+        self._client: MlflowClient | None = None
+        self._parent_id: str | None = None
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        HydraConfig.instance().set_config(config)  # lets ${hydra:...} resolve before any job
+        console.quiet_libraries()
+        cfg = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))
+        experiment_id = tracking.use_store(cfg)
+        overrides = list(config.hydra.overrides.task)
+        swept = swept_keys(overrides, config.hydra.sweeper.get("params"))
+        sweep_dir = Path(config.hydra.sweep.dir)
+        self._client = MlflowClient(cfg.uri)
+        swept_overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept]
+        parent = self._client.create_run(
+            experiment_id,
+            run_name=" ".join(["sweep", *swept_overrides]),
+            tags={
+                SWEEP_TAG: "true",
+                "sweep_dir": str(sweep_dir.resolve()),
+                "swept_keys": ",".join(swept),
+            },
+        )
+        self._parent_id = parent.info.run_id
+        params = {"sweep.overrides": " ".join(overrides), **tracking.flatten(base_config(config))}
+        for key, value in params.items():
+            self._client.log_param(self._parent_id, key, value)
+        sweep_dir.mkdir(parents=True, exist_ok=True)
+        (sweep_dir / SWEEP_FILE).write_text(
+            json.dumps({"parent_run_id": self._parent_id, "swept_keys": swept})
+        )
+        # Hydra skips on_multirun_end when a job failed; the parent must not stay RUNNING.
+        atexit.register(self._close, "FAILED")
+        log.info("MLflow sweep run %s (%d swept keys)", self._parent_id, len(swept))
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        self._close("FINISHED")
+
+    def _close(self, status: str) -> None:
+        if self._client is None or self._parent_id is None:
+            return
+        client, parent_id, self._parent_id = self._client, self._parent_id, None
+        experiment_id = client.get_run(parent_id).info.experiment_id
+        failed = client.search_runs(
+            [experiment_id],
+            filter_string=f"tags.{PARENT_TAG} = '{parent_id}' and attributes.status = 'FAILED'",
+        )
+        client.set_tag(parent_id, "failed_jobs", str(len(failed)))
+        client.set_terminated(parent_id, status)
+
+
+def swept_keys(overrides: list[str], sweeper_params: Any) -> list[str]:
+    """Keys the sweep varies: sweep overrides (``a=1,2``) and a sweeper's search space."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    keys = [o.get_key_element() for o in parsed if o.is_sweep_override()]
+    if sweeper_params:
+        keys += [key for key in sweeper_params if key not in keys]
+    return keys
+
+
+def base_config(config: DictConfig) -> dict[str, Any]:
+    """The sweep's resolved config, less Hydra's own and per-job keys."""
+    keys = [key for key in config if key not in {"hydra", "output_dir"}]
+    return {
+        key: OmegaConf.to_container(config[key], resolve=True, enum_to_str=True) for key in keys
+    }
+
+
+def job_identity(hydra_cfg: DictConfig) -> tuple[str | None, dict[str, str]]:
+    """Run name and tags of a job of a sweep; nothing for a single run."""
+    sweep_file = Path(hydra_cfg.sweep.dir) / SWEEP_FILE
+    if not sweep_file.is_file():
+        return None, {}
+    sweep = json.loads(sweep_file.read_text())
+    parsed = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
+    keys = sweep["swept_keys"]
+    swept = [o for o in parsed if o.get_key_element() in keys]
+    swept.sort(key=lambda o: keys.index(o.get_key_element()))  # the sweep's order, not Hydra's
+    tags = {
+        PARENT_TAG: sweep["parent_run_id"],
+        "sweep_id": sweep["parent_run_id"],
+        "job_num": str(hydra_cfg.job.num),
+    }
+    return ",".join(o.input_line for o in swept) or f"job {hydra_cfg.job.num}", tags

@@ -1,0 +1,66 @@
+"""peftlab rerun: a run again from its saved config, with the same result."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import run_train, store_runs, tiny_overrides
+
+
+def peftlab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "peftlab.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def original(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("rerun")
+    result = run_train(
+        *tiny_overrides(tiny_bloom, work), "peft.prompt_tuning_init=RANDOM", cwd=work
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    (run,) = store_runs(work)[1]
+    return work, run
+
+
+def test_rerun_reproduces_the_eval_loss(original):
+    work, run = original
+    result = peftlab("rerun", run.info.run_id, cwd=work)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (rerun,) = [r for r in store_runs(work)[1] if r.data.tags.get("rerun_of") == run.info.run_id]
+    assert rerun.info.status == "FINISHED"
+    changed = {"output_dir", "tracking.tags.rerun_of"}
+    assert {k: v for k, v in rerun.data.params.items() if k not in changed} == {
+        k: v for k, v in run.data.params.items() if k != "output_dir"
+    }
+    assert abs(rerun.data.metrics["eval_loss"] - run.data.metrics["eval_loss"]) < 1e-5
+
+
+def test_hydra_rerun_from_the_saved_config_folder(original):
+    work, run = original
+    config_dir = work / "outputs" / "run" / ".hydra"
+    result = subprocess.run(
+        [sys.executable, str(Path(__file__).parents[1] / "train.py"),
+         "--config-path", str(config_dir), "--config-name", "config",
+         f"hydra.run.dir={work}/outputs/hydra-rerun"],
+        cwd=work, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    newest = max(store_runs(work)[1], key=lambda r: r.info.start_time)
+    assert newest.info.run_id != run.info.run_id
+    assert abs(newest.data.metrics["eval_loss"] - run.data.metrics["eval_loss"]) < 1e-5
+
+
+def test_rerun_of_an_unknown_run_is_one_error_line(original):
+    work, _ = original
+    result = peftlab("rerun", "0123abcd", cwd=work)
+    assert result.returncode == 1
+    assert result.stderr.strip() == (
+        f"error: run '0123abcd' not found in sqlite:///{work}/mlruns/mlflow.db"
+    )

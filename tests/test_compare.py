@@ -1,0 +1,75 @@
+"""peftlab compare: ranked tables and plots of a sweep, logged back to it."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+import matplotlib.image
+import pandas as pd
+import pytest
+from conftest import store_runs, sweep_parts
+
+from peftlab import compare
+from peftlab.errors import PeftlabError
+
+
+@pytest.fixture(scope="module")
+def comparison(sweep_run: Path):
+    client, _ = store_runs(sweep_run)
+    return client, compare.collect(client)
+
+
+def test_latest_sweep_is_ranked_by_held_out_loss(sweep_run: Path, comparison):
+    _, parent, children = sweep_parts(sweep_run)
+    _, result = comparison
+    table = result.table
+    assert result.parent.info.run_id == parent.info.run_id
+    assert list(table.index) == [1, 2, 3, 4]
+    assert table["eval_loss"].is_monotonic_increasing
+    assert set(table["run_id"]) == {c.info.run_id for c in children}
+    assert result.swept == ["peft.num_virtual_tokens", "trainer.num_train_epochs"]
+    improvement = table["eval_loss_untuned"] - table["eval_loss"]
+    assert (table["improvement"] - improvement).abs().max() < 1e-9
+
+
+def test_tables_and_plots_are_written_and_logged_to_the_sweep(comparison, tmp_path: Path):
+    client, result = comparison
+    files = compare.write(result, client, tmp_path)
+    compare.log_to_parent(client, result, files)
+    names = {f.name for f in files}
+    assert names == {"comparison.md", "comparison.csv", "train_loss.png", "eval_loss_vs_params.png"}
+    csv = pd.read_csv(tmp_path / "comparison.csv")
+    assert list(csv["rank"]) == [1, 2, 3, 4]
+    assert "| rank |" in (tmp_path / "comparison.md").read_text().replace("   ", " ")
+    for png in ("train_loss.png", "eval_loss_vs_params.png"):
+        height, width, _ = matplotlib.image.imread(tmp_path / png).shape
+        assert height > 300 and width > 500
+    logged = client.list_artifacts(result.parent.info.run_id, "comparison")
+    assert {Path(a.path).name for a in logged} == names
+
+
+def test_compare_command_prints_the_ranking(sweep_run: Path, tmp_path: Path):
+    result = subprocess.run(
+        [sys.executable, "-m", "peftlab.cli", "compare", "--out", str(tmp_path / "out")],
+        cwd=sweep_run,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, result.stderr[-2000:]
+    header = result.stdout.splitlines()[0]
+    assert "rank" in header and "eval_loss" in header and "peft.num_virtual_tokens" in header
+    assert (tmp_path / "out" / "comparison.md").is_file()
+
+
+def test_experiment_mode_compares_runs_by_the_params_that_differ(sweep_run: Path, comparison):
+    client, _ = comparison
+    result = compare.collect(client, experiment="peftlab")
+    assert result.parent is None
+    assert set(result.swept) == {"peft.num_virtual_tokens", "trainer.num_train_epochs"}
+
+
+def test_unknown_sweep_is_a_clear_error(comparison):
+    client, _ = comparison
+    with pytest.raises(PeftlabError, match="--sweep='nope': no such MLflow run"):
+        compare.collect(client, sweep="nope")

@@ -1,0 +1,164 @@
+"""Multirun sweeps: grouping in MLflow, isolation of failures, launchers and sweepers."""
+
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+from conftest import run_sweep, run_train, store_runs, sweep_parts, tiny_overrides
+
+from peftlab import sweep
+
+
+def test_sweep_is_one_parent_with_a_child_per_job_named_by_its_overrides(sweep_run: Path):
+    _, parent, children = sweep_parts(sweep_run)
+    assert parent.info.status == "FINISHED"
+    assert parent.data.tags["swept_keys"] == "peft.num_virtual_tokens,trainer.num_train_epochs"
+    assert "peft.num_virtual_tokens=2,4" in parent.data.params["sweep.overrides"]
+    assert parent.data.params["peft.prompt_tuning_init"] == "RANDOM"  # the resolved base config
+    assert sorted(c.info.run_name for c in children) == [
+        "peft.num_virtual_tokens=2,trainer.num_train_epochs=1",
+        "peft.num_virtual_tokens=2,trainer.num_train_epochs=2",
+        "peft.num_virtual_tokens=4,trainer.num_train_epochs=1",
+        "peft.num_virtual_tokens=4,trainer.num_train_epochs=2",
+    ]
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert {c.data.tags["sweep_id"] for c in children} == {parent.info.run_id}
+    for child in children:
+        tokens = child.data.params["peft.num_virtual_tokens"]
+        assert child.info.run_name.startswith(f"peft.num_virtual_tokens={tokens},")
+
+
+def test_sweep_outputs_live_in_unique_multirun_folders(sweep_run: Path):
+    (sweep_dir,) = (sweep_run / "multirun").glob("*/*")
+    assert sorted(p.name for p in sweep_dir.iterdir() if p.is_dir()) == ["0", "1", "2", "3"]
+    assert all((sweep_dir / job / "adapter" / "adapter_config.json").is_file() for job in "0123")
+    # Sweeps started within the same second still get their own folder.
+    assert len(sweep_dir.name.split("-")[-1]) == 6  # microseconds
+
+
+def test_job_of_a_sweep_equals_the_same_config_run_alone(sweep_run, tiny_bloom, tmp_path):
+    _, _, children = sweep_parts(sweep_run)
+    name = "peft.num_virtual_tokens=4,trainer.num_train_epochs=1"
+    (job,) = [c for c in children if c.info.run_name == name]
+    assert int(job.data.tags["job_num"]) > 0  # ran after another job, on the shared model
+    alone = run_train(
+        *tiny_overrides(tiny_bloom, tmp_path),
+        "peft.prompt_tuning_init=RANDOM",
+        "peft.num_virtual_tokens=4",
+        "trainer.num_train_epochs=1",
+        cwd=tmp_path,
+    )
+    assert alone.returncode == 0, alone.stderr[-2000:]
+    (single,) = store_runs(tmp_path)[1]
+    assert single.data.metrics["eval_loss"] == pytest.approx(
+        job.data.metrics["eval_loss"], abs=1e-6
+    )
+
+
+def test_failing_job_is_failed_while_the_others_finish(tiny_bloom: Path, tmp_path: Path):
+    run_sweep(tiny_bloom, tmp_path, "dataset.text_column=prompt,nope")
+    _, parent, (good, bad) = sweep_parts(tmp_path)
+    assert good.info.status == "FINISHED"
+    assert bad.info.status == "FAILED"
+    assert "dataset.text_column='nope' is not a column" in bad.data.tags["error"]
+    assert parent.info.status != "RUNNING"
+    assert parent.data.tags["failed_jobs"] == "1"
+
+
+def test_parallel_joblib_sweep_logs_every_job(tiny_bloom: Path, tmp_path: Path):
+    result = run_sweep(
+        tiny_bloom,
+        tmp_path,
+        "peft.num_virtual_tokens=1,2,3,4",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, parent, children = sweep_parts(tmp_path)
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    assert parent.info.status == "FINISHED"
+
+
+def test_submitit_local_runs_each_job_in_its_own_process(tiny_bloom: Path, tmp_path: Path):
+    result = run_sweep(
+        tiny_bloom,
+        tmp_path,
+        "peft.num_virtual_tokens=1,2",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, parent, children = sweep_parts(tmp_path)
+    assert [c.info.status for c in children] == ["FINISHED", "FINISHED"]
+    (sweep_dir,) = (tmp_path / "multirun").glob("*/*")
+    assert len([p for p in (sweep_dir / ".submitit").iterdir() if p.name.isdigit()]) == 2
+
+
+def test_optuna_search_minimises_eval_loss_over_the_search_space(tiny_bloom, tmp_path):
+    result = run_sweep(
+        tiny_bloom,
+        tmp_path,
+        "hparams_search=optuna",
+        "hydra.sweeper.n_trials=3",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, parent, children = sweep_parts(tmp_path)
+    assert set(parent.data.tags["swept_keys"].split(",")) == {
+        "peft.num_virtual_tokens",
+        "trainer.learning_rate",
+        "peft.prompt_tuning_init",
+    }
+    assert len(children) == 3 and all(c.info.status == "FINISHED" for c in children)
+    best = min(c.data.metrics["eval_loss"] for c in children)
+    assert "Best value: " in result.stderr + result.stdout
+    assert f"{best}"[:6] in (result.stderr + result.stdout).split("Best value: ")[1]
+
+
+def test_swept_keys_come_from_sweep_overrides_and_search_space():
+    keys = sweep.swept_keys(["a=1,2", "b=3", "c=range(1,3)"], {"d": "choice(1, 2)"})
+    assert keys == ["a", "c", "d"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_mlflow_server_on_loopback_serves_the_sweep(sweep_run: Path):
+    _, parent, children = sweep_parts(sweep_run)
+    port = free_port()
+    server = subprocess.Popen(
+        [
+            sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", f"sqlite:///{sweep_run}/mlruns/mlflow.db",
+            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        found = httpx.post(
+            f"{base}/api/2.0/mlflow/runs/search",
+            json={
+                "experiment_ids": [parent.info.experiment_id],
+                "filter": f"tags.mlflow.parentRunId = '{parent.info.run_id}'",
+            },
+            timeout=10,
+        ).json()["runs"]
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    assert {r["info"]["run_id"] for r in found} == {c.info.run_id for c in children}
