@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 PORT ?= 5000
 
-.PHONY: setup train test test-fast ui lint clean
+.PHONY: setup train test test-fast ui demo lint clean
 
 setup: $(VENV)/.installed
 
@@ -32,9 +32,12 @@ ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
 		--host 127.0.0.1 --port $(PORT)
 
+demo: setup
+	$(VENV)/bin/peftlab demo $(ARGS)
+
 lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
 clean:
-	rm -rf outputs multirun mlruns .pytest_cache .ruff_cache
+	rm -rf outputs multirun mlruns test-artifacts .pytest_cache .ruff_cache

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     BloomConfig,
@@ -22,7 +22,9 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from peftlab.config import SAMPLES_DIR, register_configs
+from peftlab import pipeline
+from peftlab.config import SAMPLES_DIR, register_configs, to_settings
+from peftlab.pipeline import RunContext, RunResult
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -125,9 +127,26 @@ def compose_config(overrides: list[str]) -> DictConfig:
         return compose("train", overrides=overrides)
 
 
-def in_process_overrides(work: Path) -> list[str]:
+def in_process_overrides(work: Path, name: str = "run") -> list[str]:
     """Replace the ``${hydra:...}`` values that only a Hydra launch can resolve."""
-    return [f"output_dir={work}/run"]
+    return [f"output_dir={work}/{name}"]
+
+
+def run_tiny(model_dir: Path, work: Path, *overrides: str, name: str = "run") -> RunResult:
+    """One run in this process, as train.py would do it, into ``work/name``."""
+    cfg = compose_config(
+        [*tiny_overrides(model_dir, work), *in_process_overrides(work, name), *overrides]
+    )
+    config_dir = work / name / ".hydra"  # as Hydra writes it: the config before resolution
+    config_dir.mkdir(parents=True)
+    OmegaConf.save(cfg, config_dir / "config.yaml")
+    context = RunContext(
+        run_dir=work / name,
+        params=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
+        tags={"model": "tiny", "dataset": "prompts-sample"},
+        config_dir=config_dir,
+    )
+    return pipeline.run(to_settings(cfg), context)
 
 
 def run_train(*overrides: str, cwd: Path, env: dict[str, str] | None = None):

@@ -4,14 +4,10 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import compose_config, in_process_overrides, tiny_overrides
+from conftest import run_tiny
 from mlflow.tracking import MlflowClient
-from omegaconf import OmegaConf
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
-
-from peftlab import pipeline
-from peftlab.config import to_settings
 
 METRICS = {
     "eval_loss_untuned",
@@ -22,18 +18,6 @@ METRICS = {
     "train_tokens_per_second",
     "train_loss",
 }
-
-
-def run_tiny(model_dir: Path, work: Path, *overrides: str) -> pipeline.RunResult:
-    cfg = compose_config(
-        [*tiny_overrides(model_dir, work), *in_process_overrides(work), *overrides]
-    )
-    context = pipeline.RunContext(
-        run_dir=work / "run",
-        params=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
-        tags={"model": "tiny", "dataset": "prompts-sample"},
-    )
-    return pipeline.run(to_settings(cfg), context)
 
 
 @pytest.fixture(scope="module")

@@ -1,4 +1,4 @@
-"""The ``peftlab`` command: compare a sweep's runs, rerun a run from its saved config."""
+"""The ``peftlab`` command: compare sweeps, rerun runs, generate with tuned prompts, demo."""
 
 from __future__ import annotations
 
@@ -13,7 +13,8 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from peftlab import compare
+from peftlab import adapters, compare, console
+from peftlab.config import register_configs
 from peftlab.errors import PeftlabError
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "train.py"
@@ -35,6 +36,23 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--experiment", help="compare all runs of this MLflow experiment")
     comparing.add_argument("--out", type=Path, help="output folder (default: outputs/compare/ID)")
 
+    generating = commands.add_parser("generate", help="generate with tuned prompts")
+    generating.add_argument(
+        "--run", action="append", required=True, help="MLflow run id or adapter folder; repeatable"
+    )
+    generating.add_argument("--prompt", required=True)
+    generating.add_argument("--compare", action="store_true", help="add the untuned base output")
+    generating.add_argument("--max-new-tokens", type=int)
+    generating.add_argument("--repetition-penalty", type=float)
+    generating.add_argument("--temperature", type=float)
+    generating.add_argument("--top-p", type=float)
+    generating.add_argument("--do-sample", action="store_true", default=None)
+
+    demoing = commands.add_parser("demo", help="Gradio app to try tuned prompts in a browser")
+    demoing.add_argument("--experiment", default="peftlab")
+    demoing.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
+    demoing.add_argument("--port", type=int, default=7860)
+
     rerunning = commands.add_parser("rerun", help="run a run again from its saved config")
     rerunning.add_argument("run_id")
     rerunning.add_argument(
@@ -45,14 +63,46 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    register_configs()
+    console.quiet_libraries()
     client = MlflowClient(args.tracking_uri or default_tracking_uri())
+    commands = {"compare": run_compare, "generate": run_generate, "demo": run_demo}
     try:
-        if args.command == "compare":
-            return run_compare(client, args)
-        return rerun(client, args.run_id, args.overrides)
+        if args.command == "rerun":
+            return rerun(client, args.run_id, args.overrides)
+        return commands[args.command](client, args)
     except PeftlabError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+
+
+def run_generate(client: MlflowClient, args: argparse.Namespace) -> int:
+    sources = [adapters.resolve(spec, client) for spec in args.run]
+    bank = adapters.AdapterBank.for_sources(sources)
+    overrides = {
+        "max_new_tokens": args.max_new_tokens,
+        "repetition_penalty": args.repetition_penalty,
+        "temperature": args.temperature,
+        "top_p": args.top_p,
+        "do_sample": args.do_sample,
+    }
+    outputs = []
+    if args.compare:
+        settings = adapters.with_overrides(sources[0].generation, **overrides)
+        outputs.append((f"untuned {bank.base}", bank.generate(args.prompt, settings)))
+    for source in sources:
+        settings = adapters.with_overrides(source.generation, **overrides)
+        loss = f" (eval_loss {source.eval_loss:.4f})" if source.eval_loss is not None else ""
+        outputs.append((source.label + loss, bank.generate(args.prompt, settings, source.name)))
+    print(console.side_by_side(args.prompt, outputs))
+    return 0
+
+
+def run_demo(client: MlflowClient, args: argparse.Namespace) -> int:
+    from peftlab import demo  # gradio is slow to import; only this command needs it
+
+    demo.build(client, args.experiment).launch(server_name=args.host, server_port=args.port)
+    return 0
 
 
 def run_compare(client: MlflowClient, args: argparse.Namespace) -> int:

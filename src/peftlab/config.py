@@ -11,7 +11,7 @@ import importlib.util
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
@@ -20,6 +20,7 @@ from peft import PromptTuningConfig, PromptTuningInit, TaskType
 from peftlab.errors import PeftlabError
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
+T = TypeVar("T")
 
 
 def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
@@ -206,6 +207,15 @@ def register_configs() -> None:
         cs.store(group="peft", name=f"{method}_schema", node=schema)
     OmegaConf.register_new_resolver("peftlab.package_dir", package_dir, replace=True)
     OmegaConf.register_new_resolver("peftlab.sample", sample_path, replace=True)
+
+
+def typed_section(cfg: DictConfig, key: str, schema: type[T]) -> T:
+    """One section of a saved config, validated by its schema.
+
+    Used on a finished run's config, whose other sections may hold ``${hydra:...}`` values that
+    only a Hydra launch resolves.
+    """
+    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg[key]))
 
 
 def to_settings(cfg: DictConfig) -> TrainConfig:

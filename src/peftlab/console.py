@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import sys
 import warnings
 
@@ -22,6 +23,7 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
     warnings.filterwarnings("ignore", category=UserWarning)
     warnings.filterwarnings("ignore", category=FutureWarning)
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
 
 
 def report(result: RunResult) -> None:
@@ -38,3 +40,12 @@ def report(result: RunResult) -> None:
         f"MLflow run {result.run_id}: {result.ui_hint}",
     ]
     print("\n".join(lines), file=sys.stdout, flush=True)
+
+
+def side_by_side(prompt: str, outputs: list[tuple[str, str]]) -> str:
+    """A prompt and each model's continuation, one titled block each."""
+    width = max(len(title) for title, _ in outputs) + 4
+    blocks = [f"Prompt: {prompt}"]
+    for title, text in outputs:
+        blocks += ["", f"== {title} ".ljust(width, "="), text or "(empty)"]
+    return "\n".join(blocks)

@@ -1,0 +1,134 @@
+"""Gradio app: pick tuned prompts from MLflow runs, type a prompt, compare with the base model."""
+
+from __future__ import annotations
+
+import os
+from html import escape
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")  # no calls home from an offline box
+
+import gradio as gr  # noqa: E402
+from mlflow.entities import Run  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+from peftlab import adapters  # noqa: E402
+from peftlab.config import GenerationSettings  # noqa: E402
+from peftlab.errors import PeftlabError  # noqa: E402
+from peftlab.sweep import SWEEP_TAG  # noqa: E402
+
+PROBES = GenerationSettings().prompts
+
+
+def adapter_runs(client: MlflowClient, experiment: str) -> list[Run]:
+    """FINISHED training runs of ``experiment`` that logged an adapter, best eval loss first."""
+    found = client.get_experiment_by_name(experiment)
+    if found is None:
+        return []
+    runs = client.search_runs(
+        [found.experiment_id], "attributes.status = 'FINISHED'", order_by=["metrics.eval_loss ASC"]
+    )
+    return [
+        run
+        for run in runs
+        if SWEEP_TAG not in run.data.tags and client.list_artifacts(run.info.run_id, "adapter")
+    ]
+
+
+def run_label(run: Run) -> str:
+    params, loss = run.data.params, run.data.metrics.get("eval_loss", float("nan"))
+    return (
+        f"{run.info.run_name} ({run.info.run_id[:8]}) · eval_loss {loss:.3f} · "
+        f"{params.get('peft.num_virtual_tokens')} tokens · {params.get('peft.prompt_tuning_init')}"
+        f" init · {params.get('dataset.name')}"
+    )
+
+
+def empty_message(experiment: str) -> str:
+    return (
+        f"No finished runs with an adapter in the MLflow experiment **{experiment}** yet. "
+        "Train one with `make train` (or `python train.py`), then restart `peftlab demo`."
+    )
+
+
+class Generator:
+    """Keeps one AdapterBank per base model, adapters attached as runs get picked."""
+
+    def __init__(self, client: MlflowClient) -> None:
+        self.client = client
+        self.banks: dict[str, adapters.AdapterBank] = {}
+        self.sources: dict[str, adapters.AdapterSource] = {}
+
+    def source(self, run_id: str) -> adapters.AdapterSource:
+        if run_id not in self.sources:
+            self.sources[run_id] = adapters.from_run(self.client.get_run(run_id), self.client)
+        return self.sources[run_id]
+
+    def outputs(
+        self, run_ids: list[str], prompt: str, settings: GenerationSettings
+    ) -> list[tuple[str, str]]:
+        sources = [self.source(run_id) for run_id in run_ids]
+        if len({s.base for s in sources}) > 1:
+            raise PeftlabError("the selected runs tuned different base models: pick runs of one")
+        base = sources[0].base
+        if base not in self.banks:
+            self.banks[base] = adapters.AdapterBank(sources[0].model, base)
+        bank = self.banks[base]
+        results = [("Untuned base model", bank.generate(prompt, settings))]
+        for source in sources:
+            bank.attach(source)
+            results.append((source.label, bank.generate(prompt, settings, source.name)))
+        return results
+
+
+def render(outputs: list[tuple[str, str]]) -> str:
+    return "".join(
+        f'<div class="peftlab-output"><h3>{escape(title)}</h3>'
+        f'<p style="white-space: pre-wrap">{escape(text) or "(empty)"}</p></div>'
+        for title, text in outputs
+    )
+
+
+def build(client: MlflowClient, experiment: str) -> gr.Blocks:
+    runs = adapter_runs(client, experiment)
+    generator = Generator(client)
+
+    def generate(run_ids, prompt, max_new_tokens, repetition_penalty, do_sample, temp, top_p):
+        if not run_ids:
+            return "<p>Pick at least one tuned prompt.</p>"
+        if not prompt.strip():
+            return "<p>Type a prompt.</p>"
+        settings = GenerationSettings(
+            max_new_tokens=int(max_new_tokens),
+            repetition_penalty=repetition_penalty,
+            do_sample=do_sample,
+            temperature=temp,
+            top_p=top_p,
+        )
+        try:
+            return render(generator.outputs(run_ids, prompt, settings))
+        except PeftlabError as error:
+            return f"<p>{escape(str(error))}</p>"
+
+    with gr.Blocks(title="peftlab demo", analytics_enabled=False) as app:
+        gr.Markdown(f"# peftlab: tuned prompts\nExperiment **{escape(experiment)}**")
+        if not runs:
+            gr.Markdown(empty_message(experiment))
+            return app
+        choices = [(run_label(run), run.info.run_id) for run in runs]
+        picked = gr.CheckboxGroup(choices, value=[choices[0][1]], label="Tuned prompts (runs)")
+        prompt = gr.Textbox(label="Prompt", value=PROBES[0], lines=2)
+        gr.Examples([[p] for p in PROBES], inputs=prompt)
+        with gr.Accordion("Generation settings", open=False):
+            max_new_tokens = gr.Slider(1, 256, value=48, step=1, label="max_new_tokens")
+            penalty = gr.Slider(1.0, 2.0, value=1.5, step=0.05, label="repetition_penalty")
+            do_sample = gr.Checkbox(value=False, label="do_sample (else greedy)")
+            temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="temperature")
+            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top_p")
+        button = gr.Button("Generate", variant="primary")
+        output = gr.HTML()
+        button.click(
+            generate,
+            inputs=[picked, prompt, max_new_tokens, penalty, do_sample, temperature, top_p],
+            outputs=output,
+        )
+    return app

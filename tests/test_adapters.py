@@ -1,0 +1,141 @@
+"""Generating with tuned prompts: runs or folders, one base model, side by side."""
+
+import json
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import pytest
+from conftest import run_tiny
+from mlflow.tracking import MlflowClient
+from transformers import BloomConfig, BloomForCausalLM, PreTrainedTokenizerFast
+
+from peftlab import adapters
+from peftlab.config import GenerationSettings
+from peftlab.errors import PeftlabError
+
+
+@pytest.fixture(scope="module")
+def two_runs(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("adapters")
+    first = run_tiny(tiny_bloom, work, "peft.num_virtual_tokens=3", name="three")
+    second = run_tiny(tiny_bloom, work, "peft.num_virtual_tokens=5", name="five")
+    return work, MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db"), first, second
+
+
+def peftlab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "peftlab.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+
+
+def test_generate_reproduces_the_runs_tuned_and_untuned_samples(two_runs):
+    work, _, first, second = two_runs
+    prompt = first.samples[0].prompt
+    result = peftlab(
+        "generate", "--run", first.run_id, "--run", second.run_id, "--prompt", prompt,
+        "--compare", cwd=work,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    blocks = result.stdout.split("\n\n")
+    assert blocks[0] == f"Prompt: {prompt}"
+    untuned, tuned_first, tuned_second = (block.split("\n", 1) for block in blocks[1:])
+    assert untuned[0].startswith("== untuned ")
+    assert untuned[1].strip() == first.samples[0].untuned
+    assert "(eval_loss " in tuned_first[0]
+    assert tuned_first[1].strip() == first.samples[0].tuned
+    assert tuned_second[1].strip() == second.samples[0].tuned
+
+
+def test_adapter_folder_works_like_its_run(two_runs):
+    work, client, first, _ = two_runs
+    from_folder = adapters.from_dir(first.adapter_dir)
+    from_run = adapters.resolve(first.run_id, client)
+    assert from_folder.base == from_run.base
+    assert from_folder.generation == from_run.generation  # read from the run's .hydra/
+    bank = adapters.AdapterBank.for_sources([from_folder])
+    prompt = first.samples[1].prompt
+    assert bank.generate(prompt, from_folder.generation, from_folder.name) == first.samples[1].tuned
+
+
+def test_second_adapter_costs_only_its_prompt(two_runs):
+    _, client, first, second = two_runs
+    one, two = adapters.resolve(first.run_id, client), adapters.resolve(second.run_id, client)
+    bank = adapters.AdapterBank.for_sources([one])
+    base_params = sum(p.numel() for p in bank.loaded.model.parameters())
+    before = sum(p.numel() for p in bank.peft_model.parameters())
+    bank.attach(two)
+    after = sum(p.numel() for p in bank.peft_model.parameters())
+    assert before == base_params + 3 * 32
+    assert after - before == 5 * 32  # no second base model, just 5 virtual tokens x hidden 32
+    assert bank.peft_model.get_base_model() is bank.loaded.model
+
+
+def test_switching_adapters_gives_each_its_own_output(two_runs):
+    _, client, first, second = two_runs
+    sources = [adapters.resolve(r.run_id, client) for r in (first, second)]
+    bank = adapters.AdapterBank.for_sources(sources)
+    settings = sources[0].generation
+    prompt = first.samples[0].prompt
+    assert bank.generate(prompt, settings, sources[1].name) == second.samples[0].tuned
+    assert bank.generate(prompt, settings, sources[0].name) == first.samples[0].tuned
+
+
+def test_generation_flags_override_the_stored_settings():
+    stored = GenerationSettings(max_new_tokens=48, repetition_penalty=1.5)
+    changed = adapters.with_overrides(stored, max_new_tokens=5, temperature=None)
+    assert (changed.max_new_tokens, changed.repetition_penalty, changed.temperature) == (
+        5,
+        1.5,
+        1.0,
+    )
+
+
+def test_unknown_run_is_one_error_line(two_runs):
+    work = two_runs[0]
+    result = peftlab("generate", "--run", "feedface", "--prompt", "hi", cwd=work)
+    assert result.returncode == 1
+    assert result.stderr.strip().startswith("error: --run 'feedface': no such adapter folder")
+
+
+def test_run_without_adapter_is_an_error(two_runs):
+    work, client, _, _ = two_runs
+    mlflow.set_tracking_uri(client.tracking_uri)
+    with mlflow.start_run() as empty:
+        pass
+    result = peftlab("generate", "--run", empty.info.run_id, "--prompt", "hi", cwd=work)
+    assert result.returncode == 1
+    assert "the run has no adapter/ artifact" in result.stderr
+
+
+def test_adapters_of_different_bases_are_refused(two_runs, tiny_llama: Path, tmp_path: Path):
+    _, client, first, _ = two_runs
+    llama_run = run_tiny(tiny_llama, tmp_path)
+    with pytest.raises(PeftlabError, match="adapters of different base models in one call"):
+        adapters.AdapterBank.for_sources(
+            [adapters.resolve(first.run_id, client), adapters.from_dir(llama_run.adapter_dir)]
+        )
+
+
+def test_adapter_wider_than_the_base_is_refused(two_runs, tiny_bloom: Path, tmp_path: Path):
+    _, _, first, _ = two_runs
+    narrow = tmp_path / "narrow-bloom"
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(tiny_bloom)
+    BloomForCausalLM(
+        BloomConfig(vocab_size=len(tokenizer), hidden_size=16, n_layer=1, n_head=2)
+    ).save_pretrained(narrow)
+    tokenizer.save_pretrained(narrow)
+    adapter = shutil.copytree(first.adapter_dir, tmp_path / "adapter")
+    config = json.loads((adapter / "adapter_config.json").read_text())
+    config["base_model_name_or_path"] = str(narrow)
+    (adapter / "adapter_config.json").write_text(json.dumps(config))
+    with pytest.raises(
+        PeftlabError, match="adapter token_dim 32 does not match the hidden size 16"
+    ):
+        adapters.AdapterBank.for_sources([adapters.from_dir(adapter)])

@@ -1,0 +1,80 @@
+"""The Gradio demo, in a real headless Chromium driven by Playwright."""
+
+import socket
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_tiny
+from mlflow.tracking import MlflowClient
+from playwright.sync_api import expect, sync_playwright
+
+from peftlab import demo
+
+CHROMIUM = "/usr/bin/chromium"  # Debian's package, installed by .ci/run
+SCREENSHOTS = ROOT / "test-artifacts"
+# Chromium as root in a container, with no network to try.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+@pytest.fixture(scope="module")
+def store(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("demo")
+    best = run_tiny(tiny_bloom, work, "peft.num_virtual_tokens=6", "trainer.learning_rate=0.03")
+    other = run_tiny(tiny_bloom, work, "peft.num_virtual_tokens=2", name="other")
+    return MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db"), best, other
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_lists_finished_adapter_runs_best_first(store):
+    client, best, other = store
+    runs = demo.adapter_runs(client, "peftlab")
+    ordered = sorted([best, other], key=lambda r: r.eval_loss)
+    assert [r.info.run_id for r in runs] == [r.run_id for r in ordered]
+    label = demo.run_label(runs[0])
+    assert "eval_loss" in label and "tokens" in label and "init" in label
+
+
+def test_without_runs_it_says_how_to_make_one(tmp_path: Path):
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    assert demo.adapter_runs(client, "peftlab") == []
+    assert "make train" in demo.empty_message("peftlab")
+
+
+def test_browser_picks_an_adapter_and_sees_base_and_tuned_outputs(store):
+    client, best, _ = store
+    port = free_port()
+    app = demo.build(client, "peftlab")
+    app.launch(server_name="127.0.0.1", server_port=port, prevent_thread_lock=True)
+    try:
+        with sync_playwright() as p:
+            browser = p.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+            page = browser.new_page(viewport={"width": 1200, "height": 1000})
+            page.goto(f"http://127.0.0.1:{port}/")
+            page.get_by_label("Prompt", exact=True).fill(best.samples[0].prompt)
+            page.get_by_role("button", name="Generate").click()
+            outputs = page.locator(".peftlab-output")
+            expect(outputs).to_have_count(2, timeout=60_000)
+            titles = outputs.locator("h3").all_inner_texts()
+            texts = outputs.locator("p").all_inner_texts()
+            SCREENSHOTS.mkdir(exist_ok=True)
+            page.screenshot(path=SCREENSHOTS / "demo.png", full_page=True)
+            browser.close()
+    finally:
+        app.close()
+    assert titles[0] == "Untuned base model"
+    assert titles[1] == client.get_run(best.run_id).info.run_name
+    # Greedy, with the run's generation settings but the UI's max_new_tokens (48).
+    assert texts[1].startswith(best.samples[0].tuned)
+    assert texts[0] != texts[1]
