@@ -8,7 +8,16 @@ from peft import PromptTuningConfig, PromptTuningInit
 from peftlab.config import PromptTuningMethod, TrainConfig, to_settings
 from peftlab.errors import PeftlabError
 
-GROUPS = ["model", "dataset", "peft", "trainer", "generation", "tracking", "experiment"]
+GROUPS = [
+    "model",
+    "dataset",
+    "peft",
+    "trainer",
+    "generation",
+    "tracking",
+    "experiment",
+    "hparams_search",
+]
 
 
 def options(group: str) -> list[str]:

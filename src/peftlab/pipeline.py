@@ -78,7 +78,14 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
     peft_model = get_peft_model(model, settings.peft.to_peft_config(loaded.path))
     trainable, total = peft_model.get_nb_trainable_parameters()
     log.info("Trainable params: %d of %d (%.5f%%)", trainable, total, 100 * trainable / total)
-    trainer = training.build_trainer(peft_model, tokenizer, args, splits.train, splits.eval)
+    trainer = training.build_trainer(
+        peft_model,
+        tokenizer,
+        args,
+        splits.train,
+        splits.eval,
+        group_by_length=settings.trainer.group_by_length,
+    )
     train_output = trainer.train()
     eval_loss = trainer.evaluate()["eval_loss"]
 

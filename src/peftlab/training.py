@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import cache
 from pathlib import Path
 
 import mlflow
 import torch
 from datasets import Dataset
+from torch.utils.data import Sampler
 from transformers import (
     DataCollatorForLanguageModeling,
     PreTrainedModel,
@@ -52,7 +54,6 @@ def training_arguments(cfg: TrainerConfig, output_dir: Path) -> TrainingArgument
         data_seed=cfg.seed,
         bf16=use_bf16(cfg.precision),
         use_cpu=not torch.cuda.is_available(),
-        train_sampling_strategy="group_by_length" if cfg.group_by_length else "random",
         save_strategy="no",
         eval_strategy="no",
         report_to="none",
@@ -65,7 +66,8 @@ class MlflowLossCallback(TrainerCallback):
     """Logs the training loss to the active MLflow run at every logging step (a curve)."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
-        if logs and "loss" in logs:
+        # Without an active run, mlflow.log_metric would start one (and a store) on its own.
+        if logs and "loss" in logs and mlflow.active_run() is not None:
             mlflow.log_metric("train_loss", logs["loss"], step=state.global_step)
 
 
@@ -77,16 +79,63 @@ class LossInProgressBar(ProgressCallback):
             self.training_bar.set_postfix(loss=f"{logs['loss']:.4f}")
 
 
+class LengthBucketSampler(Sampler[int]):
+    """Batches of similar-length examples in random order; every example once per epoch.
+
+    transformers' LengthGroupedSampler sorts only within mega-batches of
+    min(rows // (4 * batch), 50) batches: on the notebook's 50 rows that is a single batch, so
+    nothing gets grouped. Here the whole epoch is sorted (ties broken at random), cut into
+    batches, and the batches shuffled; seeded per epoch, so reruns repeat it exactly.
+    """
+
+    def __init__(self, lengths: list[int], batch_size: int, seed: int) -> None:
+        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.lengths)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed + self.epoch)
+        shuffled = torch.randperm(len(self.lengths), generator=generator).tolist()
+        by_length = sorted(shuffled, key=self.lengths.__getitem__)
+        batches = [
+            by_length[i : i + self.batch_size] for i in range(0, len(by_length), self.batch_size)
+        ]
+        for b in torch.randperm(len(batches), generator=generator).tolist():
+            yield from batches[b]
+
+
+class PromptTuningTrainer(Trainer):
+    """HF Trainer whose training batches can be grouped by length (less padding)."""
+
+    def __init__(self, *args, group_by_length: bool = False, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.group_by_length = group_by_length
+
+    def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
+        dataset = train_dataset if train_dataset is not None else self.train_dataset
+        if not self.group_by_length or dataset is None:
+            return super()._get_train_sampler(train_dataset)
+        lengths = [len(ids) for ids in dataset["input_ids"]]
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return LengthBucketSampler(lengths, self.args.train_batch_size, seed)
+
+
 def build_trainer(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     args: TrainingArguments,
     train_dataset: Dataset | None = None,
     eval_dataset: Dataset | None = None,
+    group_by_length: bool = False,
 ) -> Trainer:
-    trainer = Trainer(
+    trainer = PromptTuningTrainer(
         model=model,
         args=args,
+        group_by_length=group_by_length,
         data_collator=DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False),
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
