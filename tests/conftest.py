@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -38,6 +39,15 @@ def sample_texts() -> list[str]:
     with open(SAMPLES_DIR / "quotes.jsonl") as f:
         quotes = [json.loads(line)["quote"] for line in f]
     return prompts + quotes
+
+
+@pytest.fixture(autouse=True)
+def tracking_uri_from_config_only():
+    """mlflow.set_tracking_uri exports MLFLOW_TRACKING_URI; keep one test's store from leaking
+    into the next test's subprocesses (the peftlab command honours that variable)."""
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
+    yield
+    os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
 @pytest.fixture(scope="session")
@@ -147,6 +157,23 @@ def run_tiny(model_dir: Path, work: Path, *overrides: str, name: str = "run") ->
         config_dir=config_dir,
     )
     return pipeline.run(to_settings(cfg), context)
+
+
+def peftlab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The ``peftlab`` command, run in ``cwd`` (its default store is ``cwd/mlruns``)."""
+    return subprocess.run(
+        [sys.executable, "-m", "peftlab.cli", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def run_train(*overrides: str, cwd: Path, env: dict[str, str] | None = None):

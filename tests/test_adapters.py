@@ -2,13 +2,11 @@
 
 import json
 import shutil
-import subprocess
-import sys
 from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import run_tiny
+from conftest import peftlab, run_tiny
 from mlflow.tracking import MlflowClient
 from transformers import BloomConfig, BloomForCausalLM, PreTrainedTokenizerFast
 
@@ -23,16 +21,6 @@ def two_runs(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
     first = run_tiny(tiny_bloom, work, "peft.num_virtual_tokens=3", name="three")
     second = run_tiny(tiny_bloom, work, "peft.num_virtual_tokens=5", name="five")
     return work, MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db"), first, second
-
-
-def peftlab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "peftlab.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
 
 
 def test_generate_reproduces_the_runs_tuned_and_untuned_samples(two_runs):

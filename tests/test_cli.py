@@ -5,17 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_train, store_runs, tiny_overrides
-
-
-def peftlab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "peftlab.cli", *args],
-        cwd=cwd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+from conftest import peftlab, run_train, store_runs, tiny_overrides
 
 
 @pytest.fixture(scope="module")

@@ -1,13 +1,11 @@
 """peftlab compare: ranked tables and plots of a sweep, logged back to it."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import matplotlib.image
 import pandas as pd
 import pytest
-from conftest import store_runs, sweep_parts
+from conftest import peftlab, store_runs, sweep_parts
 
 from peftlab import compare
 from peftlab.errors import PeftlabError
@@ -49,13 +47,7 @@ def test_tables_and_plots_are_written_and_logged_to_the_sweep(comparison, tmp_pa
 
 
 def test_compare_command_prints_the_ranking(sweep_run: Path, tmp_path: Path):
-    result = subprocess.run(
-        [sys.executable, "-m", "peftlab.cli", "compare", "--out", str(tmp_path / "out")],
-        cwd=sweep_run,
-        capture_output=True,
-        text=True,
-        timeout=300,
-    )
+    result = peftlab("compare", "--out", str(tmp_path / "out"), cwd=sweep_run)
     assert result.returncode == 0, result.stderr[-2000:]
     header = result.stdout.splitlines()[0]
     assert "rank" in header and "eval_loss" in header and "peft.num_virtual_tokens" in header

@@ -1,10 +1,9 @@
 """The Gradio demo, in a real headless Chromium driven by Playwright."""
 
-import socket
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_tiny
+from conftest import ROOT, free_port, run_tiny
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import expect, sync_playwright
 
@@ -29,12 +28,6 @@ def store(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
     best = run_tiny(tiny_bloom, work, "peft.num_virtual_tokens=6", "trainer.learning_rate=0.03")
     other = run_tiny(tiny_bloom, work, "peft.num_virtual_tokens=2", name="other")
     return MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db"), best, other
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_lists_finished_adapter_runs_best_first(store):

@@ -1,6 +1,5 @@
 """Multirun sweeps: grouping in MLflow, isolation of failures, launchers and sweepers."""
 
-import socket
 import subprocess
 import sys
 import time
@@ -8,7 +7,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import run_sweep, run_train, store_runs, sweep_parts, tiny_overrides
+from conftest import (
+    free_port,
+    run_sweep,
+    run_train,
+    store_runs,
+    sweep_parts,
+    tiny_overrides,
+)
 
 from peftlab import sweep
 
@@ -121,12 +127,6 @@ def test_optuna_search_minimises_eval_loss_over_the_search_space(tiny_bloom, tmp
 def test_swept_keys_come_from_sweep_overrides_and_search_space():
     keys = sweep.swept_keys(["a=1,2", "b=3", "c=range(1,3)"], {"d": "choice(1, 2)"})
     assert keys == ["a", "c", "d"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def test_mlflow_server_on_loopback_serves_the_sweep(sweep_run: Path):
