@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
@@ -85,6 +86,7 @@ def tiny_bloom(bpe: Tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    torch.manual_seed(0)  # the same random model on every run: tests stay deterministic
     BloomForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
@@ -111,6 +113,7 @@ def tiny_llama(bpe: Tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
     )
+    torch.manual_seed(0)
     LlamaForCausalLM(config).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
