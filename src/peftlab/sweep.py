@@ -43,10 +43,9 @@ class MlflowSweepCallback(Callback):
         swept = swept_keys(overrides, config.hydra.sweeper.get("params"))
         sweep_dir = Path(config.hydra.sweep.dir)
         self._client = MlflowClient(cfg.uri)
-        swept_overrides = [o for o in overrides if o.split("=", 1)[0].lstrip("+~") in swept]
         parent = self._client.create_run(
             experiment_id,
-            run_name=" ".join(["sweep", *swept_overrides]),
+            run_name=" ".join(["sweep", *swept_overrides(overrides, swept)]),
             tags={
                 SWEEP_TAG: "true",
                 "sweep_dir": str(sweep_dir.resolve()),
@@ -90,6 +89,14 @@ def swept_keys(overrides: list[str], sweeper_params: Any) -> list[str]:
     return keys
 
 
+def swept_overrides(overrides: list[str], keys: list[str]) -> list[str]:
+    """The overrides that set a swept key, in the order of ``keys``."""
+    parsed = OverridesParser.create().parse_overrides(overrides)
+    swept = [o for o in parsed if o.get_key_element() in keys]
+    swept.sort(key=lambda o: keys.index(o.get_key_element()))
+    return [o.input_line for o in swept]
+
+
 def base_config(config: DictConfig) -> dict[str, Any]:
     """The sweep's resolved config, less Hydra's own and per-job keys."""
     keys = [key for key in config if key not in {"hydra", "output_dir"}]
@@ -104,13 +111,11 @@ def job_identity(hydra_cfg: DictConfig) -> tuple[str | None, dict[str, str]]:
     if not sweep_file.is_file():
         return None, {}
     sweep = json.loads(sweep_file.read_text())
-    parsed = OverridesParser.create().parse_overrides(list(hydra_cfg.overrides.task))
-    keys = sweep["swept_keys"]
-    swept = [o for o in parsed if o.get_key_element() in keys]
-    swept.sort(key=lambda o: keys.index(o.get_key_element()))  # the sweep's order, not Hydra's
+    # Named in the sweep's order of keys, not the order Hydra hands the job its overrides.
+    name = ",".join(swept_overrides(list(hydra_cfg.overrides.task), sweep["swept_keys"]))
     tags = {
         PARENT_TAG: sweep["parent_run_id"],
         "sweep_id": sweep["parent_run_id"],
         "job_num": str(hydra_cfg.job.num),
     }
-    return ",".join(o.input_line for o in swept) or f"job {hydra_cfg.job.num}", tags
+    return name or f"job {hydra_cfg.job.num}", tags
