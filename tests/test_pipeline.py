@@ -9,6 +9,8 @@ from mlflow.tracking import MlflowClient
 from peft import PeftModel
 from transformers import AutoModelForCausalLM
 
+from peftlab import pipeline, training
+
 METRICS = {
     "eval_loss_untuned",
     "eval_loss",
@@ -89,3 +91,23 @@ def test_runs_in_one_process_share_the_base_model_and_leave_it_untouched(tiny_ll
     assert second.model.get_base_model() is base
     assert all(torch.equal(value, base.state_dict()[name]) for name, value in weights.items())
     assert second.eval_loss == first.eval_loss
+
+
+def test_runs_sharing_model_and_data_compute_the_untuned_baseline_once(
+    tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setattr(pipeline, "_baselines", {})  # as in a new process
+    evaluations = []
+    evaluate_loss = training.evaluate_loss
+    monkeypatch.setattr(
+        training, "evaluate_loss", lambda *a: evaluations.append(a) or evaluate_loss(*a)
+    )
+    first = run_tiny(tiny_llama, tmp_path / "a")
+    second = run_tiny(tiny_llama, tmp_path / "b", "peft.prompt_tuning_init=RANDOM")
+    assert len(evaluations) == 1
+    assert second.eval_loss_untuned == first.eval_loss_untuned
+    assert [s.untuned for s in second.samples] == [s.untuned for s in first.samples]
+
+    other_data = run_tiny(tiny_llama, tmp_path / "c", "dataset.eval_rows=7")
+    assert len(evaluations) == 2
+    assert other_data.eval_loss_untuned != first.eval_loss_untuned

@@ -13,7 +13,7 @@ from typing import Any
 
 import mlflow
 from peft import PeftModel, get_peft_model
-from transformers import set_seed
+from transformers import TrainingArguments, set_seed
 
 from peftlab import data, generation, modeling, tracking, training
 from peftlab.config import TrainConfig
@@ -26,6 +26,18 @@ class Sample:
     prompt: str
     untuned: str
     tuned: str
+
+
+@dataclass(frozen=True)
+class Baseline:
+    """The untuned base model's held-out loss and samples."""
+
+    eval_loss: float
+    samples: tuple[str, ...]
+
+
+# Jobs of a sweep over PEFT or trainer knobs share one untuned baseline: see untuned_baseline.
+_baselines: dict[str, Baseline] = {}
 
 
 @dataclass
@@ -70,11 +82,8 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
     log.info("Data: %d train / %d held-out rows", len(splits.train), len(splits.eval))
     args = training.training_arguments(settings.trainer, context.run_dir / "trainer")
 
+    baseline = untuned_baseline(settings, loaded, splits, args)
     set_seed(settings.trainer.seed)  # RANDOM init and sampling repeat, whatever ran before
-    eval_loss_untuned = training.evaluate_loss(model, tokenizer, args, splits.eval)
-    prompts = settings.generation.prompts
-    untuned = [generation.generate(model, tokenizer, p, settings.generation) for p in prompts]
-
     peft_model = get_peft_model(model, settings.peft.to_peft_config(loaded.path))
     trainable, total = peft_model.get_nb_trainable_parameters()
     log.info("Trainable params: %d of %d (%.5f%%)", trainable, total, 100 * trainable / total)
@@ -90,9 +99,11 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
     eval_loss = trainer.evaluate()["eval_loss"]
 
     soft_prompt = generation.soft_prompt(peft_model)
+    prompts = settings.generation.prompts
     tuned = [
         generation.generate(model, tokenizer, p, settings.generation, soft_prompt) for p in prompts
     ]
+    untuned = list(baseline.samples)
     samples = [Sample(p, u, t) for p, u, t in zip(prompts, untuned, tuned, strict=True)]
     adapter_dir = save_adapter(peft_model, context.run_dir / "adapter")
 
@@ -100,7 +111,7 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
     trained_tokens = data.real_tokens(splits.train) * settings.trainer.num_train_epochs
     mlflow.log_metrics(
         {
-            "eval_loss_untuned": eval_loss_untuned,
+            "eval_loss_untuned": baseline.eval_loss,
             "eval_loss": eval_loss,
             "eval_perplexity": math.exp(eval_loss),
             "trainable_params": trainable,
@@ -114,12 +125,35 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
     )
     (context.run_dir / "samples.json").write_text(json.dumps([vars(s) for s in samples], indent=2))
     return {
-        "eval_loss_untuned": eval_loss_untuned,
+        "eval_loss_untuned": baseline.eval_loss,
         "eval_loss": eval_loss,
         "samples": samples,
         "adapter_dir": adapter_dir,
         "model": peft_model,
     }
+
+
+def untuned_baseline(
+    settings: TrainConfig,
+    loaded: modeling.LoadedModel,
+    splits: data.Splits,
+    args: TrainingArguments,
+) -> Baseline:
+    """Held-out loss and samples of the base model, computed once per process for each model,
+    data, generation and evaluation setting: the jobs of a sweep over PEFT knobs share them."""
+    trainer = settings.trainer
+    evaluation = (trainer.per_device_eval_batch_size, training.use_bf16(trainer.precision))
+    key = repr((settings.model, settings.dataset, settings.generation, evaluation, trainer.seed))
+    if key not in _baselines:
+        model, tokenizer = loaded.model, loaded.tokenizer
+        set_seed(trainer.seed)  # sampled generations repeat, so a cached baseline equals a new one
+        eval_loss = training.evaluate_loss(model, tokenizer, args, splits.eval)
+        samples = tuple(
+            generation.generate(model, tokenizer, prompt, settings.generation)
+            for prompt in settings.generation.prompts
+        )
+        _baselines[key] = Baseline(eval_loss, samples)
+    return _baselines[key]
 
 
 def save_adapter(peft_model: PeftModel, target: Path) -> Path:
