@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -38,6 +39,11 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-rows", default="0:50", help="start:stop of the rows to train on")
     parser.add_argument("--eval-rows", default="100:165", help="start:stop of held-out rows")
     parser.add_argument("--epochs", type=float, default=6)
+
+
+def require_csv(path: Path) -> None:
+    if not path.is_file():
+        sys.exit(f"--csv={path}: no such file (the reference data lives in ../shared/data/)")
 
 
 def data_arguments(args: argparse.Namespace) -> list[str]:

@@ -117,8 +117,7 @@ def report(args: argparse.Namespace, notebook: dict[int, dict], sweep_wall: floa
 
 def main() -> None:
     args = parse_args()
-    if not args.csv.is_file():
-        sys.exit(f"--csv={args.csv}: no such file (the reference data lives in ../shared/data/)")
+    notebook_recipe.require_csv(args.csv)
     with tempfile.TemporaryDirectory(prefix="sweep-speed-") as tmp:
         work = Path(tmp)
         notebook = notebook_runs(args, work)

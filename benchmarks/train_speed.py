@@ -141,8 +141,7 @@ def main() -> None:
     if args.side:
         print(json.dumps(measure(args)))
         return
-    if not args.csv.is_file():
-        sys.exit(f"--csv={args.csv}: no such file (the reference data lives in ../shared/data/)")
+    notebook_recipe.require_csv(args.csv)
     results: dict[str, list[dict]] = {"a": [], "b": [], "bare": []}
     for _ in range(args.repeats):
         for side in results:
