@@ -15,7 +15,7 @@ def llama_and_rows(tiny_llama: Path):
     loaded = modeling.load(ModelConfig(name_or_path=str(tiny_llama)))
     cfg = DatasetConfig(
         name="p", data_files=str(SAMPLES_DIR / "prompts.csv"), text_column="prompt",
-        train_rows=40, eval_rows=8, max_length=512,
+        train_rows=45, eval_rows=8, max_length=512,
     )  # fmt: skip
     return loaded, data.load_splits(cfg, loaded.tokenizer).train
 
@@ -48,23 +48,32 @@ def test_grouped_batches_carry_less_padding(llama_and_rows, tmp_path: Path):
     def padded_tokens(batches):
         return sum(batch["input_ids"].numel() for batch in batches)
 
-    grouped = padded_tokens(one_epoch(loaded, rows, tmp_path, group_by_length=True))
-    shuffled = padded_tokens(one_epoch(loaded, rows, tmp_path, group_by_length=False))
-    assert data.real_tokens(rows) <= grouped < shuffled
+    grouped = one_epoch(loaded, rows, tmp_path, group_by_length=True)
+    shuffled = one_epoch(loaded, rows, tmp_path, group_by_length=False)
+    assert data.real_tokens(rows) <= padded_tokens(grouped) < padded_tokens(shuffled)
+    lengths = [len(ids) for ids in rows["input_ids"]]
+    for batch in grouped:  # each batch is a run of neighbours in length order
+        in_batch = batch["attention_mask"].sum(1).tolist()
+        shortest, longest = min(in_batch), max(in_batch)
+        assert sum(shortest < n < longest for n in lengths) == sum(
+            shortest < n < longest for n in in_batch
+        )
 
 
 def test_length_buckets_are_seeded_and_differ_between_epochs():
-    lengths = [5, 1, 9, 3, 7, 2, 8, 4, 6, 10, 11, 12]
+    lengths = [5, 1, 9, 3, 7, 2, 8, 4, 6, 10, 14, 12, 11, 13]
     sampler = training.LengthBucketSampler(lengths, batch_size=4, seed=3)
     first = list(sampler)
     sampler.set_epoch(1)
     second = list(sampler)
-    assert sorted(first) == sorted(second) == list(range(12))
+    assert sorted(first) == sorted(second) == list(range(14))
     assert first != second
     sampler.set_epoch(0)
     assert list(sampler) == first
-    batches = [sorted(lengths[i] for i in first[k : k + 4]) for k in range(0, 12, 4)]
-    assert sorted(batches) == [[1, 2, 3, 4], [5, 6, 7, 8], [9, 10, 11, 12]]
+    for epoch in first, second:  # cut every 4 indices, as a DataLoader does
+        batches = [sorted(lengths[i] for i in epoch[k : k + 4]) for k in range(0, 14, 4)]
+        assert sorted(batches[:3]) == [[3, 4, 5, 6], [7, 8, 9, 10], [11, 12, 13, 14]]
+        assert batches[3] == [1, 2]  # the incomplete batch last, or the cuts would shift
 
 
 @pytest.mark.parametrize(

@@ -121,9 +121,9 @@ def converted_checkpoint(cfg: ModelConfig) -> str:
 
 
 def _file_digest(path: Path) -> str:
-    stat = path.stat()
-    key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
-    return hashlib.sha256(key.encode()).hexdigest()[:12]
+    """Content digest: every install of the same GGUF file (one per venv) shares a conversion."""
+    with path.open("rb") as file:
+        return hashlib.file_digest(file, "sha256").hexdigest()[:12]
 
 
 @contextmanager

@@ -85,7 +85,9 @@ class LengthBucketSampler(Sampler[int]):
     transformers' LengthGroupedSampler sorts only within mega-batches of
     min(rows // (4 * batch), 50) batches: on the notebook's 50 rows that is a single batch, so
     nothing gets grouped. Here the whole epoch is sorted (ties broken at random), cut into
-    batches, and the batches shuffled; seeded per epoch, so reruns repeat it exactly.
+    batches, and the full batches shuffled; seeded per epoch, so reruns repeat it exactly. The
+    DataLoader cuts this stream every ``batch_size`` indices, so the one incomplete batch (the
+    shortest examples) must come last, or every batch after it would straddle two buckets.
     """
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int) -> None:
@@ -100,12 +102,12 @@ class LengthBucketSampler(Sampler[int]):
     def __iter__(self) -> Iterator[int]:
         generator = torch.Generator().manual_seed(self.seed + self.epoch)
         shuffled = torch.randperm(len(self.lengths), generator=generator).tolist()
-        by_length = sorted(shuffled, key=self.lengths.__getitem__)
-        batches = [
-            by_length[i : i + self.batch_size] for i in range(0, len(by_length), self.batch_size)
-        ]
+        longest_first = sorted(shuffled, key=self.lengths.__getitem__, reverse=True)
+        full = len(longest_first) // self.batch_size * self.batch_size
+        batches = [longest_first[i : i + self.batch_size] for i in range(0, full, self.batch_size)]
         for b in torch.randperm(len(batches), generator=generator).tolist():
             yield from batches[b]
+        yield from longest_first[full:]
 
 
 class PromptTuningTrainer(Trainer):
