@@ -73,18 +73,27 @@ def rows(spec: str) -> range:
     return range(start, stop)
 
 
-def load_workload(args: argparse.Namespace) -> Workload:
-    """The embedded SmolLM2-135M (fp32) and the CSV rows, tokenized as peftlab does."""
-    from datasets import load_dataset
+def load_model():
+    """The embedded SmolLM2-135M (fp32 checkpoint converted from the GGUF) and its tokenizer."""
     from omegaconf import OmegaConf
 
-    from peftlab import console, data, modeling
-    from peftlab.config import DatasetConfig, ModelConfig, register_configs, typed_section
+    from peftlab import console, modeling
+    from peftlab.config import ModelConfig, register_configs, typed_section
 
     register_configs()
     console.quiet_libraries()
     saved = OmegaConf.create({"model": OmegaConf.load(ROOT / "conf/model/smollm2-135m.yaml")})
-    loaded = modeling.load(typed_section(saved, "model", ModelConfig))
+    return modeling.load(typed_section(saved, "model", ModelConfig))
+
+
+def load_workload(args: argparse.Namespace) -> Workload:
+    """The embedded model and the CSV rows, tokenized as peftlab does."""
+    from datasets import load_dataset
+
+    from peftlab import data
+    from peftlab.config import DatasetConfig
+
+    loaded = load_model()
     table = load_dataset("csv", data_files=str(args.csv), split="train")
     dataset_cfg = DatasetConfig(name="bench", data_files=str(args.csv), text_column=args.column)
     return Workload(
