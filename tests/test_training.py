@@ -99,3 +99,13 @@ def test_bf16_and_fp32_training_reach_the_same_eval_loss(tiny_llama: Path, tmp_p
     # Stated tolerance: bf16 autocast changes held-out loss by under 1% relative.
     assert bf16.eval_loss == pytest.approx(fp32.eval_loss, rel=0.01)
     assert bf16.eval_loss < bf16.eval_loss_untuned
+
+
+def test_evaluation_without_gathered_logits_gives_the_same_loss(llama_and_rows, tmp_path: Path):
+    loaded, rows = llama_and_rows
+    args = training.training_arguments(TrainerConfig(), tmp_path)
+    assert args.prediction_loss_only
+    loss_only = training.evaluate_loss(loaded.model, loaded.tokenizer, args, rows)
+    args.prediction_loss_only = False
+    with_logits = training.evaluate_loss(loaded.model, loaded.tokenizer, args, rows)
+    assert loss_only == pytest.approx(with_logits, abs=1e-6)

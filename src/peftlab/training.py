@@ -56,6 +56,8 @@ def training_arguments(cfg: TrainerConfig, output_dir: Path) -> TrainingArgument
         use_cpu=not torch.cuda.is_available(),
         save_strategy="no",
         eval_strategy="no",
+        # Evaluation only needs the loss; gathering every batch's logits costs time and memory.
+        prediction_loss_only=True,
         report_to="none",
         disable_tqdm=False,
         label_names=["labels"],
