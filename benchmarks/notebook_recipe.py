@@ -53,7 +53,7 @@ def data_arguments(args: argparse.Namespace) -> list[str]:
 
 
 def machine() -> str:
-    """CPU, threads and library versions: the line each benchmark table starts with."""
+    """CPU, threads and library versions."""
     import torch
     import transformers
 
@@ -66,6 +66,15 @@ def machine() -> str:
         f"CPU: {cpu}, {torch.get_num_threads()} threads; torch {torch.__version__}, "
         f"transformers {transformers.__version__}; Python {platform.python_version()}"
     )
+
+
+def header(args: argparse.Namespace, setting: str) -> list[str]:
+    """The machine and data lines each benchmark table starts with."""
+    return [
+        machine(),
+        f"data: {args.csv.name} rows {args.train_rows} (train), {args.eval_rows} (held out); "
+        f"{args.epochs:g} epochs; {setting}",
+    ]
 
 
 def rows(spec: str) -> range:

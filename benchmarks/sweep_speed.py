@@ -63,10 +63,8 @@ def sweep_run(args: argparse.Namespace, work: Path) -> tuple[float, dict[int, fl
     """Wall time of the whole sweep and each job's held-out loss, read back from MLflow."""
     from mlflow.tracking import MlflowClient
 
-    train_rows, eval_rows = (
-        notebook_recipe.rows(args.train_rows),
-        notebook_recipe.rows(args.eval_rows),
-    )
+    train_rows = notebook_recipe.rows(args.train_rows)
+    eval_rows = notebook_recipe.rows(args.eval_rows)
     if train_rows.start != 0 or eval_rows.stop != csv_rows(args.csv):
         sys.exit("the sweep trains on the first rows and holds out the last: give --train-rows "
                  "0:N and --eval-rows M:<rows in the CSV>")  # fmt: skip
@@ -96,9 +94,7 @@ def csv_rows(path: Path) -> int:
 def report(args: argparse.Namespace, notebook: dict[int, dict], sweep_wall: float, sweep_loss):
     notebook_wall = sum(run["wall_s"] for run in notebook.values())
     lines = [
-        notebook_recipe.machine(),
-        f"data: {args.csv.name} rows {args.train_rows} (train), {args.eval_rows} (held out); "
-        f"{args.epochs:g} epochs; virtual tokens {args.tokens}",
+        *notebook_recipe.header(args, f"virtual tokens {args.tokens}"),
         "",
         "| virtual tokens | a: notebook process, wall s | a: held-out loss | b: held-out loss |",
         "|---:|---:|---:|---:|",

@@ -50,29 +50,21 @@ class CountingCollator:
 
 def measure(args: argparse.Namespace) -> dict:
     """Train one side in this process; returns its figures."""
-    from peftlab import data, training
-    from peftlab.config import TrainerConfig
+    from transformers import DataCollatorForLanguageModeling
+
+    from peftlab import data
 
     work = notebook_recipe.load_workload(args)
     peft_model = notebook_recipe.prompt_tuned(work.model, num_virtual_tokens=4)
     out = ROOT / "outputs" / "bench" / args.side
-    if args.side == "a":
-        trainer = notebook_recipe.notebook_trainer(
-            peft_model, work.tokenizer, work.train, args.epochs, out
-        )
-    else:
-        cfg = TrainerConfig(num_train_epochs=args.epochs, learning_rate=3e-3)
-        train_args = training.training_arguments(cfg, out)
-        train_args.disable_tqdm = True
-        trainer = training.build_trainer(
-            peft_model, work.tokenizer, train_args, work.train, group_by_length=cfg.group_by_length
-        )
-    collate = CountingCollator(trainer.data_collator)
-    trainer.data_collator = collate
-    start = time.perf_counter()
     if args.side == "bare":
+        collate = CountingCollator(DataCollatorForLanguageModeling(work.tokenizer, mlm=False))
+        start = time.perf_counter()
         bare_loop(peft_model, collate, work.train, args.epochs)
     else:
+        trainer = build_trainer(args.side, peft_model, work, out, args.epochs)
+        collate = trainer.data_collator = CountingCollator(trainer.data_collator)
+        start = time.perf_counter()
         trainer.train()
     wall = time.perf_counter() - start
     real_tokens = data.real_tokens(work.train) * args.epochs
@@ -87,16 +79,31 @@ def measure(args: argparse.Namespace) -> dict:
     }
 
 
+def build_trainer(side: str, peft_model, work: notebook_recipe.Workload, out, epochs: float):
+    """Side a's notebook Trainer or side b's, with peftlab's default trainer settings."""
+    from peftlab import training
+    from peftlab.config import TrainerConfig
+
+    if side == "a":
+        return notebook_recipe.notebook_trainer(peft_model, work.tokenizer, work.train, epochs, out)
+    cfg = TrainerConfig(num_train_epochs=epochs, learning_rate=3e-3)
+    train_args = training.training_arguments(cfg, out)
+    train_args.disable_tqdm = True
+    return training.build_trainer(
+        peft_model, work.tokenizer, train_args, work.train, group_by_length=cfg.group_by_length
+    )
+
+
 def bare_loop(peft_model, collate, train, epochs: float) -> None:
     """Forward + backward + Adam step over length-sorted batches: no Trainer, no extra padding."""
     import torch
 
-    order = sorted(range(len(train)), key=lambda i: len(train[i]["input_ids"]))
+    examples = sorted(train, key=lambda row: len(row["input_ids"]))
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=3e-3)
     peft_model.train()
     for _ in range(int(epochs)):
-        for start in range(0, len(order), 8):
-            peft_model(**collate([train[i] for i in order[start : start + 8]])).loss.backward()
+        for start in range(0, len(examples), 8):
+            peft_model(**collate(examples[start : start + 8])).loss.backward()
             optimizer.step()
             optimizer.zero_grad()
 
@@ -113,9 +120,7 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> str:
     med = {side: {key: statistics.median(r[key] for r in runs) for key in runs[0] if key != "side"}
            for side, runs in results.items()}  # fmt: skip
     lines = [
-        notebook_recipe.machine(),
-        f"data: {args.csv.name} rows {args.train_rows} (train), {args.eval_rows} (held out); "
-        f"{args.epochs:g} epochs; medians of {args.repeats} run(s) per side",
+        *notebook_recipe.header(args, f"medians of {args.repeats} run(s) per side"),
         "",
         "| side | real tokens/s | wall s | positions / real token | peak RSS MiB | held-out loss |",
         "|---|---:|---:|---:|---:|---:|",
