@@ -145,6 +145,12 @@ def in_process_overrides(work: Path, name: str = "run") -> list[str]:
     return [f"output_dir={work}/{name}"]
 
 
+def peft_option(overrides) -> str:
+    """The peft group's choice, as Hydra reports it to train.py's runs."""
+    choices = [o.split("=", 1)[1] for o in overrides if o.startswith("peft=")]
+    return choices[-1] if choices else "prompt-tuning"
+
+
 def run_tiny(model_dir: Path, work: Path, *overrides: str, name: str = "run") -> RunResult:
     """One run in this process, as train.py would do it, into ``work/name``."""
     cfg = compose_config(
@@ -155,8 +161,7 @@ def run_tiny(model_dir: Path, work: Path, *overrides: str, name: str = "run") ->
     OmegaConf.save(cfg, config_dir / "config.yaml")
     context = RunContext(
         run_dir=work / name,
-        params=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
-        tags={"model": "tiny", "dataset": "prompts-sample"},
+        tags={"model": "tiny", "dataset": "prompts-sample", "peft": peft_option(overrides)},
         config_dir=config_dir,
     )
     return pipeline.run(to_settings(cfg), context)
@@ -222,5 +227,16 @@ def sweep_run(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
         "peft.num_virtual_tokens=2,4",
         "trainer.num_train_epochs=1,2",
     )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work
+
+
+@pytest.fixture(scope="session")
+def method_sweep(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory):
+    """One sweep over every PEFT method (the peft config group), each at its defaults."""
+    from test_methods import METHODS
+
+    work = tmp_path_factory.mktemp("method-sweep")
+    result = run_sweep(tiny_llama, work, f"peft={','.join(METHODS)}")
     assert result.returncode == 0, result.stderr[-3000:]
     return work

@@ -1,4 +1,4 @@
-"""Generating with tuned prompts: runs or folders, one base model, side by side."""
+"""Generating with tuned adapters: runs or folders, one base model, side by side."""
 
 import json
 import shutil
@@ -8,6 +8,7 @@ import mlflow
 import pytest
 from conftest import peftlab, run_tiny
 from mlflow.tracking import MlflowClient
+from test_methods import METHODS
 from transformers import BloomConfig, BloomForCausalLM, PreTrainedTokenizerFast
 
 from peftlab import adapters
@@ -58,7 +59,7 @@ def test_second_adapter_costs_only_its_prompt(two_runs):
     bank = adapters.AdapterBank.for_sources([one])
     base_params = sum(p.numel() for p in bank.loaded.model.parameters())
     before = sum(p.numel() for p in bank.peft_model.parameters())
-    bank.attach(two)
+    bank.add(two)
     after = sum(p.numel() for p in bank.peft_model.parameters())
     assert before == base_params + 3 * 32
     assert after - before == 5 * 32  # no second base model, just 5 virtual tokens x hidden 32
@@ -124,6 +125,44 @@ def test_adapter_wider_than_the_base_is_refused(two_runs, tiny_bloom: Path, tmp_
     config["base_model_name_or_path"] = str(narrow)
     (adapter / "adapter_config.json").write_text(json.dumps(config))
     with pytest.raises(
-        PeftlabError, match="adapter token_dim 32 does not match the hidden size 16"
+        PeftlabError,
+        match=r"adapter': the adapter does not fit the base model .*narrow-bloom: Sizes",
     ):
         adapters.AdapterBank.for_sources([adapters.from_dir(adapter)])
+
+
+@pytest.fixture(scope="module")
+def runs_of_every_method(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("methods")
+    results = [
+        run_tiny(tiny_llama, work, f"peft={option}", *overrides, name=option)
+        for option, overrides in METHODS.items()
+    ]
+    return MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db"), results
+
+
+def test_adapters_of_every_method_share_one_base_and_each_gives_its_own_output(
+    runs_of_every_method,
+):
+    client, results = runs_of_every_method
+    sources = [adapters.resolve(result.run_id, client) for result in results]
+    bank = adapters.AdapterBank.for_sources(sources)
+    settings = sources[0].generation
+    # Back and forth between methods, the untuned base in between: each as it was alone.
+    for _ in range(2):
+        for source, result in zip(sources, results, strict=True):
+            for sample in result.samples:
+                assert bank.generate(sample.prompt, settings, source.name) == sample.tuned
+                assert bank.generate(sample.prompt, settings) == sample.untuned
+    assert bank.peft_model.get_base_model() is bank.loaded.model
+
+
+def test_generate_command_takes_runs_of_different_methods(runs_of_every_method):
+    client, results = runs_of_every_method
+    work = Path(client.tracking_uri.removeprefix("sqlite:///")).parents[1]
+    prompt = results[0].samples[0].prompt
+    runs = [arg for result in results for arg in ("--run", result.run_id)]
+    result = peftlab("generate", *runs, "--prompt", prompt, "--compare", cwd=work)
+    assert result.returncode == 0, result.stderr[-2000:]
+    texts = [block.split("\n", 1)[1].strip() for block in result.stdout.split("\n\n")[1:]]
+    assert texts == [results[0].samples[0].untuned, *(r.samples[0].tuned for r in results)]

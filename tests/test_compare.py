@@ -6,9 +6,11 @@ import matplotlib.image
 import pandas as pd
 import pytest
 from conftest import peftlab, store_runs, sweep_parts
+from test_methods import METHODS
 
 from peftlab import compare
 from peftlab.errors import PeftlabError
+from peftlab.methods import REGISTRY
 
 
 @pytest.fixture(scope="module")
@@ -65,3 +67,18 @@ def test_unknown_sweep_is_a_clear_error(comparison):
     client, _ = comparison
     with pytest.raises(PeftlabError, match="--sweep='nope': no such MLflow run"):
         compare.collect(client, sweep="nope")
+
+
+def test_a_sweep_over_methods_fills_the_peft_column(method_sweep: Path, tmp_path: Path):
+    client, _ = store_runs(method_sweep)
+    result = compare.collect(client)
+    table = result.table
+    assert result.swept == ["peft"]
+    assert sorted(table["peft"]) == sorted(METHODS)
+    assert sorted(table["method"]) == sorted(REGISTRY)
+    assert (table["trainable_params"] > 0).all() and (table["adapter_bytes"] > 0).all()
+    relative = 100 * (table["eval_loss_untuned"] - table["eval_loss"]) / table["eval_loss_untuned"]
+    assert (table["improvement_pct"] - relative).abs().max() < 1e-9
+    compare.write(result, client, tmp_path)
+    markdown = (tmp_path / "comparison.md").read_text()
+    assert all(f"| {option} " in markdown for option in METHODS)

@@ -3,10 +3,10 @@ from pathlib import Path
 import pytest
 from conftest import CONF_DIR, compose_config, in_process_overrides
 from hydra.errors import ConfigCompositionException
-from peft import PromptTuningConfig, PromptTuningInit
 
-from peftlab.config import PromptTuningMethod, TrainConfig, to_settings
+from peftlab.config import TrainConfig, to_settings
 from peftlab.errors import PeftlabError
+from peftlab.methods.prompt_tuning import PromptTuning, PromptTuningInit
 
 GROUPS = [
     "model",
@@ -42,7 +42,7 @@ def test_defaults_are_the_offline_embedded_model_and_sample(tmp_path: Path):
     assert Path(cfg.model.name_or_path, cfg.model.gguf_file).is_file()
     assert Path(cfg.dataset.data_files).name == "prompts.csv"
     assert cfg.model.trust_remote_code is False
-    assert isinstance(cfg.peft, PromptTuningMethod)
+    assert isinstance(cfg.peft, PromptTuning)
 
 
 @pytest.mark.parametrize(
@@ -103,15 +103,3 @@ def test_out_of_range_values_fail_before_any_model_loads(tmp_path, override, mes
         settings(tmp_path, override)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
-
-
-def test_prompt_tuning_schema_builds_the_peft_config():
-    method = PromptTuningMethod(num_virtual_tokens=8, prompt_tuning_init=PromptTuningInit.TEXT)
-    peft_config = method.to_peft_config("/models/tokenizer")
-    assert isinstance(peft_config, PromptTuningConfig)
-    assert peft_config.num_virtual_tokens == 8
-    assert peft_config.tokenizer_name_or_path == "/models/tokenizer"
-    assert peft_config.prompt_tuning_init_text == "I want you to act as"
-
-    random_init = PromptTuningMethod(prompt_tuning_init=PromptTuningInit.RANDOM)
-    assert random_init.to_peft_config("/unused").tokenizer_name_or_path is None

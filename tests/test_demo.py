@@ -35,8 +35,11 @@ def test_lists_finished_adapter_runs_best_first(store):
     runs = demo.adapter_runs(client, "peftlab")
     ordered = sorted([best, other], key=lambda r: r.eval_loss)
     assert [r.info.run_id for r in runs] == [r.run_id for r in ordered]
-    label = demo.run_label(runs[0])
-    assert "eval_loss" in label and "tokens" in label and "init" in label
+    labels = demo.run_labels(runs)
+    # The method, then what tells the runs apart (tokens and learning rate, not the dataset).
+    assert labels[0].startswith(f"prompt_tuning ({runs[0].info.run_id[:8]}) · ")
+    assert "peft.num_virtual_tokens=" in labels[0] and "trainer.learning_rate=" in labels[0]
+    assert "dataset.name" not in labels[0] and "eval_loss " in labels[0]
 
 
 def test_without_runs_it_says_how_to_make_one(tmp_path: Path):

@@ -38,7 +38,7 @@ def test_tuned_greedy_output_equals_uncached_decoding(model_fixture, penalty, re
         prompt_tuning_init=PromptTuningInit.RANDOM,
     )
     peft_model = get_peft_model(loaded.model, peft_config)
-    soft = generation.soft_prompt(peft_model)
+    soft = generation.prefix(peft_model)
     settings = GenerationSettings(max_new_tokens=20, repetition_penalty=penalty)
 
     produced = generation.generate(loaded.model, loaded.tokenizer, PROMPT, settings, soft)

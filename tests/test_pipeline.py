@@ -3,11 +3,8 @@
 from pathlib import Path
 
 import pytest
-import torch
 from conftest import run_tiny
 from mlflow.tracking import MlflowClient
-from peft import PeftModel
-from transformers import AutoModelForCausalLM
 
 from peftlab import pipeline, training
 
@@ -19,6 +16,7 @@ METRICS = {
     "train_runtime",
     "train_tokens_per_second",
     "train_loss",
+    "adapter_bytes",
 }
 
 
@@ -34,7 +32,7 @@ def test_run_is_logged_with_params_metrics_and_artifacts(bloom_run):
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.params["peft.num_virtual_tokens"] == "5"
-    assert run.data.params["trainer.learning_rate"] == "0.003"
+    assert run.data.params["trainer.learning_rate"] == "0.003"  # prompt tuning's own
     assert set(run.data.metrics) >= METRICS
     assert run.data.metrics["trainable_params"] == 5 * 32
     assert run.data.metrics["eval_loss"] == pytest.approx(result.eval_loss)
@@ -58,19 +56,6 @@ def test_samples_table_has_prompt_untuned_and_tuned(bloom_run):
     assert table["prompt"].tolist() == [s.prompt for s in result.samples]
 
 
-def test_saved_adapter_reloads_to_the_trained_models_logits(bloom_run, tiny_bloom: Path):
-    _, result = bloom_run
-    assert not list(result.adapter_dir.parent.glob(".adapter-partial-*"))
-    reloaded = PeftModel.from_pretrained(
-        AutoModelForCausalLM.from_pretrained(tiny_bloom), result.adapter_dir
-    ).eval()
-    ids = torch.tensor([[5, 17, 42, 99, 3]])
-    with torch.no_grad():
-        assert torch.equal(
-            reloaded(input_ids=ids).logits, result.model.eval()(input_ids=ids).logits
-        )
-
-
 def test_tiny_overfit_run_lowers_held_out_loss(tiny_llama: Path, tmp_path: Path):
     result = run_tiny(
         tiny_llama,
@@ -81,16 +66,6 @@ def test_tiny_overfit_run_lowers_held_out_loss(tiny_llama: Path, tmp_path: Path)
         "trainer.num_train_epochs=8",
     )
     assert result.eval_loss < result.eval_loss_untuned - 0.05
-
-
-def test_runs_in_one_process_share_the_base_model_and_leave_it_untouched(tiny_llama, tmp_path):
-    first = run_tiny(tiny_llama, tmp_path / "a", "peft.prompt_tuning_init=RANDOM")
-    base = first.model.get_base_model()
-    weights = {name: value.clone() for name, value in base.state_dict().items()}
-    second = run_tiny(tiny_llama, tmp_path / "b", "peft.prompt_tuning_init=RANDOM")
-    assert second.model.get_base_model() is base
-    assert all(torch.equal(value, base.state_dict()[name]) for name, value in weights.items())
-    assert second.eval_loss == first.eval_loss
 
 
 def test_runs_sharing_model_and_data_compute_the_untuned_baseline_once(

@@ -15,8 +15,11 @@ from conftest import (
     sweep_parts,
     tiny_overrides,
 )
+from test_methods import METHODS
 
 from peftlab import sweep
+from peftlab.methods import REGISTRY
+from peftlab.methods.lora import Lora
 
 
 def test_sweep_is_one_parent_with_a_child_per_job_named_by_its_overrides(sweep_run: Path):
@@ -36,6 +39,14 @@ def test_sweep_is_one_parent_with_a_child_per_job_named_by_its_overrides(sweep_r
     for child in children:
         tokens = child.data.params["peft.num_virtual_tokens"]
         assert child.info.run_name.startswith(f"peft.num_virtual_tokens={tokens},")
+
+
+def test_one_sweep_runs_every_method_as_a_finished_child(method_sweep: Path):
+    _, parent, children = sweep_parts(method_sweep)
+    assert parent.info.status == "FINISHED"
+    assert [c.info.run_name for c in children] == [f"peft={option}" for option in METHODS]
+    assert all(c.info.status == "FINISHED" for c in children)
+    assert [c.data.tags["peft"] for c in children] == list(METHODS)
 
 
 def test_sweep_outputs_live_in_unique_multirun_folders(sweep_run: Path):
@@ -122,6 +133,39 @@ def test_optuna_search_minimises_eval_loss_over_the_search_space(tiny_bloom, tmp
     best = min(c.data.metrics["eval_loss"] for c in children)
     assert "Best value: " in result.stderr + result.stdout
     assert f"{best}"[:6] in (result.stderr + result.stdout).split("Best value: ")[1]
+
+
+def test_search_within_a_method_asks_for_its_own_keys(tiny_llama: Path, tmp_path: Path):
+    result = run_sweep(
+        tiny_llama,
+        tmp_path,
+        "hparams_search=optuna-method",
+        "peft=lora",
+        "hydra.sweeper.n_trials=2",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, _, children = sweep_parts(tmp_path)
+    assert len(children) == 2 and all(c.info.status == "FINISHED" for c in children)
+    for child in children:
+        keys = {part.split("=")[0] for part in child.info.run_name.split(",")}
+        assert keys == {"peft.r", "peft.lora_alpha", "peft.lora_dropout", "trainer.learning_rate"}
+        rate = float(child.data.params["trainer.learning_rate"])
+        assert Lora.learning_rate / 5 <= rate <= Lora.learning_rate * 5
+
+
+def test_search_across_methods_picks_a_method_then_its_keys(tiny_llama: Path, tmp_path: Path):
+    result = run_sweep(
+        tiny_llama, tmp_path, "hparams_search=optuna-methods", "hydra.sweeper.n_trials=4"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, parent, children = sweep_parts(tmp_path)
+    assert parent.info.status == "FINISHED"
+    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
+    for child in children:
+        method = REGISTRY[child.data.params["peft.method"]]
+        assert child.info.run_name.startswith(f"peft={method.option()},")
+        assert child.data.tags["peft"] == method.option()
+    assert len({c.data.params["peft.method"] for c in children}) > 1
 
 
 def test_swept_keys_come_from_sweep_overrides_and_search_space():

@@ -1,16 +1,20 @@
-"""Tuned prompts in use: adapters from runs or folders, attached to one shared base model.
+"""Tuned adapters in use: from runs or folders, attached to one shared base model.
 
-As in the notebook, every adapter is loaded onto a single copy of the base model and picked
-with ``set_adapter``; N adapters cost one base model plus N small prompt tensors.
+As in the notebook, adapters are loaded onto a single copy of the base model and picked with
+``set_adapter``: N adapters of one method cost one base model plus N adapters. One PeftModel
+cannot hold adapters of different methods, so the bank keeps the adapters of one method
+attached at a time and swaps them (unloading injected layers) when another method is asked for.
 """
 
 from __future__ import annotations
 
 import json
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import mlflow
+import torch
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
@@ -31,6 +35,7 @@ class AdapterSource:
     label: str  # what people see: the run's name or the folder
     adapter_dir: Path
     base: str  # the base checkpoint the adapter was trained on (adapter_config.json)
+    peft_type: str  # the method that trained it (adapter_config.json), e.g. LORA
     model: ModelConfig
     generation: GenerationSettings
     eval_loss: float | None = None
@@ -50,7 +55,7 @@ def resolve(spec: str, client: MlflowClient) -> AdapterSource:
 
 
 def from_dir(adapter_dir: Path) -> AdapterSource:
-    base = _base_of(adapter_dir, spec=str(adapter_dir))
+    base, peft_type = _written_by(adapter_dir, spec=str(adapter_dir))
     saved = adapter_dir.parent / CONFIG  # a run folder written by train.py
     model, settings = _saved_settings(saved) if saved.is_file() else (None, GenerationSettings())
     return AdapterSource(
@@ -58,6 +63,7 @@ def from_dir(adapter_dir: Path) -> AdapterSource:
         label=str(adapter_dir),
         adapter_dir=adapter_dir,
         base=base,
+        peft_type=peft_type,
         model=model or ModelConfig(name_or_path=base),
         generation=settings,
     )
@@ -73,7 +79,7 @@ def from_run(run, client: MlflowClient) -> AdapterSource:
             f"--run {run_id!r}: the run has no adapter/ artifact "
             f"(status {run.info.status}); train one with `make train`"
         ) from error
-    base = _base_of(adapter_dir, spec=run_id)
+    base, peft_type = _written_by(adapter_dir, spec=run_id)
     try:
         model, settings = _saved_settings(Path(_download(client, run_id, CONFIG, target)))
     except (MlflowException, OSError):  # logged by something other than train.py
@@ -83,6 +89,7 @@ def from_run(run, client: MlflowClient) -> AdapterSource:
         label=run.info.run_name or run_id,
         adapter_dir=adapter_dir,
         base=base,
+        peft_type=peft_type,
         model=model,
         generation=settings,
         eval_loss=run.data.metrics.get("eval_loss"),
@@ -95,11 +102,13 @@ def _download(client: MlflowClient, run_id: str, path: str, target: Path) -> str
     )
 
 
-def _base_of(adapter_dir: Path, spec: str) -> str:
+def _written_by(adapter_dir: Path, spec: str) -> tuple[str, str]:
+    """The adapter's base model and peft_type, from its adapter_config.json."""
     config = adapter_dir / "adapter_config.json"
     if not config.is_file():
         raise PeftlabError(f"--run {spec!r}: no adapter_config.json in {adapter_dir}")
-    return json.loads(config.read_text())["base_model_name_or_path"]
+    written = json.loads(config.read_text())
+    return written["base_model_name_or_path"], written["peft_type"]
 
 
 def _saved_settings(config_yaml: Path) -> tuple[ModelConfig, GenerationSettings]:
@@ -111,13 +120,13 @@ def _saved_settings(config_yaml: Path) -> tuple[ModelConfig, GenerationSettings]
 
 
 class AdapterBank:
-    """One base model with any number of adapters of that base attached, by name."""
+    """One base model with any number of adapters of that base, of any methods, by name."""
 
     def __init__(self, model: ModelConfig, base: str) -> None:
         self.base = base
         self.loaded = modeling.load(model)
-        self.peft_model: PeftModel | None = None
         self.sources: dict[str, AdapterSource] = {}
+        self.peft_model: PeftModel | None = None  # the attached adapters, all of one method
 
     @classmethod
     def for_sources(cls, sources: list[AdapterSource]) -> AdapterBank:
@@ -127,44 +136,78 @@ class AdapterBank:
             raise PeftlabError(f"--run: adapters of different base models in one call: {listing}")
         bank = cls(sources[0].model, sources[0].base)
         for source in sources:
-            bank.attach(source)
+            bank.add(source)
         return bank
 
-    def attach(self, source: AdapterSource) -> None:
+    def add(self, source: AdapterSource) -> None:
+        """Make ``source`` available to :meth:`generate`, checked against the base model."""
         if source.name in self.sources:
             return
         if source.base != self.base:
             raise PeftlabError(
                 f"--run {source.label!r}: trained on {source.base}, not on {self.base}"
             )
-        self._check_width(source)
-        if self.peft_model is None:
-            self.peft_model = PeftModel.from_pretrained(
-                self.loaded.model, source.adapter_dir, adapter_name=source.name
-            )
-        else:
-            self.peft_model.load_adapter(source.adapter_dir, adapter_name=source.name)
-        self.peft_model.eval()
         self.sources[source.name] = source
+        self._activate(source)
 
-    def _check_width(self, source: AdapterSource) -> None:
-        config = json.loads((source.adapter_dir / "adapter_config.json").read_text())
-        hidden = self.loaded.model.get_input_embeddings().embedding_dim
-        if config.get("token_dim") not in (None, hidden):
+    def _activate(self, source: AdapterSource) -> PeftModel:
+        """Attach ``source`` (swapping out adapters of another method) and make it active."""
+        if self.peft_model is not None and self._attached_type() != source.peft_type:
+            self._detach_all()
+        if self.peft_model is None or source.name not in self.peft_model.peft_config:
+            self._load(source)
+        self.peft_model.set_adapter(source.name)
+        return self.peft_model.eval()
+
+    def _load(self, source: AdapterSource) -> None:
+        """Load ``source`` and run one token through it: an adapter of another width fails
+        here, in one line, not in the middle of a generation."""
+        try:
+            if self.peft_model is None:
+                self.peft_model = PeftModel.from_pretrained(
+                    self.loaded.model, source.adapter_dir, adapter_name=source.name
+                )
+            else:
+                self.peft_model.load_adapter(source.adapter_dir, adapter_name=source.name)
+            self.peft_model.set_adapter(source.name)
+            with torch.no_grad():
+                self.peft_model(input_ids=torch.tensor([[self.loaded.tokenizer.eos_token_id]]))
+        except RuntimeError as error:  # torch's shape mismatch
+            del self.sources[source.name]
+            self._detach_all()
             raise PeftlabError(
-                f"--run {source.label!r}: adapter token_dim {config['token_dim']} does not match "
-                f"the hidden size {hidden} of the base model {self.base}"
-            )
+                f"--run {source.label!r}: the adapter does not fit the base model {self.base}: "
+                f"{str(error).strip().splitlines()[-1]}"
+            ) from error
+
+    def _attached_type(self) -> str:
+        return self.peft_model.active_peft_config.peft_type.value
+
+    def _detach_all(self) -> None:
+        """Leave the base model as loaded: injected layers are unloaded, not merged."""
+        if (
+            self.peft_model is not None
+            and not self.peft_model.active_peft_config.is_prompt_learning
+        ):
+            self.peft_model.unload()
+        self.peft_model = None
 
     def generate(self, prompt: str, settings: GenerationSettings, name: str | None = None) -> str:
         """Output of the adapter ``name``, or of the untuned base model when ``name`` is None."""
-        soft_prompt = None
-        if name is not None:
-            self.peft_model.set_adapter(name)
-            soft_prompt = generation.soft_prompt(self.peft_model)
+        model, tokenizer = self.loaded.model, self.loaded.tokenizer
+        if name is None:
+            with self._base_only():
+                return generation.generate(model, tokenizer, prompt, settings)
+        peft_model = self._activate(self.sources[name])
         return generation.generate(
-            self.loaded.model, self.loaded.tokenizer, prompt, settings, soft_prompt
+            model, tokenizer, prompt, settings, generation.prefix(peft_model)
         )
+
+    def _base_only(self) -> AbstractContextManager:
+        """Injected layers switched off; prompt-learning adapters never touch the base."""
+        if self.peft_model is None or self.peft_model.active_peft_config.is_prompt_learning:
+            return nullcontext()
+        return self.peft_model.disable_adapter()
 
 
 def with_overrides(settings: GenerationSettings, **overrides) -> GenerationSettings:

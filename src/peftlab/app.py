@@ -7,13 +7,16 @@ from pathlib import Path
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig
 
 from peftlab import console, pipeline, sweep, tracking
 from peftlab.config import to_settings
 from peftlab.errors import PeftlabError
 
 log = logging.getLogger(__name__)
+
+# Config groups whose choice names a run's model, data and method: tags, and compare's columns.
+TAGGED_GROUPS = ("model", "dataset", "peft")
 
 
 def run_job(cfg: DictConfig) -> float:
@@ -22,7 +25,7 @@ def run_job(cfg: DictConfig) -> float:
     hydra_cfg = HydraConfig.get()
     try:
         settings = to_settings(cfg)
-        result = pipeline.run(settings, run_context(cfg, hydra_cfg))
+        result = pipeline.run(settings, run_context(hydra_cfg))
     except PeftlabError as error:
         if hydra_cfg.mode == RunMode.RUN:
             raise SystemExit(f"error: {error}") from None
@@ -31,17 +34,16 @@ def run_job(cfg: DictConfig) -> float:
     return result.eval_loss
 
 
-def run_context(cfg: DictConfig, hydra_cfg: DictConfig) -> pipeline.RunContext:
+def run_context(hydra_cfg: DictConfig) -> pipeline.RunContext:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     choices = hydra_cfg.runtime.choices
-    tags = {"model": choices.get("model"), "dataset": choices.get("dataset")}
+    tags = {group: choices.get(group) for group in TAGGED_GROUPS}
     tags["git_commit"] = tracking.git_commit(Path(hydra_cfg.runtime.cwd))
     run_name, sweep_tags = None, {}
     if hydra_cfg.mode == RunMode.MULTIRUN:
         run_name, sweep_tags = sweep.job_identity(hydra_cfg)
     return pipeline.RunContext(
         run_dir=run_dir,
-        params=OmegaConf.to_container(cfg, resolve=True, enum_to_str=True),
         run_name=run_name,
         tags={key: str(value) for key, value in {**tags, **sweep_tags}.items() if value},
         config_dir=run_dir / hydra_cfg.output_subdir if hydra_cfg.output_subdir else None,

@@ -1,4 +1,4 @@
-"""The ``peftlab`` command: compare sweeps, rerun runs, generate with tuned prompts, demo."""
+"""The ``peftlab`` command: compare sweeps, rerun runs, generate with tuned adapters, demo."""
 
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--experiment", help="compare all runs of this MLflow experiment")
     comparing.add_argument("--out", type=Path, help="output folder (default: outputs/compare/ID)")
 
-    generating = commands.add_parser("generate", help="generate with tuned prompts")
+    generating = commands.add_parser("generate", help="generate with tuned adapters")
     generating.add_argument(
         "--run", action="append", required=True, help="MLflow run id or adapter folder; repeatable"
     )
@@ -48,7 +48,7 @@ def parser() -> argparse.ArgumentParser:
     generating.add_argument("--top-p", type=float)
     generating.add_argument("--do-sample", action="store_true", default=None)
 
-    demoing = commands.add_parser("demo", help="Gradio app to try tuned prompts in a browser")
+    demoing = commands.add_parser("demo", help="Gradio app to try tuned adapters in a browser")
     demoing.add_argument("--experiment", default="peftlab")
     demoing.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
     demoing.add_argument("--port", type=int, default=7860)

@@ -17,9 +17,14 @@ METRICS = [
     "eval_loss",
     "eval_loss_untuned",
     "improvement",
+    "improvement_pct",
+    "trainable_params",
+    "adapter_bytes",
     "train_runtime",
     "train_tokens_per_second",
 ]
+DERIVED = ("improvement", "improvement_pct")  # computed here from the logged metrics
+METHOD = "peft.method"
 # Keys that differ between any two runs without being a choice worth comparing.
 NOT_COMPARED = ("output_dir", "tracking.")
 
@@ -74,18 +79,33 @@ def _comparison(runs: list[Run], parent: Run | None) -> Comparison:
     for run in finished:
         metrics = run.data.metrics
         row = {"run": run.info.run_name, "run_id": run.info.run_id}
-        row |= {key: run.data.params.get(key) for key in swept}
-        row |= {key: metrics.get(key) for key in METRICS if key != "improvement"}
-        row["improvement"] = metrics.get("eval_loss_untuned", float("nan")) - metrics["eval_loss"]
+        row |= {key: setting(run, key) for key in swept}
+        row["method"] = run.data.params.get(METHOD)
+        row |= {key: metrics.get(key) for key in METRICS if key not in DERIVED}
+        untuned = metrics.get("eval_loss_untuned", float("nan"))
+        row["improvement"] = untuned - metrics["eval_loss"]
+        row["improvement_pct"] = 100 * row["improvement"] / untuned
         rows.append(row)
     table = pd.DataFrame(rows).sort_values("eval_loss", kind="stable").reset_index(drop=True)
     table.index = pd.RangeIndex(1, len(table) + 1, name="rank")
-    return Comparison(table[["run", *swept, *METRICS, "run_id"]], swept, finished, parent)
+    columns = ["run", *swept, "method", *METRICS, "run_id"]
+    return Comparison(table[columns], swept, finished, parent)
+
+
+def setting(run: Run, key: str) -> str | None:
+    """A run's value of a config key (``peft.r``), or its choice of a config group (``peft``),
+    which train.py records as a tag."""
+    return run.data.params.get(key, run.data.tags.get(key))
 
 
 def _swept_keys(runs: list[Run], parent: Run | None) -> list[str]:
     if parent is not None and parent.data.tags.get("swept_keys"):
         return parent.data.tags["swept_keys"].split(",")
+    return differing_params(runs)
+
+
+def differing_params(runs: list[Run]) -> list[str]:
+    """The params whose values differ between ``runs``, worth comparing them by."""
     keys = sorted({key for run in runs for key in run.data.params})
     return [
         key
@@ -109,13 +129,17 @@ def write(comparison: Comparison, client: MlflowClient, out_dir: Path) -> list[P
 
 
 def plot_train_loss(comparison: Comparison, client: MlflowClient, path: Path) -> Path:
+    """One curve per run; the runs of one method share a colour."""
     fig = Figure(figsize=(8, 5))
     ax = fig.subplots()
+    methods = sorted({str(run.data.params.get(METHOD)) for run in comparison.runs})
     for run in comparison.runs:
         history = sorted(
             client.get_metric_history(run.info.run_id, "train_loss"), key=lambda m: m.step
         )
-        ax.plot([m.step for m in history], [m.value for m in history], label=run.info.run_name)
+        colour = f"C{methods.index(str(run.data.params.get(METHOD))) % 10}"
+        label = f"{run.data.params.get(METHOD)}: {run.info.run_name}"
+        ax.plot([m.step for m in history], [m.value for m in history], colour, label=label)
     ax.set(title="Training loss per step", xlabel="step", ylabel="train loss")
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
@@ -123,14 +147,14 @@ def plot_train_loss(comparison: Comparison, client: MlflowClient, path: Path) ->
 
 
 def plot_eval_loss(comparison: Comparison, path: Path) -> Path:
-    """Held-out loss against each swept key, one line per setting of the other keys."""
+    """Held-out loss against each swept key, one line per method and setting of the others."""
     swept = comparison.swept or ["run"]
     fig = Figure(figsize=(5 * len(swept), 4.5))
     axes = fig.subplots(1, len(swept), squeeze=False)
     table = comparison.table
     for ax, key in zip(axes[0], swept, strict=True):
-        others = [k for k in comparison.swept if k != key]
-        groups = table.groupby(others, sort=True) if others else [((), table)]
+        others = [k for k in ["method", *comparison.swept] if k != key]
+        groups = table.groupby(others, sort=True, dropna=False) if others else [((), table)]
         for values, group in groups:
             group = group.sort_values(key, key=_numeric_if_possible)
             pairs = zip(others, _as_tuple(values), strict=True)

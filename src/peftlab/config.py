@@ -11,21 +11,17 @@ import importlib.util
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
-from peft import PromptTuningConfig, PromptTuningInit, TaskType
 
 from peftlab.errors import PeftlabError
+from peftlab.methods import REGISTRY, PeftMethod
+from peftlab.methods.base import require
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 T = TypeVar("T")
-
-
-def _require(condition: bool, key: str, value: Any, allowed: str) -> None:
-    if not condition:
-        raise PeftlabError(f"{key}={value!r} is not allowed: {allowed}")
 
 
 class DType(str, Enum):
@@ -64,49 +60,15 @@ class DatasetConfig:
     max_length: int = 128
 
     def __post_init__(self) -> None:
-        _require(
+        require(
             self.path is not None or self.data_files is not None,
             "dataset.data_files",
             self.data_files,
             "set dataset.data_files (a local file) or dataset.path (a Hub dataset id)",
         )
-        _require(self.train_rows >= 1, "dataset.train_rows", self.train_rows, "an integer >= 1")
-        _require(self.eval_rows >= 1, "dataset.eval_rows", self.eval_rows, "an integer >= 1")
-        _require(self.max_length >= 2, "dataset.max_length", self.max_length, "an integer >= 2")
-
-
-@dataclass
-class PromptTuningMethod:
-    """Soft prompt of ``num_virtual_tokens`` trainable embeddings (peft.PromptTuningConfig)."""
-
-    method: str = "prompt_tuning"
-    num_virtual_tokens: int = 4
-    prompt_tuning_init: PromptTuningInit = PromptTuningInit.TEXT
-    prompt_tuning_init_text: str | None = "I want you to act as"
-
-    def __post_init__(self) -> None:
-        _require(
-            self.num_virtual_tokens >= 1,
-            "peft.num_virtual_tokens",
-            self.num_virtual_tokens,
-            "an integer >= 1",
-        )
-        _require(
-            self.prompt_tuning_init != PromptTuningInit.TEXT or bool(self.prompt_tuning_init_text),
-            "peft.prompt_tuning_init_text",
-            self.prompt_tuning_init_text,
-            "a non-empty text when peft.prompt_tuning_init=TEXT",
-        )
-
-    def to_peft_config(self, tokenizer_name_or_path: str) -> PromptTuningConfig:
-        is_text = self.prompt_tuning_init == PromptTuningInit.TEXT
-        return PromptTuningConfig(
-            task_type=TaskType.CAUSAL_LM,
-            num_virtual_tokens=self.num_virtual_tokens,
-            prompt_tuning_init=self.prompt_tuning_init,
-            prompt_tuning_init_text=self.prompt_tuning_init_text if is_text else None,
-            tokenizer_name_or_path=tokenizer_name_or_path if is_text else None,
-        )
+        require(self.train_rows >= 1, "dataset.train_rows", self.train_rows, "an integer >= 1")
+        require(self.eval_rows >= 1, "dataset.eval_rows", self.eval_rows, "an integer >= 1")
+        require(self.max_length >= 2, "dataset.max_length", self.max_length, "an integer >= 2")
 
 
 @dataclass
@@ -114,7 +76,7 @@ class TrainerConfig:
     """The subset of ``transformers.TrainingArguments`` that peftlab exposes, same names."""
 
     num_train_epochs: float = 6.0
-    learning_rate: float = 3e-3
+    learning_rate: float | None = None  # null: the PEFT method's own (see its module)
     per_device_train_batch_size: int = 8
     per_device_eval_batch_size: int = 16
     lr_scheduler_type: str = "linear"
@@ -126,13 +88,16 @@ class TrainerConfig:
     group_by_length: bool = True
 
     def __post_init__(self) -> None:
-        _require(
-            self.num_train_epochs > 0, "trainer.num_train_epochs", self.num_train_epochs, "> 0"
+        require(self.num_train_epochs > 0, "trainer.num_train_epochs", self.num_train_epochs, "> 0")
+        require(
+            self.learning_rate is None or self.learning_rate > 0,
+            "trainer.learning_rate",
+            self.learning_rate,
+            "> 0, or null for the PEFT method's default",
         )
-        _require(self.learning_rate > 0, "trainer.learning_rate", self.learning_rate, "> 0")
         for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "logging_steps"):
             value = getattr(self, key)
-            _require(value >= 1, f"trainer.{key}", value, "an integer >= 1")
+            require(value >= 1, f"trainer.{key}", value, "an integer >= 1")
 
 
 @dataclass
@@ -150,8 +115,8 @@ class GenerationSettings:
     top_p: float = 1.0
 
     def __post_init__(self) -> None:
-        _require(self.max_new_tokens >= 1, "generation.max_new_tokens", self.max_new_tokens, ">= 1")
-        _require(
+        require(self.max_new_tokens >= 1, "generation.max_new_tokens", self.max_new_tokens, ">= 1")
+        require(
             self.repetition_penalty > 0,
             "generation.repetition_penalty",
             self.repetition_penalty,
@@ -172,12 +137,16 @@ class TrackingConfig:
 class TrainConfig:
     model: ModelConfig = MISSING
     dataset: DatasetConfig = MISSING
-    # One schema per PEFT method (see register_configs); the method's yaml picks its schema.
-    peft: Any = MISSING
+    # A subclass per method (see register_configs); the method's yaml picks its schema.
+    peft: PeftMethod = MISSING
     trainer: TrainerConfig = MISSING
     generation: GenerationSettings = MISSING
     tracking: TrackingConfig = MISSING
     output_dir: str = MISSING
+
+    def __post_init__(self) -> None:
+        if isinstance(self.peft, PeftMethod) and self.trainer.learning_rate is None:
+            self.trainer.learning_rate = self.peft.learning_rate
 
 
 def package_dir(package: str) -> str:
@@ -195,15 +164,11 @@ def sample_path(name: str) -> str:
     return str(SAMPLES_DIR / name)
 
 
-# One entry per PEFT method: its ``method`` value and its schema (stored as ``<method>_schema``).
-PEFT_METHODS: dict[str, type] = {"prompt_tuning": PromptTuningMethod}
-
-
 def register_configs() -> None:
     """Register schemas and resolvers; idempotent so tests and sweeps can call it again."""
     cs = ConfigStore.instance()
     cs.store(name="train_schema", node=TrainConfig)
-    for method, schema in PEFT_METHODS.items():
+    for method, schema in REGISTRY.items():
         cs.store(group="peft", name=f"{method}_schema", node=schema)
     OmegaConf.register_new_resolver("peftlab.package_dir", package_dir, replace=True)
     OmegaConf.register_new_resolver("peftlab.sample", sample_path, replace=True)
@@ -225,9 +190,9 @@ def to_settings(cfg: DictConfig) -> TrainConfig:
     ``.hydra/config.yaml``), so a rerun is checked like a fresh run.
     """
     method = OmegaConf.select(cfg, "peft.method")
-    _require(method in PEFT_METHODS, "peft.method", method, f"one of {', '.join(PEFT_METHODS)}")
+    require(method in REGISTRY, "peft.method", method, f"one of {', '.join(REGISTRY)}")
     schema = OmegaConf.structured(TrainConfig)
-    schema.peft = OmegaConf.structured(PEFT_METHODS[method])
+    schema.peft = OmegaConf.structured(REGISTRY[method])
     settings = OmegaConf.to_object(OmegaConf.merge(schema, cfg))
     assert isinstance(settings, TrainConfig)
     return settings

@@ -1,4 +1,4 @@
-"""Gradio app: pick tuned prompts from MLflow runs, type a prompt, compare with the base model."""
+"""Gradio app: pick tuned adapters from MLflow runs, type a prompt, compare with the base model."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import gradio as gr  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from peftlab import adapters  # noqa: E402
+from peftlab import adapters, compare  # noqa: E402
 from peftlab.config import GenerationSettings  # noqa: E402
 from peftlab.errors import PeftlabError  # noqa: E402
 from peftlab.sweep import SWEEP_TAG  # noqa: E402
@@ -34,13 +34,23 @@ def adapter_runs(client: MlflowClient, experiment: str) -> list[Run]:
     ]
 
 
-def run_label(run: Run) -> str:
-    params, loss = run.data.params, run.data.metrics.get("eval_loss", float("nan"))
-    return (
-        f"{run.info.run_name} ({run.info.run_id[:8]}) · eval_loss {loss:.3f} · "
-        f"{params.get('peft.num_virtual_tokens')} tokens · {params.get('peft.prompt_tuning_init')}"
-        f" init · {params.get('dataset.name')}"
-    )
+def run_labels(runs: list[Run]) -> list[str]:
+    """Each run by its method and the params that tell it from the other runs listed."""
+    differing = [key for key in compare.differing_params(runs) if key != compare.METHOD]
+    labels = []
+    for run in runs:
+        params, loss = run.data.params, run.data.metrics.get("eval_loss", float("nan"))
+        settings = [f"{key}={params[key]}" for key in differing if key in params]
+        labels.append(
+            " · ".join(
+                [
+                    f"{params.get(compare.METHOD)} ({run.info.run_id[:8]})",
+                    *settings,
+                    f"eval_loss {loss:.3f}",
+                ]
+            )
+        )
+    return labels
 
 
 def empty_message(experiment: str) -> str:
@@ -75,7 +85,7 @@ class Generator:
         bank = self.banks[base]
         results = [("Untuned base model", bank.generate(prompt, settings))]
         for source in sources:
-            bank.attach(source)
+            bank.add(source)
             results.append((source.label, bank.generate(prompt, settings, source.name)))
         return results
 
@@ -94,7 +104,7 @@ def build(client: MlflowClient, experiment: str) -> gr.Blocks:
 
     def generate(run_ids, prompt, max_new_tokens, repetition_penalty, do_sample, temp, top_p):
         if not run_ids:
-            return "<p>Pick at least one tuned prompt.</p>"
+            return "<p>Pick at least one tuned adapter.</p>"
         if not prompt.strip():
             return "<p>Type a prompt.</p>"
         settings = GenerationSettings(
@@ -110,12 +120,12 @@ def build(client: MlflowClient, experiment: str) -> gr.Blocks:
             return f"<p>{escape(str(error))}</p>"
 
     with gr.Blocks(title="peftlab demo", analytics_enabled=False) as app:
-        gr.Markdown(f"# peftlab: tuned prompts\nExperiment **{escape(experiment)}**")
+        gr.Markdown(f"# peftlab: tuned adapters\nExperiment **{escape(experiment)}**")
         if not runs:
             gr.Markdown(empty_message(experiment))
             return app
-        choices = [(run_label(run), run.info.run_id) for run in runs]
-        picked = gr.CheckboxGroup(choices, value=[choices[0][1]], label="Tuned prompts (runs)")
+        choices = list(zip(run_labels(runs), [run.info.run_id for run in runs], strict=True))
+        picked = gr.CheckboxGroup(choices, value=[choices[0][1]], label="Tuned adapters (runs)")
         prompt = gr.Textbox(label="Prompt", value=PROBES[0], lines=2)
         gr.Examples([[p] for p in PROBES], inputs=prompt)
         with gr.Accordion("Generation settings", open=False):

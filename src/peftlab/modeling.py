@@ -43,8 +43,14 @@ def cache_dir() -> Path:
 
 
 @lru_cache(maxsize=1)
+def load_shared(cfg: ModelConfig) -> LoadedModel:
+    """The base model that the jobs of a sweep in one process share: each job's method leaves it
+    as it found it (see ``PeftMethod.attached``)."""
+    return load(cfg)
+
+
 def load(cfg: ModelConfig) -> LoadedModel:
-    """The frozen base model; jobs of a sweep in one process share it (PEFT never mutates it)."""
+    """The frozen base model and its tokenizer, a copy of the caller's own."""
     path = converted_checkpoint(cfg) if cfg.gguf_file else hub_or_local(cfg)
     kwargs = {"revision": cfg.revision, "trust_remote_code": cfg.trust_remote_code}
     tokenizer = AutoTokenizer.from_pretrained(path, **kwargs)
@@ -52,7 +58,7 @@ def load(cfg: ModelConfig) -> LoadedModel:
         path, dtype=getattr(torch, cfg.dtype.value), **kwargs
     )
     ensure_distinct_pad_token(model, tokenizer)
-    model.eval()
+    model.requires_grad_(False).eval()
     return LoadedModel(model=model, tokenizer=tokenizer, path=path)
 
 

@@ -1,4 +1,4 @@
-"""One prompt-tuning run: untuned baseline, training, tuned evaluation, adapter, all tracked."""
+"""One run of any PEFT method: untuned baseline, training, tuned evaluation, adapter, tracked."""
 
 from __future__ import annotations
 
@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Any
 
 import mlflow
-from peft import PeftModel, get_peft_model
+from omegaconf import OmegaConf
+from peft import PeftModel
 from transformers import TrainingArguments, set_seed
 
 from peftlab import data, generation, modeling, tracking, training
-from peftlab.config import TrainConfig
+from peftlab.config import GenerationSettings, TrainConfig
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,6 @@ class RunContext:
     """What the launcher knows about a run beyond its settings."""
 
     run_dir: Path
-    params: dict[str, Any]
     run_name: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     config_dir: Path | None = None  # Hydra's .hydra/ folder (config.yaml, overrides.yaml)
@@ -59,14 +59,13 @@ class RunResult:
     samples: list[Sample]
     adapter_dir: Path
     ui_hint: str
-    model: PeftModel  # the tuned model, still in memory
 
 
 def run(settings: TrainConfig, context: RunContext) -> RunResult:
     tracking.use_store(settings.tracking)
     name = settings.tracking.run_name or context.run_name
     with tracking.run(name, {**context.tags, **settings.tracking.tags}) as active:
-        mlflow.log_params(tracking.flatten(context.params))
+        mlflow.log_params(tracking.flatten(params(settings)))
         if context.config_dir is not None and context.config_dir.is_dir():
             mlflow.log_artifacts(str(context.config_dir), ".hydra")
         result = _train_and_log(settings, context)
@@ -75,38 +74,40 @@ def run(settings: TrainConfig, context: RunContext) -> RunResult:
         )
 
 
+def params(settings: TrainConfig) -> dict[str, Any]:
+    """The settings as the run used them (a null learning rate as the method's own)."""
+    return OmegaConf.to_container(OmegaConf.structured(settings), enum_to_str=True)
+
+
 def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]:
-    loaded = modeling.load(settings.model)
+    loaded = modeling.load_shared(settings.model)
     model, tokenizer = loaded.model, loaded.tokenizer
     splits = data.load_splits(settings.dataset, tokenizer)
     log.info("Data: %d train / %d held-out rows", len(splits.train), len(splits.eval))
     args = training.training_arguments(settings.trainer, context.run_dir / "trainer")
 
     baseline = untuned_baseline(settings, loaded, splits, args)
-    set_seed(settings.trainer.seed)  # RANDOM init and sampling repeat, whatever ran before
-    peft_model = get_peft_model(model, settings.peft.to_peft_config(loaded.path))
-    trainable, total = peft_model.get_nb_trainable_parameters()
-    log.info("Trainable params: %d of %d (%.5f%%)", trainable, total, 100 * trainable / total)
-    trainer = training.build_trainer(
-        peft_model,
-        tokenizer,
-        args,
-        splits.train,
-        splits.eval,
-        group_by_length=settings.trainer.group_by_length,
-    )
-    train_output = trainer.train()
-    eval_loss = trainer.evaluate()["eval_loss"]
+    set_seed(settings.trainer.seed)  # adapter init and sampling repeat, whatever ran before
+    # The base model is shared by the jobs of a sweep: it comes back unchanged from here.
+    with settings.peft.attached(model, loaded.path) as peft_model:
+        trainable, total = peft_model.get_nb_trainable_parameters()
+        log.info("Trainable params: %d of %d (%.5f%%)", trainable, total, 100 * trainable / total)
+        trainer = training.build_trainer(
+            peft_model,
+            tokenizer,
+            args,
+            splits.train,
+            splits.eval,
+            group_by_length=settings.trainer.group_by_length,
+        )
+        train_output = trainer.train()
+        eval_loss = trainer.evaluate()["eval_loss"]
+        tuned = tuned_samples(peft_model.eval(), tokenizer, settings.generation)
+        adapter_dir = save_adapter(peft_model, context.run_dir / "adapter")
 
-    soft_prompt = generation.soft_prompt(peft_model)
     prompts = settings.generation.prompts
-    tuned = [
-        generation.generate(model, tokenizer, p, settings.generation, soft_prompt) for p in prompts
-    ]
     untuned = list(baseline.samples)
     samples = [Sample(p, u, t) for p, u, t in zip(prompts, untuned, tuned, strict=True)]
-    adapter_dir = save_adapter(peft_model, context.run_dir / "adapter")
-
     runtime = train_output.metrics["train_runtime"]
     trained_tokens = data.real_tokens(splits.train) * settings.trainer.num_train_epochs
     mlflow.log_metrics(
@@ -115,6 +116,7 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
             "eval_loss": eval_loss,
             "eval_perplexity": math.exp(eval_loss),
             "trainable_params": trainable,
+            "adapter_bytes": sum(f.stat().st_size for f in adapter_dir.iterdir()),
             "train_runtime": runtime,
             "train_tokens_per_second": trained_tokens / runtime,
         }
@@ -129,8 +131,16 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
         "eval_loss": eval_loss,
         "samples": samples,
         "adapter_dir": adapter_dir,
-        "model": peft_model,
     }
+
+
+def tuned_samples(peft_model: PeftModel, tokenizer, settings: GenerationSettings) -> list[str]:
+    """The probe prompts' continuations through the active adapter."""
+    base = peft_model.get_base_model()
+    return [
+        generation.generate(base, tokenizer, prompt, settings, generation.prefix(peft_model))
+        for prompt in settings.prompts
+    ]
 
 
 def untuned_baseline(
@@ -161,7 +171,7 @@ def save_adapter(peft_model: PeftModel, target: Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".adapter-partial-"))
     try:
-        # A pad row added to the embeddings is never trained: the adapter stays prompt-sized.
+        # A pad row added to the embeddings is never trained: the adapter stays adapter-sized.
         peft_model.save_pretrained(staging, safe_serialization=True, save_embedding_layers=False)
         if target.exists():
             shutil.rmtree(target)

@@ -57,8 +57,9 @@ class MlflowSweepCallback(Callback):
         for key, value in params.items():
             self._client.log_param(self._parent_id, key, value)
         sweep_dir.mkdir(parents=True, exist_ok=True)
+        fixed = [_key(o) for o in overrides if _key(o) not in swept]
         (sweep_dir / SWEEP_FILE).write_text(
-            json.dumps({"parent_run_id": self._parent_id, "swept_keys": swept})
+            json.dumps({"parent_run_id": self._parent_id, "swept_keys": swept, "fixed_keys": fixed})
         )
         # Hydra skips on_multirun_end when a job failed; the parent must not stay RUNNING.
         atexit.register(self._close, "FAILED")
@@ -111,11 +112,23 @@ def job_identity(hydra_cfg: DictConfig) -> tuple[str | None, dict[str, str]]:
     if not sweep_file.is_file():
         return None, {}
     sweep = json.loads(sweep_file.read_text())
-    # Named in the sweep's order of keys, not the order Hydra hands the job its overrides.
-    name = ",".join(swept_overrides(list(hydra_cfg.overrides.task), sweep["swept_keys"]))
+    # What this job sets that the sweep's command line did not fix: the values swept, or a
+    # search's trial (whose keys a custom search space picks as it goes).
+    varied = [o for o in hydra_cfg.overrides.task if _key(o) not in sweep["fixed_keys"]]
+    keys = sweep["swept_keys"]
+
+    def position(override: str) -> int:  # the sweep's order of keys, not Hydra's
+        return keys.index(_key(override)) if _key(override) in keys else len(keys)
+
+    varied.sort(key=position)
+    name = ",".join(varied)
     tags = {
         PARENT_TAG: sweep["parent_run_id"],
         "sweep_id": sweep["parent_run_id"],
         "job_num": str(hydra_cfg.job.num),
     }
     return name or f"job {hydra_cfg.job.num}", tags
+
+
+def _key(override: str) -> str:
+    return override.split("=", 1)[0]

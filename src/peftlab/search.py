@@ -1,0 +1,35 @@
+"""Optuna search spaces that depend on the PEFT method (hydra-optuna-sweeper's
+``custom_search_space``): each method declares its keys in ``suggest``, so a new method is
+searchable without touching the presets in ``conf/hparams_search/``.
+"""
+
+from __future__ import annotations
+
+from omegaconf import DictConfig
+from optuna.trial import Trial
+
+from peftlab.methods import REGISTRY, PeftMethod
+
+# Learning rates are searched log-uniformly within this factor of the method's own.
+LEARNING_RATE_SPAN = 5.0
+
+
+def within_method(cfg: DictConfig, trial: Trial) -> None:
+    """The keys of the method the sweep picked (``peft=lora``), and its learning rate."""
+    _suggest(REGISTRY[cfg.peft.method], trial)
+
+
+def across_methods(cfg: DictConfig, trial: Trial) -> None:
+    """First the method (every registered one), then that method's keys and learning rate."""
+    by_option = {method.option(): method for method in REGISTRY.values()}
+    _suggest(by_option[trial.suggest_categorical("peft", sorted(by_option))], trial)
+
+
+def _suggest(method: type[PeftMethod], trial: Trial) -> None:
+    method.suggest(trial)
+    trial.suggest_float(
+        "trainer.learning_rate",
+        method.learning_rate / LEARNING_RATE_SPAN,
+        method.learning_rate * LEARNING_RATE_SPAN,
+        log=True,
+    )

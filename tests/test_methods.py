@@ -1,0 +1,219 @@
+"""Every PEFT method through the same tests: compose, train, save, reload, generate, log.
+
+A new method adds one row to METHODS; every test here then runs for it.
+"""
+
+from __future__ import annotations
+
+from contextlib import nullcontext
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import (
+    CONF_DIR,
+    compose_config,
+    in_process_overrides,
+    run_tiny,
+    store_runs,
+    tiny_overrides,
+)
+from peft import PeftModel
+from peft.tuners.lora import LoraLayer
+from transformers import RepetitionPenaltyLogitsProcessor
+
+from peftlab import data, generation, modeling, pipeline, training
+from peftlab.config import GenerationSettings, ModelConfig, to_settings
+from peftlab.errors import PeftlabError
+from peftlab.methods import REGISTRY
+
+# The config group option of each method, and overrides that keep its tiny runs short.
+METHODS = {
+    "prompt-tuning": [],
+    "p-tuning": ["peft.num_virtual_tokens=4", "peft.encoder_hidden_size=16"],
+    "prefix-tuning": ["peft.num_virtual_tokens=4"],
+    "lora": ["peft.r=4"],
+}
+MODELS = ["tiny_bloom", "tiny_llama"]
+PROMPT = "I want you to act as a motivational coach."
+PROBE_IDS = torch.tensor([[5, 17, 42, 99, 3, 250, 7]])
+
+
+def method_settings(tmp_path: Path, option: str, *overrides: str):
+    tracking = [f"tracking.uri=sqlite:///{tmp_path}/db", f"tracking.artifact_location={tmp_path}"]
+    overrides = [f"peft={option}", *tracking, *in_process_overrides(tmp_path), *overrides]
+    return to_settings(compose_config(overrides))
+
+
+def test_every_method_has_a_yaml_a_schema_and_a_row_here():
+    options = sorted(path.stem for path in (CONF_DIR / "peft").glob("*.yaml"))
+    assert options == sorted(METHODS)
+    composed = {method_settings(Path("/tmp"), option).peft.method for option in options}
+    assert composed == set(REGISTRY)
+
+
+@pytest.fixture(scope="module", params=[(m, o) for m in MODELS for o in METHODS])
+def method_run(request, tmp_path_factory: pytest.TempPathFactory):
+    """One tiny run per model and method, in this process."""
+    model_fixture, option = request.param
+    model_dir = request.getfixturevalue(model_fixture)
+    work = tmp_path_factory.mktemp(f"{option}-{model_fixture}")
+    result = run_tiny(model_dir, work, f"peft={option}", *METHODS[option])
+    return option, model_dir, work, result
+
+
+def test_run_logs_the_method_its_params_metrics_and_artifacts(method_run):
+    option, _, work, result = method_run
+    client, (run,) = store_runs(work)
+    method = REGISTRY[run.data.params["peft.method"]]
+    assert run.info.status == "FINISHED"
+    assert run.data.tags["peft"] == option
+    # A null trainer.learning_rate is logged as the rate the method used.
+    assert float(run.data.params["trainer.learning_rate"]) == method.learning_rate
+    metrics = run.data.metrics
+    assert metrics["eval_loss"] == pytest.approx(result.eval_loss)
+    assert metrics["trainable_params"] > 0
+    files = {
+        Path(a.path).name: a.file_size for a in client.list_artifacts(run.info.run_id, "adapter")
+    }
+    assert {"adapter_config.json", "adapter_model.safetensors"} <= set(files)
+    assert metrics["adapter_bytes"] == sum(files.values())
+    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 8
+    assert "samples.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_saved_adapter_reloads_to_the_runs_loss_and_samples(method_run):
+    _, model_dir, work, result = method_run
+    loaded = modeling.load(ModelConfig(name_or_path=str(model_dir)))
+    reloaded = PeftModel.from_pretrained(loaded.model, result.adapter_dir).eval()
+    cfg = to_settings(
+        compose_config([*tiny_overrides(model_dir, work), *in_process_overrides(work)])
+    )
+    splits = data.load_splits(cfg.dataset, loaded.tokenizer)
+    args = training.training_arguments(cfg.trainer, work / "reload")
+    assert training.evaluate_loss(reloaded, loaded.tokenizer, args, splits.eval) == pytest.approx(
+        result.eval_loss, rel=1e-6
+    )
+    tuned = pipeline.tuned_samples(reloaded, loaded.tokenizer, GenerationSettings(max_new_tokens=8))
+    assert tuned == [sample.tuned for sample in result.samples]
+
+
+def reference_greedy(peft_model, tokenizer, prompt: str, max_new_tokens: int, penalty: float):
+    """Token-by-token greedy decoding through the adapted model's own forward, no KV cache."""
+    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    start = ids.shape[1]
+    processor = RepetitionPenaltyLogitsProcessor(penalty)
+    for _ in range(max_new_tokens):
+        logits = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+        next_id = processor(ids, logits.logits[:, -1]).argmax(dim=-1, keepdim=True)
+        ids = torch.cat([ids, next_id], dim=1)
+        if next_id.item() == tokenizer.eos_token_id:
+            break
+    return tokenizer.decode(ids[0, start:], skip_special_tokens=True).strip()
+
+
+@pytest.mark.parametrize("option", METHODS)
+@pytest.mark.parametrize("model_fixture", MODELS)
+@pytest.mark.parametrize("penalty", [1.0, 1.5])
+@torch.no_grad()
+def test_generation_equals_uncached_greedy_decoding(option, model_fixture, penalty, request):
+    model_dir = request.getfixturevalue(model_fixture)
+    loaded = modeling.load(ModelConfig(name_or_path=str(model_dir)))
+    method = method_settings(Path("/tmp"), option, *METHODS[option]).peft
+    settings = GenerationSettings(max_new_tokens=16, repetition_penalty=penalty)
+    untuned = generation.generate(loaded.model, loaded.tokenizer, PROMPT, settings)
+    torch.manual_seed(0)
+    with method.attached(loaded.model, str(model_dir)) as peft_model:
+        for param in peft_model.parameters():  # a fresh LoRA is a no-op: make it matter
+            if param.requires_grad:
+                param.normal_(0, 1)
+        peft_model.eval()
+        produced = generation.generate(
+            loaded.model, loaded.tokenizer, PROMPT, settings, generation.prefix(peft_model)
+        )
+        expected = reference_greedy(peft_model, loaded.tokenizer, PROMPT, 16, penalty)
+        off = nullcontext() if method.is_prompt_learning else peft_model.disable_adapter()
+        with off:
+            assert generation.generate(loaded.model, loaded.tokenizer, PROMPT, settings) == untuned
+    assert produced == expected
+    assert produced != untuned
+
+
+def logits_and_weights(model) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    with torch.no_grad():
+        logits = model(input_ids=PROBE_IDS).logits.clone()
+    return logits, {name: value.clone() for name, value in model.state_dict().items()}
+
+
+def assert_unchanged(model, before) -> None:
+    logits, weights = logits_and_weights(model)
+    assert torch.equal(logits, before[0])
+    assert weights.keys() == before[1].keys()
+    assert all(torch.equal(weights[name], before[1][name]) for name in weights)
+
+
+def test_shared_base_model_stays_pristine_through_jobs_of_every_method(
+    tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    cfg = to_settings(compose_config([
+        f"model.name_or_path={tiny_llama}", "model.gguf_file=null", "tracking.uri=sqlite:///x",
+        "tracking.artifact_location=/x", *in_process_overrides(tmp_path)]))  # fmt: skip
+    base = modeling.load_shared(cfg.model).model
+    before = logits_and_weights(base)
+    untuned = []
+    for option in METHODS:
+        result = run_tiny(tiny_llama, tmp_path / option, f"peft={option}", *METHODS[option])
+        assert modeling.load_shared(cfg.model).model is base
+        assert_unchanged(base, before)
+        untuned.append(result.eval_loss_untuned)
+    assert len(set(untuned)) == 1
+
+    def fail(*args):
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(pipeline, "save_adapter", fail)
+    for option in METHODS:
+        with pytest.raises(RuntimeError, match="disk full"):
+            run_tiny(tiny_llama, tmp_path / f"failed-{option}", f"peft={option}", *METHODS[option])
+        assert_unchanged(base, before)
+
+
+@pytest.mark.parametrize(
+    ("option", "override", "message"),
+    [
+        ("prompt-tuning", "peft.num_virtual_tokens=0", "peft.num_virtual_tokens=0 is not allowed"),
+        ("p-tuning", "peft.encoder_hidden_size=0", "peft.encoder_hidden_size=0 is not allowed"),
+        ("prefix-tuning", "peft.num_virtual_tokens=0", "peft.num_virtual_tokens=0 is not allowed"),
+        ("lora", "peft.r=0", "peft.r=0 is not allowed: an integer >= 1"),
+        ("lora", "peft.lora_dropout=1.0", "peft.lora_dropout=1.0 is not allowed: in [0, 1)"),
+    ],
+)
+def test_out_of_range_method_settings_fail_in_one_line(tmp_path, option, override, message):
+    with pytest.raises(PeftlabError) as error:
+        method_settings(tmp_path, option, override)
+    assert message in str(error.value)
+    assert "\n" not in str(error.value)
+
+
+def test_a_key_of_another_method_fails_at_compose(tmp_path: Path):
+    with pytest.raises(Exception, match="peft.r"):
+        method_settings(tmp_path, "prompt-tuning", "peft.r=8")
+
+
+@pytest.mark.parametrize("model_fixture", MODELS)
+def test_lora_targets_every_linear_layer_by_default_on_each_architecture(model_fixture, request):
+    loaded = modeling.load(ModelConfig(name_or_path=str(request.getfixturevalue(model_fixture))))
+    method = method_settings(Path("/tmp"), "lora").peft
+    with method.attached(loaded.model, "unused") as peft_model:
+        adapted = {name.rsplit(".", 1)[-1] for name, module in peft_model.named_modules()
+                   if isinstance(module, LoraLayer)}  # fmt: skip
+    linear = {name.rsplit(".", 1)[-1] for name, module in loaded.model.named_modules()
+              if isinstance(module, torch.nn.Linear) and "lm_head" not in name}  # fmt: skip
+    assert adapted == linear
+
+
+def test_lora_modules_missing_from_the_model_are_named(tiny_bloom: Path):
+    loaded = modeling.load(ModelConfig(name_or_path=str(tiny_bloom)))
+    method = method_settings(Path("/tmp"), "lora", "peft.target_modules=[q_proj,v_proj]").peft
+    with pytest.raises(PeftlabError, match=r"peft.target_modules=\['q_proj', 'v_proj'\]"):
+        method.peft_config(loaded.model, "unused")
