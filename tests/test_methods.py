@@ -33,6 +33,7 @@ METHODS = {
     "p-tuning": ["peft.num_virtual_tokens=4", "peft.encoder_hidden_size=16"],
     "prefix-tuning": ["peft.num_virtual_tokens=4"],
     "lora": ["peft.r=4"],
+    "ia3": [],
 }
 MODELS = ["tiny_bloom", "tiny_llama"]
 PROMPT = "I want you to act as a motivational coach."
@@ -186,6 +187,7 @@ def test_shared_base_model_stays_pristine_through_jobs_of_every_method(
         ("prefix-tuning", "peft.num_virtual_tokens=0", "peft.num_virtual_tokens=0 is not allowed"),
         ("lora", "peft.r=0", "peft.r=0 is not allowed: an integer >= 1"),
         ("lora", "peft.lora_dropout=1.0", "peft.lora_dropout=1.0 is not allowed: in [0, 1)"),
+        ("ia3", "peft.feedforward_modules=[down_proj]", "is not allowed: null while"),
     ],
 )
 def test_out_of_range_method_settings_fail_in_one_line(tmp_path, option, override, message):
