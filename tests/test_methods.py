@@ -6,6 +6,7 @@ A new method adds one row to METHODS; every test here then runs for it.
 from __future__ import annotations
 
 from contextlib import nullcontext
+from functools import partial
 from pathlib import Path
 
 import pytest
@@ -140,15 +141,17 @@ def test_generation_equals_uncached_greedy_decoding(option, model_fixture, penal
     assert produced != untuned
 
 
-def logits_and_weights(model) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+def logits_and_weights(model) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
     with torch.no_grad():
         logits = model(input_ids=PROBE_IDS).logits.clone()
-    return logits, {name: value.clone() for name, value in model.state_dict().items()}
+    weights = {name: value.clone() for name, value in model.state_dict().items()}
+    return logits, weights, model.config.to_dict()
 
 
 def assert_unchanged(model, before) -> None:
-    logits, weights = logits_and_weights(model)
+    logits, weights, config = logits_and_weights(model)
     assert torch.equal(logits, before[0])
+    assert config == before[2]
     assert weights.keys() == before[1].keys()
     assert all(torch.equal(weights[name], before[1][name]) for name in weights)
 
@@ -185,6 +188,7 @@ def test_shared_base_model_stays_pristine_through_jobs_of_every_method(
         ("prompt-tuning", "peft.num_virtual_tokens=0", "peft.num_virtual_tokens=0 is not allowed"),
         ("p-tuning", "peft.encoder_hidden_size=0", "peft.encoder_hidden_size=0 is not allowed"),
         ("prefix-tuning", "peft.num_virtual_tokens=0", "peft.num_virtual_tokens=0 is not allowed"),
+        ("prefix-tuning", "peft.prefix_projection=true", "peft.prefix_init_text='I want you"),
         ("lora", "peft.r=0", "peft.r=0 is not allowed: an integer >= 1"),
         ("lora", "peft.lora_dropout=1.0", "peft.lora_dropout=1.0 is not allowed: in [0, 1)"),
         ("ia3", "peft.feedforward_modules=[down_proj]", "is not allowed: null while"),
@@ -219,3 +223,20 @@ def test_lora_modules_missing_from_the_model_are_named(tiny_bloom: Path):
     method = method_settings(Path("/tmp"), "lora", "peft.target_modules=[q_proj,v_proj]").peft
     with pytest.raises(PeftlabError, match=r"peft.target_modules=\['q_proj', 'v_proj'\]"):
         method.peft_config(loaded.model, "unused")
+
+
+@pytest.mark.parametrize("model_fixture", MODELS)
+@torch.no_grad()
+def test_prefix_from_text_starts_as_that_text_prepended(model_fixture, request):
+    model_dir = str(request.getfixturevalue(model_fixture))
+    loaded = modeling.load(ModelConfig(name_or_path=model_dir))
+    tokenize = partial(loaded.tokenizer, add_special_tokens=False)
+    text = tokenize("I want you to act as").input_ids
+    text = (text * 9)[:9]  # repeated to the prefix's length
+    ids = tokenize("a motivational coach who").input_ids
+    method = method_settings(Path("/tmp"), "prefix-tuning", "peft.num_virtual_tokens=9").peft
+    assert method.prefix_init_text == "I want you to act as"
+    with method.attached(loaded.model, model_dir) as peft_model:
+        prefixed = peft_model.eval()(input_ids=torch.tensor([ids])).logits
+    prompted = loaded.model(input_ids=torch.tensor([text + ids])).logits[:, len(text) :]
+    assert torch.allclose(prefixed, prompted, atol=1e-4)

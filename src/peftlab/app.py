@@ -1,15 +1,23 @@
-"""Glue between Hydra's job and the pipeline: settings, run context, errors."""
+"""Glue between Hydra's job and the pipeline: settings, run context, errors.
+
+torch, transformers, peft and mlflow are imported only once the config has validated, so a
+mistyped value is answered in a second or two, not after the libraries have loaded.
+"""
 
 from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
-from peftlab import console, pipeline, sweep, tracking
+if TYPE_CHECKING:
+    from peftlab import pipeline
+
+from peftlab import sweep
 from peftlab.config import to_settings
 from peftlab.errors import PeftlabError
 
@@ -21,10 +29,12 @@ TAGGED_GROUPS = ("model", "dataset", "peft")
 
 def run_job(cfg: DictConfig) -> float:
     """Run one job; returns held-out eval loss (what sweepers minimise)."""
-    console.quiet_libraries()
     hydra_cfg = HydraConfig.get()
     try:
         settings = to_settings(cfg)
+        from peftlab import console, pipeline  # heavy: only for a valid config
+
+        console.quiet_libraries()
         result = pipeline.run(settings, run_context(hydra_cfg))
     except PeftlabError as error:
         if hydra_cfg.mode == RunMode.RUN:
@@ -35,6 +45,8 @@ def run_job(cfg: DictConfig) -> float:
 
 
 def run_context(hydra_cfg: DictConfig) -> pipeline.RunContext:
+    from peftlab import pipeline, tracking
+
     run_dir = Path(hydra_cfg.runtime.output_dir)
     choices = hydra_cfg.runtime.choices
     tags = {group: choices.get(group) for group in TAGGED_GROUPS}

@@ -8,14 +8,16 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import mlflow
-from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
-
-from peftlab import adapters, compare, console
 from peftlab.config import register_configs
 from peftlab.errors import PeftlabError
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
+
+# Each command imports the heavy libraries it needs (mlflow, torch, gradio): `--help` and a
+# mistyped argument answer at once.
 
 TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "train.py"
 
@@ -63,6 +65,10 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
+    from mlflow.tracking import MlflowClient
+
+    from peftlab import console
+
     register_configs()
     console.quiet_libraries()
     client = MlflowClient(args.tracking_uri or default_tracking_uri())
@@ -77,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_generate(client: MlflowClient, args: argparse.Namespace) -> int:
+    from peftlab import adapters, console
+
     sources = [adapters.resolve(spec, client) for spec in args.run]
     bank = adapters.AdapterBank.for_sources(sources)
     overrides = {
@@ -106,6 +114,8 @@ def run_demo(client: MlflowClient, args: argparse.Namespace) -> int:
 
 
 def run_compare(client: MlflowClient, args: argparse.Namespace) -> int:
+    from peftlab import compare
+
     comparison = compare.collect(client, sweep=args.sweep, experiment=args.experiment)
     name = comparison.parent.info.run_id if comparison.parent else args.experiment
     files = compare.write(comparison, client, args.out or Path("outputs", "compare", name))
@@ -117,6 +127,9 @@ def run_compare(client: MlflowClient, args: argparse.Namespace) -> int:
 
 def rerun(client: MlflowClient, run_id: str, overrides: list[str]) -> int:
     """Launch train.py on the run's saved ``.hydra/config.yaml``; returns its exit code."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
     try:
         client.get_run(run_id)
     except MlflowException as error:

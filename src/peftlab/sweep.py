@@ -11,16 +11,17 @@ import atexit
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
-from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 
-from peftlab import console, tracking
 from peftlab.config import TrackingConfig
+
+if TYPE_CHECKING:
+    from mlflow.tracking import MlflowClient
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +36,10 @@ class MlflowSweepCallback(Callback):
         self._parent_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        from mlflow.tracking import MlflowClient  # Hydra makes this callback for every launch
+
+        from peftlab import console, tracking
+
         HydraConfig.instance().set_config(config)  # lets ${hydra:...} resolve before any job
         console.quiet_libraries()
         cfg = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))

@@ -1,8 +1,9 @@
-"""Hugging Face Trainer set up for prompt tuning: arguments, precision, loss logging."""
+"""Hugging Face Trainer set up for PEFT: arguments, precision, loss logging, length grouping."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
+from dataclasses import replace
 from functools import cache
 from pathlib import Path
 
@@ -112,7 +113,7 @@ class LengthBucketSampler(Sampler[int]):
         yield from longest_first[full:]
 
 
-class PromptTuningTrainer(Trainer):
+class LengthGroupingTrainer(Trainer):
     """HF Trainer whose training batches can be grouped by length (less padding)."""
 
     def __init__(self, *args, group_by_length: bool = False, **kwargs) -> None:
@@ -136,7 +137,9 @@ def build_trainer(
     eval_dataset: Dataset | None = None,
     group_by_length: bool = False,
 ) -> Trainer:
-    trainer = PromptTuningTrainer(
+    # Trainer writes its use_cache into the model's config: keep the shared base model's own.
+    args = replace(args, use_cache=model.config.use_cache)
+    trainer = LengthGroupingTrainer(
         model=model,
         args=args,
         group_by_length=group_by_length,

@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 
 REGISTRY: dict[str, type[PeftMethod]] = {}
 VIRTUAL_TOKENS = [4, 8, 20, 32]  # the search space of every num_virtual_tokens
+# Text inits start from a phrase of the embedded data's task (role-play instructions).
+INIT_TEXT = "I want you to act as"
 ALL_LINEAR = "all-linear"  # peft's shorthand: every linear layer but the output head
 
 

@@ -7,7 +7,14 @@ from dataclasses import dataclass
 from enum import Enum
 from typing import ClassVar
 
-from peftlab.methods.base import VIRTUAL_TOKENS, PeftMethod, register, require, require_counts
+from peftlab.methods.base import (
+    INIT_TEXT,
+    VIRTUAL_TOKENS,
+    PeftMethod,
+    register,
+    require,
+    require_counts,
+)
 
 
 class PromptTuningInit(str, Enum):
@@ -27,7 +34,7 @@ class PromptTuning(PeftMethod):
     method: str = "prompt_tuning"
     num_virtual_tokens: int = 4
     prompt_tuning_init: PromptTuningInit = PromptTuningInit.TEXT
-    prompt_tuning_init_text: str | None = "I want you to act as"
+    prompt_tuning_init_text: str | None = INIT_TEXT
 
     peft_type: ClassVar[str] = "PROMPT_TUNING"
     is_prompt_learning: ClassVar[bool] = True
