@@ -240,3 +240,16 @@ def method_sweep(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory):
     result = run_sweep(tiny_llama, work, f"peft={','.join(METHODS)}")
     assert result.returncode == 0, result.stderr[-3000:]
     return work
+
+
+@pytest.fixture(scope="session")
+def runs_of_every_method(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A run of every PEFT method on one tiny Llama, in one store."""
+    from test_methods import METHODS
+
+    work = tmp_path_factory.mktemp("methods")
+    results = [
+        run_tiny(tiny_llama, work, f"peft={option}", *overrides, name=option)
+        for option, overrides in METHODS.items()
+    ]
+    return MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db"), results

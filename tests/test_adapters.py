@@ -8,7 +8,6 @@ import mlflow
 import pytest
 from conftest import peftlab, run_tiny
 from mlflow.tracking import MlflowClient
-from test_methods import METHODS
 from transformers import BloomConfig, BloomForCausalLM, PreTrainedTokenizerFast
 
 from peftlab import adapters
@@ -129,16 +128,6 @@ def test_adapter_wider_than_the_base_is_refused(two_runs, tiny_bloom: Path, tmp_
         match=r"adapter': the adapter does not fit the base model .*narrow-bloom: Sizes",
     ):
         adapters.AdapterBank.for_sources([adapters.from_dir(adapter)])
-
-
-@pytest.fixture(scope="module")
-def runs_of_every_method(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory):
-    work = tmp_path_factory.mktemp("methods")
-    results = [
-        run_tiny(tiny_llama, work, f"peft={option}", *overrides, name=option)
-        for option, overrides in METHODS.items()
-    ]
-    return MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db"), results
 
 
 def test_adapters_of_every_method_share_one_base_and_each_gives_its_own_output(

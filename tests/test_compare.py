@@ -82,3 +82,5 @@ def test_a_sweep_over_methods_fills_the_peft_column(method_sweep: Path, tmp_path
     compare.write(result, client, tmp_path)
     markdown = (tmp_path / "comparison.md").read_text()
     assert all(f"| {option} " in markdown for option in METHODS)
+    params = table["trainable_params"].iloc[0]
+    assert f"| {params} |" in markdown.replace("  ", " ")  # a count, not 2304.0000

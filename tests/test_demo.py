@@ -8,7 +8,7 @@ from conftest import ROOT, free_port, run_tiny
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import expect, sync_playwright
 
-from peftlab import demo
+from peftlab import adapters, demo
 
 CHROMIUM = "/usr/bin/chromium"  # Debian's package, installed by `make test` where it can be
 SCREENSHOTS = ROOT / "test-artifacts"
@@ -41,6 +41,21 @@ def test_lists_finished_adapter_runs_best_first(store):
     assert labels[0].startswith(f"prompt_tuning ({runs[0].info.run_id[:8]}) · ")
     assert "peft.num_virtual_tokens=" in labels[0] and "trainer.learning_rate=" in labels[0]
     assert "dataset.name" not in labels[0] and "eval_loss " in labels[0]
+
+
+def test_adapters_of_different_methods_give_their_own_outputs(runs_of_every_method):
+    client, results = runs_of_every_method
+    generator = demo.Generator(client)
+    prompt = results[0].samples[0].prompt
+    settings = adapters.from_run(client.get_run(results[0].run_id), client).generation
+    outputs = generator.outputs([r.run_id for r in results], prompt, settings)
+    assert [text for _, text in outputs] == [
+        results[0].samples[0].untuned,
+        *(r.samples[0].tuned for r in results),
+    ]
+    labels = demo.run_labels([client.get_run(r.run_id) for r in results])
+    methods = [client.get_run(r.run_id).data.params["peft.method"] for r in results]
+    assert [label.split(" (")[0] for label in labels] == methods
 
 
 def test_without_runs_it_says_how_to_make_one(tmp_path: Path):

@@ -87,6 +87,8 @@ def _comparison(runs: list[Run], parent: Run | None) -> Comparison:
         row["improvement_pct"] = 100 * row["improvement"] / untuned
         rows.append(row)
     table = pd.DataFrame(rows).sort_values("eval_loss", kind="stable").reset_index(drop=True)
+    counts = ["trainable_params", "adapter_bytes"]  # MLflow stores every metric as a float
+    table[counts] = table[counts].round().astype("Int64")
     table.index = pd.RangeIndex(1, len(table) + 1, name="rank")
     columns = ["run", *swept, "method", *METRICS, "run_id"]
     return Comparison(table[columns], swept, finished, parent)
@@ -130,7 +132,7 @@ def write(comparison: Comparison, client: MlflowClient, out_dir: Path) -> list[P
 
 def plot_train_loss(comparison: Comparison, client: MlflowClient, path: Path) -> Path:
     """One curve per run; the runs of one method share a colour."""
-    fig = Figure(figsize=(8, 5))
+    fig = Figure(figsize=(11, 5))
     ax = fig.subplots()
     methods = sorted({str(run.data.params.get(METHOD)) for run in comparison.runs})
     for run in comparison.runs:
@@ -141,7 +143,7 @@ def plot_train_loss(comparison: Comparison, client: MlflowClient, path: Path) ->
         label = f"{run.data.params.get(METHOD)}: {run.info.run_name}"
         ax.plot([m.step for m in history], [m.value for m in history], colour, label=label)
     ax.set(title="Training loss per step", xlabel="step", ylabel="train loss")
-    ax.legend(fontsize="small")
+    ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # off the curves
     ax.grid(alpha=0.3)
     return _save(fig, path)
 
@@ -161,6 +163,7 @@ def plot_eval_loss(comparison: Comparison, path: Path) -> Path:
             label = ", ".join(f"{k}={v}" for k, v in pairs) or "runs"
             ax.plot(group[key].astype(str), group["eval_loss"], marker="o", label=label)
         ax.set(title=f"Held-out eval loss vs {key}", xlabel=key, ylabel="eval loss")
+        ax.tick_params(axis="x", labelrotation=30)  # method names side by side
         ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
     return _save(fig, path)
