@@ -170,8 +170,11 @@ class AdapterBank:
             else:
                 self.peft_model.load_adapter(source.adapter_dir, adapter_name=source.name)
             self.peft_model.set_adapter(source.name)
+            token = torch.tensor(
+                [[self.loaded.tokenizer.eos_token_id]], device=self.loaded.model.device
+            )
             with torch.no_grad():
-                self.peft_model(input_ids=torch.tensor([[self.loaded.tokenizer.eos_token_id]]))
+                self.peft_model(input_ids=token)
         except RuntimeError as error:  # torch's shape mismatch
             del self.sources[source.name]
             self._detach_all()
