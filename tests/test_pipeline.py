@@ -2,7 +2,9 @@
 
 from pathlib import Path
 
+import peft
 import pytest
+import torch
 from conftest import run_tiny
 from mlflow.tracking import MlflowClient
 
@@ -36,12 +38,30 @@ def test_run_is_logged_with_params_metrics_and_artifacts(bloom_run):
     assert set(run.data.metrics) >= METRICS
     assert run.data.metrics["trainable_params"] == 5 * 32
     assert run.data.metrics["eval_loss"] == pytest.approx(result.eval_loss)
-    # 16 rows, batch 4, 2 epochs, a loss every step: the curve has 8 points.
-    assert len(client.get_metric_history(result.run_id, "train_loss")) == 8
+    # 16 rows, batch 4, 2 epochs, a loss every step: each curve has 8 points.
+    for curve in ("train_loss", "learning_rate", "grad_norm"):
+        assert len(client.get_metric_history(result.run_id, curve)) == 8
+    rates = [m.value for m in client.get_metric_history(result.run_id, "learning_rate")]
+    assert rates == sorted(rates, reverse=True) and rates[0] <= 0.003  # the linear decay
+    experiment = client.get_experiment(run.info.experiment_id)
+    assert experiment.tags["mlflow.experimentKind"] == "finetuning"
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
-    assert {"adapter", "samples.json"} <= artifacts
+    assert {"adapter", "samples.json", "environment"} <= artifacts
     adapter_files = {Path(a.path).name for a in client.list_artifacts(result.run_id, "adapter")}
     assert {"adapter_config.json", "adapter_model.safetensors"} <= adapter_files
+
+
+def test_run_records_library_versions_device_and_packages(bloom_run):
+    work, result = bloom_run
+    client = MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db")
+    tags = client.get_run(result.run_id).data.tags
+    assert tags["torch_version"] == torch.__version__
+    assert tags["peft_version"] == peft.__version__
+    versions = {"python", "transformers", "datasets", "mlflow"}
+    assert {f"{name}_version" for name in versions} <= set(tags)
+    assert tags["device"].startswith("CPU: ") or torch.cuda.is_available()
+    packages = Path(client.download_artifacts(result.run_id, "environment/requirements.txt"))
+    assert f"peft=={peft.__version__}" in packages.read_text().splitlines()
 
 
 def test_samples_table_has_prompt_untuned_and_tuned(bloom_run):

@@ -36,6 +36,14 @@ def test_sweep_is_one_parent_with_a_child_per_job_named_by_its_overrides(sweep_r
     ]
     assert all(c.info.status == "FINISHED" for c in children)
     assert {c.data.tags["sweep_id"] for c in children} == {parent.info.run_id}
+    # The result on the parent, for its collapsed row in the UI.
+    best = min(children, key=lambda c: c.data.metrics["eval_loss"])
+    assert parent.data.metrics["best_eval_loss"] == best.data.metrics["eval_loss"]
+    assert (parent.data.tags["best_run_id"], parent.data.tags["best_run_name"]) == (
+        best.info.run_id,
+        best.info.run_name,
+    )
+    assert (parent.data.tags["finished_jobs"], parent.data.tags["failed_jobs"]) == ("4", "0")
     for child in children:
         tokens = child.data.params["peft.num_virtual_tokens"]
         assert child.info.run_name.startswith(f"peft.num_virtual_tokens={tokens},")
@@ -83,7 +91,8 @@ def test_failing_job_is_failed_while_the_others_finish(tiny_bloom: Path, tmp_pat
     assert bad.info.status == "FAILED"
     assert "dataset.text_column='nope' is not a column" in bad.data.tags["error"]
     assert parent.info.status != "RUNNING"
-    assert parent.data.tags["failed_jobs"] == "1"
+    assert (parent.data.tags["finished_jobs"], parent.data.tags["failed_jobs"]) == ("1", "1")
+    assert parent.data.tags["best_run_id"] == good.info.run_id
 
 
 def test_parallel_joblib_sweep_logs_every_job(tiny_bloom: Path, tmp_path: Path):

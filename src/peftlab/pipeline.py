@@ -64,8 +64,10 @@ class RunResult:
 def run(settings: TrainConfig, context: RunContext) -> RunResult:
     tracking.use_store(settings.tracking)
     name = settings.tracking.run_name or context.run_name
-    with tracking.run(name, {**context.tags, **settings.tracking.tags}) as active:
+    tags = {**context.tags, **tracking.environment_tags(), **settings.tracking.tags}
+    with tracking.run(name, tags) as active:
         mlflow.log_params(tracking.flatten(params(settings)))
+        mlflow.log_text(tracking.installed_packages(), "environment/requirements.txt")
         if context.config_dir is not None and context.config_dir.is_dir():
             mlflow.log_artifacts(str(context.config_dir), ".hydra")
         result = _train_and_log(settings, context)

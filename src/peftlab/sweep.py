@@ -74,15 +74,22 @@ class MlflowSweepCallback(Callback):
         self._close("FINISHED")
 
     def _close(self, status: str) -> None:
+        """The sweep's result on its parent run (what its collapsed row in the UI shows)."""
         if self._client is None or self._parent_id is None:
             return
         client, parent_id, self._parent_id = self._client, self._parent_id, None
         experiment_id = client.get_run(parent_id).info.experiment_id
-        failed = client.search_runs(
-            [experiment_id],
-            filter_string=f"tags.{PARENT_TAG} = '{parent_id}' and attributes.status = 'FAILED'",
-        )
+        children = client.search_runs([experiment_id], f"tags.{PARENT_TAG} = '{parent_id}'")
+        finished = [child for child in children if child.info.status == "FINISHED"]
+        failed = [child for child in children if child.info.status == "FAILED"]
+        client.set_tag(parent_id, "finished_jobs", str(len(finished)))
         client.set_tag(parent_id, "failed_jobs", str(len(failed)))
+        scored = [child for child in finished if "eval_loss" in child.data.metrics]
+        if scored:
+            best = min(scored, key=lambda child: child.data.metrics["eval_loss"])
+            client.log_metric(parent_id, "best_eval_loss", best.data.metrics["eval_loss"])
+            client.set_tag(parent_id, "best_run_id", best.info.run_id)
+            client.set_tag(parent_id, "best_run_name", best.info.run_name)
         client.set_terminated(parent_id, status)
 
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import platform
 import subprocess
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib import metadata
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -15,6 +17,8 @@ from mlflow.entities import Run
 from peftlab.config import TrackingConfig
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+EXPERIMENT_KIND = "mlflow.experimentKind"
+VERSIONED = ("torch", "transformers", "peft", "datasets", "mlflow")
 
 
 def use_store(cfg: TrackingConfig) -> str:
@@ -32,6 +36,9 @@ def use_store(cfg: TrackingConfig) -> str:
         location = Path(cfg.artifact_location).resolve().as_uri() if cfg.artifact_location else None
         experiment_id = mlflow.create_experiment(cfg.experiment, artifact_location=location)
     mlflow.set_experiment(experiment_id=experiment_id)
+    if EXPERIMENT_KIND not in mlflow.get_experiment(experiment_id).tags:
+        # Opens the experiment in the UI's model-training view, not the GenAI one.
+        mlflow.set_experiment_tag(EXPERIMENT_KIND, "finetuning")
     return experiment_id
 
 
@@ -62,6 +69,31 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[dotted] = str(value)[:MAX_PARAM_LENGTH]
     return flat
+
+
+def environment_tags() -> dict[str, str]:
+    """Versions of Python and the libraries that decide a run's numbers, and the device."""
+    import torch
+
+    tags = {"python_version": platform.python_version(), "device": device_name(torch)}
+    tags |= {f"{name}_version": metadata.version(name) for name in VERSIONED}
+    return tags
+
+
+def device_name(torch) -> str:
+    """The GPU's name, or the CPU's model name (hosts of one cloud family differ: say which)."""
+    if torch.cuda.is_available():
+        return torch.cuda.get_device_name()
+    cpuinfo = Path("/proc/cpuinfo")
+    lines = cpuinfo.read_text().splitlines() if cpuinfo.is_file() else []
+    names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
+    return f"CPU: {names[0] if names else platform.processor() or platform.machine()}"
+
+
+def installed_packages() -> str:
+    """Every installed distribution as ``name==version``, one per line (as ``pip freeze``)."""
+    found = {d.metadata["Name"]: d.version for d in metadata.distributions() if d.metadata["Name"]}
+    return "".join(f"{name}=={found[name]}\n" for name in sorted(found, key=str.lower))
 
 
 def git_commit(directory: Path) -> str | None:

@@ -65,13 +65,21 @@ def training_arguments(cfg: TrainerConfig, output_dir: Path) -> TrainingArgument
     )
 
 
+# What the Trainer logs at each logging step, and the curve each becomes in MLflow.
+CURVES = {"loss": "train_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
+
+
 class MlflowLossCallback(TrainerCallback):
-    """Logs the training loss to the active MLflow run at every logging step (a curve)."""
+    """Logs the training loss, learning rate and gradient norm to the active MLflow run at
+    every logging step (curves)."""
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         # Without an active run, mlflow.log_metric would start one (and a store) on its own.
-        if logs and "loss" in logs and mlflow.active_run() is not None:
-            mlflow.log_metric("train_loss", logs["loss"], step=state.global_step)
+        if not logs or mlflow.active_run() is None:
+            return
+        curves = {name: float(logs[key]) for key, name in CURVES.items() if key in logs}
+        if "train_loss" in curves:  # not the end-of-training summary, which has no "loss"
+            mlflow.log_metrics(curves, step=state.global_step)
 
 
 class LossInProgressBar(ProgressCallback):
