@@ -56,6 +56,10 @@ def test_adapters_of_different_methods_give_their_own_outputs(runs_of_every_meth
     labels = demo.run_labels([client.get_run(r.run_id) for r in results])
     methods = [client.get_run(r.run_id).data.params["peft.method"] for r in results]
     assert [label.split(" (")[0] for label in labels] == methods
+    # Learning rates differ between methods; every prompt-learning run here has 4 virtual
+    # tokens, and LoRA's rank is implied by "lora": neither tells the runs apart.
+    assert all("trainer.learning_rate=" in label for label in labels)
+    assert not any("peft.num_virtual_tokens=" in label or "peft.r=" in label for label in labels)
 
 
 def test_without_runs_it_says_how_to_make_one(tmp_path: Path):

@@ -35,8 +35,15 @@ def adapter_runs(client: MlflowClient, experiment: str) -> list[Run]:
 
 
 def run_labels(runs: list[Run]) -> list[str]:
-    """Each run by its method and the params that tell it from the other runs listed."""
-    differing = [key for key in compare.differing_params(runs) if key != compare.METHOD]
+    """Each run by its method and the params that tell it from the other runs listed: those
+    whose values differ among the runs that have them (a key of one method alone is implied
+    by the method's name)."""
+    differing = [
+        key
+        for key in compare.differing_params(runs)
+        if key != compare.METHOD
+        and len({run.data.params[key] for run in runs if key in run.data.params}) > 1
+    ]
     labels = []
     for run in runs:
         params, loss = run.data.params, run.data.metrics.get("eval_loss", float("nan"))
