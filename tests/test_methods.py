@@ -52,6 +52,7 @@ def test_every_method_has_a_yaml_a_schema_and_a_row_here():
     assert options == sorted(METHODS)
     composed = {method_settings(Path("/tmp"), option).peft.method for option in options}
     assert composed == set(REGISTRY)
+    assert sorted(method.option() for method in REGISTRY.values()) == options  # searches use it
 
 
 @pytest.fixture(scope="module", params=[(m, o) for m in MODELS for o in METHODS])
