@@ -96,6 +96,12 @@ def test_misspelled_key_fails_at_compose():
         ("dataset.train_rows=0", "dataset.train_rows=0 is not allowed"),
         ("trainer.learning_rate=-1", "trainer.learning_rate=-1.0 is not allowed: > 0"),
         ("peft.prompt_tuning_init_text=null", "peft.prompt_tuning_init_text=None is not allowed"),
+        (
+            "trainer.eval_strategy=daily",
+            "trainer.eval_strategy='daily' is not allowed: one of no, epoch, steps",
+        ),
+        ("trainer.early_stopping_patience=2", "with trainer.eval_strategy=epoch or steps"),
+        ("trainer.eval_strategy=steps", "trainer.eval_steps=None is not allowed: an integer >= 1"),
     ],
 )
 def test_out_of_range_values_fail_before_any_model_loads(tmp_path, override, message):

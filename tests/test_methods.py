@@ -6,6 +6,7 @@ A new method adds one row to METHODS; every test here then runs for it.
 from __future__ import annotations
 
 from contextlib import nullcontext
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
@@ -115,6 +116,15 @@ def reference_greedy(peft_model, tokenizer, prompt: str, max_new_tokens: int, pe
     return tokenizer.decode(ids[0, start:], skip_special_tokens=True).strip()
 
 
+@torch.no_grad()
+def randomize_adapter(peft_model) -> None:
+    """Random trainable weights (a fresh LoRA is a no-op: this makes it matter), eval mode."""
+    for param in peft_model.parameters():
+        if param.requires_grad:
+            param.normal_(0, 1)
+    peft_model.eval()
+
+
 @pytest.mark.parametrize("option", METHODS)
 @pytest.mark.parametrize("model_fixture", MODELS)
 @pytest.mark.parametrize("penalty", [1.0, 1.5])
@@ -127,10 +137,7 @@ def test_generation_equals_uncached_greedy_decoding(option, model_fixture, penal
     untuned = generation.generate(loaded.model, loaded.tokenizer, PROMPT, settings)
     torch.manual_seed(0)
     with method.attached(loaded.model, str(model_dir)) as peft_model:
-        for param in peft_model.parameters():  # a fresh LoRA is a no-op: make it matter
-            if param.requires_grad:
-                param.normal_(0, 1)
-        peft_model.eval()
+        randomize_adapter(peft_model)
         produced = generation.generate(
             loaded.model, loaded.tokenizer, PROMPT, settings, generation.prefix(peft_model)
         )
@@ -140,6 +147,36 @@ def test_generation_equals_uncached_greedy_decoding(option, model_fixture, penal
             assert generation.generate(loaded.model, loaded.tokenizer, PROMPT, settings) == untuned
     assert produced == expected
     assert produced != untuned
+
+
+@pytest.mark.parametrize("option", METHODS)
+@pytest.mark.parametrize("model_fixture", MODELS)
+def test_held_out_loss_is_the_token_mean_whatever_the_eval_batch(option, model_fixture, request):
+    model_dir = request.getfixturevalue(model_fixture)
+    loaded = modeling.load(ModelConfig(name_or_path=str(model_dir)))
+    cfg = method_settings(
+        Path("/tmp"), option, *METHODS[option], "dataset.eval_rows=8", "dataset.max_length=512"
+    )
+    rows = data.load_splits(cfg.dataset, loaded.tokenizer).eval
+    assert len({len(ids) for ids in rows["input_ids"]}) > 1  # rows of different lengths
+
+    def held_out_loss(model, dataset, batch_size: int) -> float:
+        trainer = replace(cfg.trainer, per_device_eval_batch_size=batch_size)
+        args = training.training_arguments(trainer, Path("/tmp/eval"))
+        return training.evaluate_loss(model, loaded.tokenizer, args, dataset)
+
+    torch.manual_seed(0)
+    with cfg.peft.attached(loaded.model, str(model_dir)) as peft_model:
+        randomize_adapter(peft_model)
+        losses = [held_out_loss(peft_model, rows, size) for size in (1, 3, 16)]
+        # One row: the model's own loss (its mean over that row's predicted tokens).
+        one_row = rows.select([0])
+        batch = {key: torch.tensor(one_row[key]) for key in ("input_ids", "attention_mask")}
+        with torch.no_grad():
+            own = peft_model(**batch, labels=batch["input_ids"]).loss.item()
+        assert held_out_loss(peft_model, one_row, 1) == pytest.approx(own, rel=1e-5)
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6)
+    assert losses[2] == pytest.approx(losses[0], rel=1e-6)
 
 
 def logits_and_weights(model) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import run_tiny
+from conftest import run_tiny, store_runs
 
 from peftlab import data, modeling, training
 from peftlab.config import SAMPLES_DIR, DatasetConfig, ModelConfig, Precision, TrainerConfig
@@ -109,3 +109,37 @@ def test_evaluation_without_gathered_logits_gives_the_same_loss(llama_and_rows, 
     args.prediction_loss_only = False
     with_logits = training.evaluate_loss(loaded.model, loaded.tokenizer, args, rows)
     assert loss_only == pytest.approx(with_logits, abs=1e-6)
+
+
+def eval_curve(work: Path) -> list[tuple[int, float]]:
+    client, (run,) = store_runs(work)
+    history = client.get_metric_history(run.info.run_id, "eval_loss")
+    return [(m.step, m.value) for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
+
+
+def test_eval_strategy_epoch_draws_an_eval_loss_curve(tiny_bloom: Path, tmp_path: Path):
+    result = run_tiny(
+        tiny_bloom, tmp_path, "trainer.num_train_epochs=3", "trainer.eval_strategy=epoch"
+    )
+    curve = eval_curve(tmp_path)
+    # 16 rows in batches of 4: an evaluation after steps 4, 8, 12, then the final one.
+    assert [step for step, _ in curve] == [4, 8, 12, 12]
+    assert curve[-1][1] == curve[-2][1] == pytest.approx(result.eval_loss)
+    _, (run,) = store_runs(tmp_path)
+    assert run.data.metrics["eval_loss"] == pytest.approx(result.eval_loss)
+
+
+def test_early_stopping_ends_training_on_the_best_adapter(tiny_bloom: Path, tmp_path: Path):
+    # At a constant high rate, the held-out loss of this LoRA stops improving after 4 epochs.
+    result = run_tiny(
+        tiny_bloom, tmp_path, "peft=lora", "trainer.learning_rate=0.03",
+        "trainer.lr_scheduler_type=constant", "trainer.num_train_epochs=12",
+        "trainer.eval_strategy=epoch", "trainer.early_stopping_patience=1",
+    )  # fmt: skip
+    curve = eval_curve(tmp_path)
+    during = curve[:-1]
+    assert len(during) < 12  # stopped early
+    best = min(loss for _, loss in during)
+    assert during[-1][1] > best  # it stopped because the last evaluation was no better
+    assert result.eval_loss == pytest.approx(best)  # and kept the best adapter
+    assert curve[-1] == (during[-1][0], pytest.approx(best))

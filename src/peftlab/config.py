@@ -21,6 +21,7 @@ from peftlab.methods import REGISTRY, PeftMethod
 from peftlab.methods.base import require
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
+EVAL_STRATEGIES = ("no", "epoch", "steps")
 T = TypeVar("T")
 
 
@@ -86,9 +87,31 @@ class TrainerConfig:
     seed: int = 42
     precision: Precision = Precision.auto
     group_by_length: bool = True
+    eval_strategy: str = "no"  # or "epoch", "steps": an eval_loss curve during training
+    eval_steps: int | None = None
+    early_stopping_patience: int | None = None  # evaluations without improvement
 
     def __post_init__(self) -> None:
         require(self.num_train_epochs > 0, "trainer.num_train_epochs", self.num_train_epochs, "> 0")
+        require(
+            self.eval_strategy in EVAL_STRATEGIES,
+            "trainer.eval_strategy",
+            self.eval_strategy,
+            f"one of {', '.join(EVAL_STRATEGIES)}",
+        )
+        require(
+            self.eval_strategy != "steps" or (self.eval_steps or 0) >= 1,
+            "trainer.eval_steps",
+            self.eval_steps,
+            "an integer >= 1 with trainer.eval_strategy=steps",
+        )
+        require(
+            self.early_stopping_patience is None
+            or (self.early_stopping_patience >= 1 and self.eval_strategy != "no"),
+            "trainer.early_stopping_patience",
+            self.early_stopping_patience,
+            "null, or an integer >= 1 with trainer.eval_strategy=epoch or steps",
+        )
         require(
             self.learning_rate is None or self.learning_rate > 0,
             "trainer.learning_rate",

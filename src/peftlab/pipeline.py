@@ -101,9 +101,12 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
             splits.train,
             splits.eval,
             group_by_length=settings.trainer.group_by_length,
+            early_stopping_patience=settings.trainer.early_stopping_patience,
         )
         train_output = trainer.train()
         eval_loss = trainer.evaluate()["eval_loss"]
+        # At the last step, so that it is the run's eval_loss after any curve's points.
+        mlflow.log_metric("eval_loss", eval_loss, step=trainer.state.global_step)
         tuned = tuned_samples(peft_model.eval(), tokenizer, settings.generation)
         adapter_dir = save_adapter(peft_model, context.run_dir / "adapter")
 
@@ -115,7 +118,6 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
     mlflow.log_metrics(
         {
             "eval_loss_untuned": baseline.eval_loss,
-            "eval_loss": eval_loss,
             "eval_perplexity": math.exp(eval_loss),
             "trainable_params": trainable,
             "adapter_bytes": sum(f.stat().st_size for f in adapter_dir.iterdir()),

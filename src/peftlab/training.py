@@ -1,4 +1,5 @@
-"""Hugging Face Trainer set up for PEFT: arguments, precision, loss logging, length grouping."""
+"""Hugging Face Trainer set up for PEFT: arguments, precision, curves, length grouping, a
+token-weighted held-out loss, early stopping."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from pathlib import Path
 import mlflow
 import torch
 from datasets import Dataset
+from torch.nn import functional
 from torch.utils.data import Sampler
 from transformers import (
     DataCollatorForLanguageModeling,
+    EarlyStoppingCallback,
     PreTrainedModel,
     PreTrainedTokenizerBase,
     ProgressCallback,
@@ -20,6 +23,7 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
+from transformers.trainer_utils import EvalLoopOutput
 
 from peftlab.config import Precision, TrainerConfig
 
@@ -41,6 +45,7 @@ def use_bf16(precision: Precision) -> bool:
 
 
 def training_arguments(cfg: TrainerConfig, output_dir: Path) -> TrainingArguments:
+    stopping = cfg.early_stopping_patience is not None
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=cfg.num_train_epochs,
@@ -55,8 +60,14 @@ def training_arguments(cfg: TrainerConfig, output_dir: Path) -> TrainingArgument
         data_seed=cfg.seed,
         bf16=use_bf16(cfg.precision),
         use_cpu=not torch.cuda.is_available(),
-        save_strategy="no",
-        eval_strategy="no",
+        eval_strategy=cfg.eval_strategy,
+        eval_steps=cfg.eval_steps,
+        # Early stopping ends on the best evaluated adapter, restored from its checkpoint.
+        save_strategy=cfg.eval_strategy if stopping else "no",
+        save_steps=cfg.eval_steps,
+        save_total_limit=1,
+        load_best_model_at_end=stopping,
+        metric_for_best_model="eval_loss" if stopping else None,
         # Evaluation only needs the loss; gathering every batch's logits costs time and memory.
         prediction_loss_only=True,
         report_to="none",
@@ -69,9 +80,21 @@ def training_arguments(cfg: TrainerConfig, output_dir: Path) -> TrainingArgument
 CURVES = {"loss": "train_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
 
 
-class MlflowLossCallback(TrainerCallback):
-    """Logs the training loss, learning rate and gradient norm to the active MLflow run at
-    every logging step (curves)."""
+class MlflowCurvesCallback(TrainerCallback):
+    """Logs the training loss, learning rate and gradient norm at every logging step, and the
+    held-out loss at every evaluation during training, to the active MLflow run (curves).
+
+    Evaluations outside training (the untuned baseline, the final one) are the caller's to log.
+    """
+
+    def __init__(self) -> None:
+        self.training = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.training = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.training = False
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         # Without an active run, mlflow.log_metric would start one (and a store) on its own.
@@ -80,6 +103,10 @@ class MlflowLossCallback(TrainerCallback):
         curves = {name: float(logs[key]) for key, name in CURVES.items() if key in logs}
         if "train_loss" in curves:  # not the end-of-training summary, which has no "loss"
             mlflow.log_metrics(curves, step=state.global_step)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if self.training and metrics and mlflow.active_run() is not None:
+            mlflow.log_metric("eval_loss", metrics["eval_loss"], step=state.global_step)
 
 
 class LossInProgressBar(ProgressCallback):
@@ -122,7 +149,8 @@ class LengthBucketSampler(Sampler[int]):
 
 
 class LengthGroupingTrainer(Trainer):
-    """HF Trainer whose training batches can be grouped by length (less padding)."""
+    """HF Trainer whose training batches can be grouped by length (less padding), and whose
+    held-out loss is the mean over all held-out tokens (see :meth:`evaluation_loop`)."""
 
     def __init__(self, *args, group_by_length: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -136,6 +164,43 @@ class LengthGroupingTrainer(Trainer):
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
         return LengthBucketSampler(lengths, self.args.train_batch_size, seed)
 
+    def _get_eval_sampler(self, eval_dataset: Dataset) -> Sampler | None:
+        # Longest first: batches of similar lengths pad less; the token-weighted loss is the
+        # same in any order.
+        lengths = [len(ids) for ids in eval_dataset["input_ids"]]
+        return sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+
+    def evaluation_loop(self, dataloader, *args, metric_key_prefix="eval", **kwargs):
+        """The held-out loss as the mean over every predicted token of the set.
+
+        Trainer's own loop averages per-batch means, which moves with the eval batch size and
+        order. Summing token losses needs no knowledge of the method: the logits of a prompt-
+        learning model carry its virtual tokens in front, so label ``j`` of a row of length
+        ``L`` is predicted at position ``len(logits) - L + j - 1`` whatever came before.
+        """
+        model = self._wrap_model(self.model, training=False).eval()
+        loss_sum, tokens, rows = torch.zeros((), dtype=torch.float64), 0, 0
+        for batch in dataloader:
+            batch = self._prepare_inputs(batch)
+            labels = batch.pop("labels")
+            with torch.no_grad(), self.compute_loss_context_manager():
+                logits = model(**batch).logits
+            first = logits.shape[1] - labels.shape[1] - 1  # where label 0 is predicted
+            if first < 0:  # nothing before the first token: it is not predicted
+                first, labels = 0, labels[:, 1:]
+            predicted = logits[:, first:-1].float()
+            loss_sum += (
+                functional.cross_entropy(
+                    predicted.transpose(1, 2), labels, ignore_index=-100, reduction="sum"
+                )
+                .double()
+                .cpu()
+            )
+            tokens += int((labels != -100).sum())
+            rows += len(labels)
+        metrics = {f"{metric_key_prefix}_loss": float(loss_sum / tokens)}
+        return EvalLoopOutput(predictions=None, label_ids=None, metrics=metrics, num_samples=rows)
+
 
 def build_trainer(
     model: PreTrainedModel,
@@ -144,6 +209,7 @@ def build_trainer(
     train_dataset: Dataset | None = None,
     eval_dataset: Dataset | None = None,
     group_by_length: bool = False,
+    early_stopping_patience: int | None = None,
 ) -> Trainer:
     # Trainer writes its use_cache into the model's config: keep the shared base model's own.
     args = replace(args, use_cache=model.config.use_cache)
@@ -155,8 +221,10 @@ def build_trainer(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        callbacks=[MlflowLossCallback()],
+        callbacks=[MlflowCurvesCallback()],
     )
+    if early_stopping_patience is not None:
+        trainer.add_callback(EarlyStoppingCallback(early_stopping_patience))
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(LossInProgressBar())
     return trainer
@@ -168,5 +236,5 @@ def evaluate_loss(
     args: TrainingArguments,
     eval_dataset: Dataset,
 ) -> float:
-    """Mean held-out loss of ``model`` as Trainer computes it, for models not being trained."""
+    """Held-out loss of ``model`` (mean over tokens), for models not being trained."""
     return build_trainer(model, tokenizer, args, eval_dataset=eval_dataset).evaluate()["eval_loss"]
