@@ -1,5 +1,6 @@
 """A whole run in-process on tiny models: what it trains, saves and logs."""
 
+import json
 from pathlib import Path
 
 import peft
@@ -9,6 +10,7 @@ from conftest import run_tiny
 from mlflow.tracking import MlflowClient
 
 from peftlab import pipeline, training
+from peftlab.config import SAMPLES_DIR
 
 METRICS = {
     "eval_loss_untuned",
@@ -62,6 +64,23 @@ def test_run_records_library_versions_device_and_packages(bloom_run):
     assert tags["device"].startswith("CPU: ") or torch.cuda.is_available()
     packages = Path(client.download_artifacts(result.run_id, "environment/requirements.txt"))
     assert f"peft=={peft.__version__}" in packages.read_text().splitlines()
+
+
+def test_run_records_its_training_and_held_out_rows_as_datasets(bloom_run):
+    work, result = bloom_run
+    client = MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db")
+    inputs = client.get_run(result.run_id).inputs.dataset_inputs
+    by_context = {
+        {tag.key: tag.value for tag in i.tags}["mlflow.data.context"]: i.dataset for i in inputs
+    }
+    assert sorted(by_context) == ["evaluation", "training"]
+    sample = SAMPLES_DIR / "prompts.csv"
+    for context, rows in (("training", 16), ("evaluation", 8)):
+        dataset = by_context[context]
+        assert dataset.name == "prompts-sample"
+        assert json.loads(dataset.source)["uri"] == str(sample)
+        assert json.loads(dataset.profile)["num_rows"] == rows
+    assert by_context["training"].digest != by_context["evaluation"].digest
 
 
 def test_samples_table_has_prompt_untuned_and_tuned(bloom_run):

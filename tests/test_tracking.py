@@ -1,11 +1,13 @@
+import json
 from pathlib import Path
 
 import mlflow
 import pytest
+from datasets import Dataset
 from mlflow.tracking import MlflowClient
 
 from peftlab import tracking
-from peftlab.config import TrackingConfig
+from peftlab.config import DatasetConfig, TrackingConfig
 
 
 def store(tmp_path: Path, experiment: str = "exp") -> TrackingConfig:
@@ -61,3 +63,26 @@ def test_ui_hint_points_at_the_run(tmp_path: Path):
         pass
     assert active.info.run_id in tracking.ui_hint(cfg, active)
     assert "make ui" in tracking.ui_hint(cfg, active)
+
+
+def test_a_hub_dataset_is_logged_with_its_id_split_and_revision(tmp_path: Path):
+    cfg = store(tmp_path)
+    tracking.use_store(cfg)
+    hub = DatasetConfig(
+        name="awesome-chatgpt-prompts", path="fka/awesome-chatgpt-prompts", revision="v1.0",
+        text_column="prompt",
+    )  # fmt: skip
+    rows = Dataset.from_dict({"act": ["a", "b", "c"], "prompt": ["x", "y", "z"]})
+    with tracking.run("data", {}) as active:
+        tracking.log_dataset(rows, hub, "training")
+    (logged,) = MlflowClient(cfg.uri).get_run(active.info.run_id).inputs.dataset_inputs
+    source = json.loads(logged.dataset.source)
+    assert logged.dataset.source_type == "hugging_face"
+    assert (source["path"], source["split"], source["revision"]) == (
+        "fka/awesome-chatgpt-prompts",
+        "train",
+        "v1.0",
+    )
+    profile = json.loads(logged.dataset.profile)
+    assert profile["num_rows"] == 3
+    assert json.loads(logged.dataset.schema)["mlflow_colspec"][0]["name"] == "prompt"  # only it

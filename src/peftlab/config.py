@@ -53,6 +53,7 @@ class ModelConfig:
 class DatasetConfig:
     name: str = MISSING
     path: str | None = None
+    revision: str | None = None  # of a Hub dataset: a branch, tag or commit
     data_files: str | None = None
     split: str = "train"
     text_column: str = MISSING

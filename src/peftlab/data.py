@@ -60,8 +60,9 @@ def _load_hub(cfg: DatasetConfig) -> Dataset:
         key="dataset.path",
         repo_type="dataset",
         offline_alternative="dataset=prompts-sample (or dataset.data_files=<your file>)",
+        revision=cfg.revision,
     )
-    return load_dataset(path, split=cfg.split)
+    return load_dataset(path, split=cfg.split, revision=cfg.revision)
 
 
 def split(dataset: Dataset, cfg: DatasetConfig) -> Splits:
@@ -93,9 +94,15 @@ def tokenize(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, cfg: DatasetC
 
 
 @lru_cache(maxsize=1)
+def load_text_splits(cfg: DatasetConfig) -> Splits:
+    """Train and held-out rows as text; shared by the jobs of a sweep in one process."""
+    return split(load_texts(cfg), cfg)
+
+
+@lru_cache(maxsize=1)
 def load_splits(cfg: DatasetConfig, tokenizer: PreTrainedTokenizerBase) -> Splits:
     """Tokenized train and held-out rows; shared by the jobs of a sweep in one process."""
-    splits = split(load_texts(cfg), cfg)
+    splits = load_text_splits(cfg)
     return Splits(
         train=tokenize(splits.train, tokenizer, cfg), eval=tokenize(splits.eval, tokenizer, cfg)
     )

@@ -86,6 +86,9 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
     model, tokenizer = loaded.model, loaded.tokenizer
     splits = data.load_splits(settings.dataset, tokenizer)
     log.info("Data: %d train / %d held-out rows", len(splits.train), len(splits.eval))
+    texts = data.load_text_splits(settings.dataset)
+    tracking.log_dataset(texts.train, settings.dataset, "training")
+    tracking.log_dataset(texts.eval, settings.dataset, "evaluation")
     args = training.training_arguments(settings.trainer, context.run_dir / "trainer")
 
     baseline = untuned_baseline(settings, loaded, splits, args)

@@ -12,9 +12,11 @@ from typing import Any
 from urllib.parse import urlparse
 
 import mlflow
+from datasets import Dataset
+from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 from mlflow.entities import Run
 
-from peftlab.config import TrackingConfig
+from peftlab.config import DatasetConfig, TrackingConfig
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 EXPERIMENT_KIND = "mlflow.experimentKind"
@@ -69,6 +71,17 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
         else:
             flat[dotted] = str(value)[:MAX_PARAM_LENGTH]
     return flat
+
+
+def log_dataset(rows: Dataset, cfg: DatasetConfig, context: str) -> None:
+    """The rows a run used, as an MLflow dataset (source, digest, row count) in ``context``
+    (``training`` or ``evaluation``): the UI's Dataset column and filter."""
+    if cfg.data_files:
+        source = str(Path(cfg.data_files).expanduser().resolve())
+    else:
+        source = HuggingFaceDatasetSource(path=cfg.path, split=cfg.split, revision=cfg.revision)
+    frame = rows.select_columns([cfg.text_column]).to_pandas()
+    mlflow.log_input(mlflow.data.from_pandas(frame, source=source, name=cfg.name), context)
 
 
 def environment_tags() -> dict[str, str]:
