@@ -1,4 +1,6 @@
 import json
+import time
+from dataclasses import replace
 from pathlib import Path
 
 import mlflow
@@ -30,7 +32,7 @@ def test_store_and_experiment_are_created_once(tmp_path: Path):
 def test_run_ends_finished(tmp_path: Path):
     cfg = store(tmp_path)
     tracking.use_store(cfg)
-    with tracking.run("ok", {"model": "tiny"}) as active:
+    with tracking.run(cfg, "ok", {"model": "tiny"}) as active:
         mlflow.log_metric("eval_loss", 1.0)
     run = MlflowClient(cfg.uri).get_run(active.info.run_id)
     assert run.info.status == "FINISHED"
@@ -40,7 +42,7 @@ def test_run_ends_finished(tmp_path: Path):
 def test_run_ends_failed_with_the_error_on_exception(tmp_path: Path):
     cfg = store(tmp_path)
     tracking.use_store(cfg)
-    with pytest.raises(RuntimeError), tracking.run("boom", {}) as active:
+    with pytest.raises(RuntimeError), tracking.run(cfg, "boom", {}) as active:
         raise RuntimeError("out of memory")
     run = MlflowClient(cfg.uri).get_run(active.info.run_id)
     assert run.info.status == "FAILED"
@@ -59,7 +61,7 @@ def test_flatten_gives_dotted_keys():
 def test_ui_hint_points_at_the_run(tmp_path: Path):
     cfg = store(tmp_path)
     tracking.use_store(cfg)
-    with tracking.run("hint", {}) as active:
+    with tracking.run(cfg, "hint", {}) as active:
         pass
     assert active.info.run_id in tracking.ui_hint(cfg, active)
     assert "make ui" in tracking.ui_hint(cfg, active)
@@ -73,7 +75,7 @@ def test_a_hub_dataset_is_logged_with_its_id_split_and_revision(tmp_path: Path):
         text_column="prompt",
     )  # fmt: skip
     rows = Dataset.from_dict({"act": ["a", "b", "c"], "prompt": ["x", "y", "z"]})
-    with tracking.run("data", {}) as active:
+    with tracking.run(cfg, "data", {}) as active:
         tracking.log_dataset(rows, hub, "training")
     (logged,) = MlflowClient(cfg.uri).get_run(active.info.run_id).inputs.dataset_inputs
     source = json.loads(logged.dataset.source)
@@ -86,3 +88,20 @@ def test_a_hub_dataset_is_logged_with_its_id_split_and_revision(tmp_path: Path):
     profile = json.loads(logged.dataset.profile)
     assert profile["num_rows"] == 3
     assert json.loads(logged.dataset.schema)["mlflow_colspec"][0]["name"] == "prompt"  # only it
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_system_metrics_are_sampled_while_a_run_lasts(tmp_path: Path, enabled: bool):
+    cfg = replace(store(tmp_path), system_metrics=enabled, system_metrics_interval_s=0.2)
+    tracking.use_store(cfg)
+    with tracking.run(cfg, "busy", {}) as active:
+        time.sleep(1.5)
+    metrics = MlflowClient(cfg.uri).get_run(active.info.run_id).data.metrics
+    system = {key for key in metrics if key.startswith("system/")}
+    if enabled:
+        assert {
+            "system/cpu_utilization_percentage",
+            "system/system_memory_usage_megabytes",
+        } <= system
+    else:
+        assert not system

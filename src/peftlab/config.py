@@ -155,6 +155,16 @@ class TrackingConfig:
     artifact_location: str | None = None
     run_name: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
+    system_metrics: bool = True
+    system_metrics_interval_s: float = 10.0
+
+    def __post_init__(self) -> None:
+        require(
+            self.system_metrics_interval_s > 0,
+            "tracking.system_metrics_interval_s",
+            self.system_metrics_interval_s,
+            "> 0",
+        )
 
 
 @dataclass

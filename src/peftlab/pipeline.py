@@ -65,7 +65,7 @@ def run(settings: TrainConfig, context: RunContext) -> RunResult:
     tracking.use_store(settings.tracking)
     name = settings.tracking.run_name or context.run_name
     tags = {**context.tags, **tracking.environment_tags(), **settings.tracking.tags}
-    with tracking.run(name, tags) as active:
+    with tracking.run(settings.tracking, name, tags) as active:
         mlflow.log_params(tracking.flatten(params(settings)))
         mlflow.log_text(tracking.installed_packages(), "environment/requirements.txt")
         if context.config_dir is not None and context.config_dir.is_dir():

@@ -51,9 +51,14 @@ def _create_sqlite_parent(uri: str) -> None:
 
 
 @contextmanager
-def run(name: str | None, tags: dict[str, str]) -> Iterator[Run]:
-    """An MLflow run that ends FINISHED, or FAILED with the error as its ``error`` tag."""
-    with mlflow.start_run(run_name=name, tags=tags) as active:
+def run(cfg: TrackingConfig, name: str | None, tags: dict[str, str]) -> Iterator[Run]:
+    """An MLflow run that ends FINISHED, or FAILED with the error as its ``error`` tag; with
+    ``cfg.system_metrics``, MLflow samples the machine's use into ``system/*`` metrics."""
+    if cfg.system_metrics:
+        mlflow.set_system_metrics_sampling_interval(cfg.system_metrics_interval_s)
+    with mlflow.start_run(
+        run_name=name, tags=tags, log_system_metrics=cfg.system_metrics
+    ) as active:
         try:
             yield active
         except BaseException as error:
