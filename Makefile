@@ -4,8 +4,10 @@ VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
 PORT ?= 5000
+SERVE_PORT ?= 5001
+MODEL ?= runs:/$(RUN)/model
 
-.PHONY: setup browser train test test-fast ui demo lint clean
+.PHONY: setup browser train test test-fast ui demo serve lint clean
 
 setup: $(VENV)/.installed
 
@@ -41,6 +43,13 @@ ui: setup
 
 demo: setup
 	$(VENV)/bin/peftlab demo $(ARGS)
+
+# A run's logged model over HTTP on loopback: make serve RUN=<run id> (or MODEL=models:/NAME@champion).
+# The scoring server starts `uvicorn` from PATH: this environment's bin/ goes first.
+serve: setup
+	@[ -n "$(RUN)$(filter-out runs:/%,$(MODEL))" ] || { echo "usage: make serve RUN=<run id>"; exit 2; }
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlruns/mlflow.db \
+		$(VENV)/bin/mlflow models serve -m "$(MODEL)" --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
 
 lint: setup
 	$(VENV)/bin/ruff check .

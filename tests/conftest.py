@@ -8,8 +8,11 @@ import os
 import socket
 import subprocess
 import sys
+import time
+from contextlib import contextmanager
 from pathlib import Path
 
+import httpx
 import pytest
 import torch
 from hydra import compose, initialize_config_dir
@@ -182,6 +185,33 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@contextmanager
+def serving(command: list[str], ready_url: str, env: dict[str, str] | None = None):
+    """A server process, up once ``ready_url`` answers 200 (within 120 s), stopped after."""
+    process = subprocess.Popen(
+        command,
+        env={**os.environ, **(env or {})},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert process.poll() is None, process.stderr.read()[-3000:]
+            try:
+                if httpx.get(ready_url, timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.5)
+        else:
+            raise TimeoutError(f"{ready_url} did not answer within 120 s")
+        yield process
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
 
 
 def run_train(*overrides: str, cwd: Path, env: dict[str, str] | None = None):

@@ -10,6 +10,7 @@ from dataclasses import replace
 from functools import partial
 from pathlib import Path
 
+import mlflow
 import pytest
 import torch
 from conftest import (
@@ -100,6 +101,14 @@ def test_saved_adapter_reloads_to_the_runs_loss_and_samples(method_run):
     )
     tuned = pipeline.tuned_samples(reloaded, loaded.tokenizer, GenerationSettings(max_new_tokens=8))
     assert tuned == [sample.tuned for sample in result.samples]
+
+
+def test_logged_model_predicts_the_runs_samples(method_run):
+    _, _, work, result = method_run
+    mlflow.set_tracking_uri(f"sqlite:///{work}/mlruns/mlflow.db")
+    model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
+    prompts = [sample.prompt for sample in result.samples]
+    assert model.predict(prompts) == [sample.tuned for sample in result.samples]
 
 
 def reference_greedy(peft_model, tokenizer, prompt: str, max_new_tokens: int, penalty: float):

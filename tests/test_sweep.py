@@ -1,8 +1,6 @@
 """Multirun sweeps: grouping in MLflow, isolation of failures, launchers and sweepers."""
 
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 import httpx
@@ -11,6 +9,7 @@ from conftest import (
     free_port,
     run_sweep,
     run_train,
+    serving,
     store_runs,
     sweep_parts,
     tiny_overrides,
@@ -184,25 +183,13 @@ def test_swept_keys_come_from_sweep_overrides_and_search_space():
 
 def test_mlflow_server_on_loopback_serves_the_sweep(sweep_run: Path):
     _, parent, children = sweep_parts(sweep_run)
-    port = free_port()
-    server = subprocess.Popen(
-        [
-            sys.executable, "-m", "mlflow", "server",
-            "--backend-store-uri", f"sqlite:///{sweep_run}/mlruns/mlflow.db",
-            "--host", "127.0.0.1", "--port", str(port), "--workers", "1",
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{base}/health", timeout=2).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.5)
+    base = f"http://127.0.0.1:{free_port()}"
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{sweep_run}/mlruns/mlflow.db",
+        "--host", "127.0.0.1", "--port", base.rsplit(":", 1)[1], "--workers", "1",
+    ]  # fmt: skip
+    with serving(command, f"{base}/health"):
         found = httpx.post(
             f"{base}/api/2.0/mlflow/runs/search",
             json={
@@ -211,7 +198,4 @@ def test_mlflow_server_on_loopback_serves_the_sweep(sweep_run: Path):
             },
             timeout=10,
         ).json()["runs"]
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
     assert {r["info"]["run_id"] for r in found} == {c.info.run_id for c in children}

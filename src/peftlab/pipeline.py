@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from peft import PeftModel
 from transformers import TrainingArguments, set_seed
 
-from peftlab import data, generation, modeling, tracking, training
+from peftlab import data, generation, logged_model, modeling, tracking, training
 from peftlab.config import GenerationSettings, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -129,6 +129,7 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
         }
     )
     mlflow.log_artifacts(str(adapter_dir), "adapter")
+    logged_model.log(settings, adapter_dir, context.config_dir)
     mlflow.log_table(
         {"prompt": prompts, "untuned": untuned, "tuned": tuned}, artifact_file="samples.json"
     )

@@ -1,0 +1,92 @@
+"""A run's logged MLflow model, ``model``: prompts in, the tuned adapter's continuations out.
+
+It holds the adapter and the run's config, and references the base model by the config's
+``model`` section (a Hub id, a path, or the embedded GGUF's package) instead of copying it.
+Loading it attaches the adapter through :class:`peftlab.adapters.AdapterBank` and generates with
+:func:`peftlab.generation.generate`, so ``predict`` returns exactly the run's ``samples.json``
+text; generation settings can be passed as params at predict time.
+"""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+from dataclasses import fields
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+from mlflow.models import ModelSignature
+from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
+from omegaconf import OmegaConf
+
+from peftlab import adapters
+from peftlab.config import GenerationSettings, TrainConfig, register_configs
+
+NAME = "model"
+MODEL_CODE = Path(__file__).with_name("mlflow_model_code.py")
+# What loading and predicting imports; the model's environment pins what this run used.
+REQUIREMENTS = ("torch", "transformers", "peft", "accelerate", "safetensors", "gguf", "mlflow")
+REQUIREMENTS += ("hydra-core", "omegaconf", "datasets", "huggingface_hub")
+PARAM_TYPES = {int: "long", float: "double", bool: "boolean"}
+
+
+class TunedLanguageModel(mlflow.pyfunc.PythonModel):
+    """Generates with one tuned adapter on its base model."""
+
+    def load_context(self, context) -> None:
+        register_configs()  # the saved config's resolvers (the embedded model's package)
+        self.source = adapters.from_dir(Path(context.artifacts["run"]) / "adapter")
+        self.bank = adapters.AdapterBank.for_sources([self.source])
+
+    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[str]:
+        settings = adapters.with_overrides(self.source.generation, **(params or {}))
+        return [self.bank.generate(p, settings, self.source.name) for p in prompts(model_input)]
+
+
+def prompts(model_input) -> list[str]:
+    """A list of prompts, one prompt, or a DataFrame whose first column holds them (what
+    ``mlflow models serve`` makes of ``{"inputs": [...]}``)."""
+    if isinstance(model_input, str):
+        return [model_input]
+    if isinstance(model_input, pd.DataFrame):
+        return [str(value) for value in model_input.iloc[:, 0]]
+    return [str(value) for value in model_input]
+
+
+def signature(settings: GenerationSettings) -> ModelSignature:
+    """Prompts in, continuations out; the generation settings as params, the run's as defaults."""
+    params = [
+        ParamSpec(f.name, PARAM_TYPES[type(getattr(settings, f.name))], getattr(settings, f.name))
+        for f in fields(settings)
+        if f.name != "prompts"
+    ]
+    return ModelSignature(
+        inputs=Schema([ColSpec("string")]),
+        outputs=Schema([ColSpec("string")]),
+        params=ParamSchema(params),
+    )
+
+
+def log(settings: TrainConfig, adapter_dir: Path, config_dir: Path | None) -> None:
+    """Log the model of the active run: its adapter and config, as a run folder."""
+    with tempfile.TemporaryDirectory() as staging:
+        run = Path(staging, "run")
+        shutil.copytree(adapter_dir, run / "adapter")
+        saved = config_dir / "config.yaml" if config_dir is not None else None
+        (run / ".hydra").mkdir()
+        if saved is not None and saved.is_file():
+            # As written by Hydra: `${peftlab.package_dir:...}` resolves where the model loads.
+            shutil.copy(saved, run / ".hydra" / "config.yaml")
+        else:
+            sections = {"model": settings.model, "generation": settings.generation}
+            OmegaConf.save(OmegaConf.structured(sections), run / ".hydra" / "config.yaml")
+        mlflow.pyfunc.log_model(
+            name=NAME,
+            python_model=str(MODEL_CODE),
+            artifacts={"run": str(run)},
+            signature=signature(settings.generation),
+            pip_requirements=[f"{name}=={metadata.version(name)}" for name in REQUIREMENTS],
+        )

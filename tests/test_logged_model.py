@@ -1,0 +1,76 @@
+"""The logged model of a run: loads with MLflow, predicts the run's samples, serves over HTTP."""
+
+import os
+import sys
+from pathlib import Path
+
+import httpx
+import mlflow
+import pytest
+from conftest import free_port, run_tiny, serving
+
+PROMPT = "I want you to act as a motivational coach."
+
+
+@pytest.fixture(scope="module")
+def lora_run(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("logged-model")
+    result = run_tiny(tiny_llama, work, "peft=lora", "peft.r=4", f"generation.prompts=[{PROMPT!r}]")
+    return f"sqlite:///{work}/mlruns/mlflow.db", result
+
+
+@pytest.fixture(scope="module")
+def loaded(lora_run):
+    uri, result = lora_run
+    mlflow.set_tracking_uri(uri)
+    return mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
+
+
+def test_logged_model_predicts_the_runs_samples(lora_run, loaded):
+    _, result = lora_run
+    (sample,) = result.samples
+    assert loaded.predict([PROMPT]) == [sample.tuned]
+    assert loaded.predict(PROMPT) == [sample.tuned]
+    assert loaded.predict([PROMPT, PROMPT]) == [sample.tuned, sample.tuned]
+
+
+def test_generation_settings_are_params_at_predict_time(lora_run, loaded):
+    _, result = lora_run
+    (sample,) = result.samples
+    params = loaded.metadata.get_params_schema().to_dict()
+    assert {p["name"]: p["default"] for p in params}["max_new_tokens"] == 8  # the run's setting
+    shorter = loaded.predict([PROMPT], params={"max_new_tokens": 2})[0]
+    assert shorter != sample.tuned
+    assert sample.tuned.startswith(shorter)
+
+
+def test_logged_model_references_the_base_model_instead_of_copying_it(lora_run):
+    uri, result = lora_run
+    files = mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/model", tracking_uri=uri)
+    sizes = {p.relative_to(files).as_posix(): p.stat().st_size for p in Path(files).rglob("*")}
+    assert "artifacts/run/adapter/adapter_model.safetensors" in sizes
+    assert "artifacts/run/.hydra/config.yaml" in sizes
+    assert not any(name.endswith(("model.safetensors", ".gguf", ".bin")) for name in sizes
+                   if "adapter" not in name)  # fmt: skip
+
+
+def test_mlflow_models_serve_answers_with_the_same_text(lora_run):
+    uri, result = lora_run
+    (sample,) = result.samples
+    base = f"http://127.0.0.1:{free_port()}"
+    command = [
+        sys.executable, "-m", "mlflow", "models", "serve", "-m", f"runs:/{result.run_id}/model",
+        "--env-manager", "local", "-h", "127.0.0.1", "-p", base.rsplit(":", 1)[1],
+    ]  # fmt: skip
+    # The scoring server runs `uvicorn` from PATH: the environment's bin/, as `make serve` sets.
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    with serving(command, f"{base}/ping", env={"MLFLOW_TRACKING_URI": uri, "PATH": path}):
+        answer = httpx.post(f"{base}/invocations", json={"inputs": [PROMPT]}, timeout=120)
+        shorter = httpx.post(
+            f"{base}/invocations",
+            json={"inputs": [PROMPT], "params": {"max_new_tokens": 2}},
+            timeout=120,
+        )
+    assert answer.status_code == 200, answer.text
+    assert answer.json() == {"predictions": [sample.tuned]}
+    assert sample.tuned.startswith(shorter.json()["predictions"][0])
