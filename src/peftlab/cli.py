@@ -37,6 +37,11 @@ def parser() -> argparse.ArgumentParser:
     which.add_argument("--sweep", help="the sweep's parent run id (default: the latest sweep)")
     which.add_argument("--experiment", help="compare all runs of this MLflow experiment")
     comparing.add_argument("--out", type=Path, help="output folder (default: outputs/compare/ID)")
+    comparing.add_argument(
+        "--register",
+        metavar="NAME",
+        help="register the best run's model as NAME; alias 'champion' on the best so far",
+    )
 
     generating = commands.add_parser("generate", help="generate with tuned adapters")
     generating.add_argument(
@@ -122,6 +127,10 @@ def run_compare(client: MlflowClient, args: argparse.Namespace) -> int:
     compare.log_to_parent(client, comparison, files)
     print(compare.console_table(comparison))
     print("\nWrote " + ", ".join(str(f) for f in files))
+    if args.register:
+        from peftlab import registry
+
+        print("Registered " + registry.register_best(client, comparison, args.register))
     return 0
 
 
