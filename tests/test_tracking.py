@@ -5,6 +5,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
+from conftest import ROOT
 from datasets import Dataset
 from mlflow.tracking import MlflowClient
 
@@ -105,3 +106,16 @@ def test_system_metrics_are_sampled_while_a_run_lasts(tmp_path: Path, enabled: b
         } <= system
     else:
         assert not system
+
+
+def test_the_tests_run_in_the_locked_environment():
+    """constraints.txt is what `make setup` installs: it must be what these tests pass with."""
+
+    def pins(text: str) -> dict[str, str]:
+        pairs = (line.split("==", 1) for line in text.splitlines() if "==" in line)
+        return {name.lower().replace("_", "-"): version for name, version in pairs}
+
+    locked = pins((ROOT / "constraints.txt").read_text())
+    installed = pins(tracking.installed_packages())
+    drifted = {n: (v, installed.get(n)) for n, v in locked.items() if installed.get(n) != v}
+    assert not drifted, f"installed differs from constraints.txt (run `make lock`): {drifted}"

@@ -139,10 +139,17 @@ def rerun(client: MlflowClient, run_id: str, overrides: list[str]) -> int:
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from peftlab import tracking
+
     try:
-        client.get_run(run_id)
+        run = client.get_run(run_id)
     except MlflowException as error:
         raise PeftlabError(f"run {run_id!r} not found in {client.tracking_uri}") from error
+    differences = tracking.version_differences(run.data.tags)
+    if differences:
+        print(
+            f"note: versions differ from run {run_id}'s: {', '.join(differences)}", file=sys.stderr
+        )
     with tempfile.TemporaryDirectory() as tmp:
         try:
             config_dir = mlflow.artifacts.download_artifacts(

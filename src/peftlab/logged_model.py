@@ -41,7 +41,11 @@ class TunedLanguageModel(mlflow.pyfunc.PythonModel):
         self.source = adapters.from_dir(Path(context.artifacts["run"]) / "adapter")
         self.bank = adapters.AdapterBank.for_sources([self.source])
 
-    def predict(self, context, model_input, params: dict[str, Any] | None = None) -> list[str]:
+    # A DataFrame, as MLflow makes of any input under the signature; the hint also keeps MLflow
+    # from inferring a signature from it, which would drop the params.
+    def predict(
+        self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> list[str]:
         settings = adapters.with_overrides(self.source.generation, **(params or {}))
         return [self.bank.generate(p, settings, self.source.name) for p in prompts(model_input)]
 

@@ -93,9 +93,21 @@ def environment_tags() -> dict[str, str]:
     """Versions of Python and the libraries that decide a run's numbers, and the device."""
     import torch
 
-    tags = {"python_version": platform.python_version(), "device": device_name(torch)}
-    tags |= {f"{name}_version": metadata.version(name) for name in VERSIONED}
-    return tags
+    return {**library_versions(), "device": device_name(torch)}
+
+
+def library_versions() -> dict[str, str]:
+    versions = {"python_version": platform.python_version()}
+    return versions | {f"{name}_version": metadata.version(name) for name in VERSIONED}
+
+
+def version_differences(tags: dict[str, str]) -> list[str]:
+    """``name now (run: then)`` for each version a run recorded that differs from this one's."""
+    return [
+        f"{key.removesuffix('_version')} {now} (run: {tags[key]})"
+        for key, now in library_versions().items()
+        if key in tags and tags[key] != now
+    ]
 
 
 def device_name(torch) -> str:
