@@ -214,6 +214,29 @@ def serving(command: list[str], ready_url: str, env: dict[str, str] | None = Non
         process.wait(timeout=30)
 
 
+CHROMIUM = "/usr/bin/chromium"  # Debian's package, installed by `make test` where it can be
+SCREENSHOTS = ROOT / "test-artifacts"
+# Chromium as root in a container, with no network to try.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
+
+
+def chromium() -> str:
+    """Debian's Chromium; without it this test is skipped, saying how, except in CI."""
+    if Path(CHROMIUM).is_file():
+        return CHROMIUM
+    message = f"no {CHROMIUM} for the browser tests: sudo apt-get install chromium"
+    if os.environ.get("PEFTLAB_REQUIRE_BROWSER") == "1":
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 def run_train(*overrides: str, cwd: Path, env: dict[str, str] | None = None):
     """``python train.py`` as a user runs it, its outputs under ``cwd``."""
     return subprocess.run(

@@ -1,26 +1,13 @@
 """The Gradio demo, in a real headless Chromium driven by Playwright."""
 
-import os
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, run_tiny
+from conftest import CHROMIUM_ARGS, SCREENSHOTS, chromium, free_port, run_tiny
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import expect, sync_playwright
 
 from peftlab import adapters, demo
-
-CHROMIUM = "/usr/bin/chromium"  # Debian's package, installed by `make test` where it can be
-SCREENSHOTS = ROOT / "test-artifacts"
-# Chromium as root in a container, with no network to try.
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 
 
 @pytest.fixture(scope="module")
@@ -66,16 +53,6 @@ def test_without_runs_it_says_how_to_make_one(tmp_path: Path):
     client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
     assert demo.adapter_runs(client, "peftlab") == []
     assert "make train" in demo.empty_message("peftlab")
-
-
-def chromium() -> str:
-    """Debian's Chromium; without it this test is skipped, saying how, except in CI."""
-    if Path(CHROMIUM).is_file():
-        return CHROMIUM
-    message = f"no {CHROMIUM} for the demo's browser test: sudo apt-get install chromium"
-    if os.environ.get("PEFTLAB_REQUIRE_BROWSER") == "1":
-        pytest.fail(message)
-    pytest.skip(message)
 
 
 def test_browser_picks_an_adapter_and_sees_base_and_tuned_outputs(store):

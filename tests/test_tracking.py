@@ -66,6 +66,7 @@ def test_ui_hint_points_at_the_run(tmp_path: Path):
         pass
     assert active.info.run_id in tracking.ui_hint(cfg, active)
     assert "make ui" in tracking.ui_hint(cfg, active)
+    assert tracking.ui_hint(cfg, active).endswith("?workflowType=machine_learning")
 
 
 def test_a_hub_dataset_is_logged_with_its_id_split_and_revision(tmp_path: Path):

@@ -20,6 +20,9 @@ from peftlab.config import DatasetConfig, TrackingConfig
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 EXPERIMENT_KIND = "mlflow.experimentKind"
+# MLflow 3.17's UI keeps a GenAI / Model training switch per browser, GenAI until flipped; this
+# query parameter opens a page in Model training whatever the browser last chose.
+MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 VERSIONED = ("torch", "transformers", "peft", "datasets", "mlflow")
 
 
@@ -138,7 +141,7 @@ def git_commit(directory: Path) -> str | None:
 
 def ui_hint(cfg: TrackingConfig, active: Run) -> str:
     info = active.info
-    where = f"#/experiments/{info.experiment_id}/runs/{info.run_id}"
+    where = f"#/experiments/{info.experiment_id}/runs/{info.run_id}?{MODEL_TRAINING_VIEW}"
     if urlparse(cfg.uri).scheme in {"http", "https"}:
         return f"{cfg.uri.rstrip('/')}/{where}"
     return f"`make ui`, then http://127.0.0.1:5000/{where}"

@@ -1,0 +1,97 @@
+"""The MLflow UI on a finished 2-job sweep, in a real headless Chromium: what a user sees."""
+
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import (
+    CHROMIUM_ARGS,
+    SCREENSHOTS,
+    chromium,
+    free_port,
+    run_sweep,
+    serving,
+    sweep_parts,
+)
+from playwright.sync_api import expect, sync_playwright
+
+from peftlab import tracking
+
+
+@pytest.fixture(scope="module")
+def two_job_sweep(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
+    work = tmp_path_factory.mktemp("ui-sweep")
+    result = run_sweep(tiny_bloom, work, "peft.num_virtual_tokens=2,4")
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work
+
+
+def test_the_ui_shows_the_sweep_its_children_and_their_curves(two_job_sweep: Path):
+    client, parent, children = sweep_parts(two_job_sweep)
+    executable = chromium()
+    base = f"http://127.0.0.1:{free_port()}"
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{two_job_sweep}/mlruns/mlflow.db",
+        "--host", "127.0.0.1", "--port", base.rsplit(":", 1)[1], "--workers", "1",
+    ]  # fmt: skip
+    experiment = f"{base}/#/experiments/{parent.info.experiment_id}"
+    with serving(command, f"{base}/health"), sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        page.goto(f"{experiment}?{tracking.MODEL_TRAINING_VIEW}")
+
+        # Model training mode: runs, models and the registry, not GenAI's traces and judges.
+        expect(page.get_by_role("link", name="Model registry")).to_be_visible(timeout=60_000)
+        expect(page.get_by_text("Observability", exact=True)).to_have_count(0)
+        page.get_by_role("button", name="Close").click()  # the assistant's panel
+
+        # The collapsed sweep row carries the best child's eval_loss; expanded, its children.
+        sweep_row = page.locator(
+            ".ag-pinned-left-cols-container .ag-row", has_text=parent.info.run_name
+        )
+        expect(sweep_row).to_be_visible(timeout=30_000)
+        page.get_by_role("button", name="Columns").click()
+        for metric in ("best_eval_loss", "eval_loss"):
+            page.get_by_text(metric, exact=True).click()
+        page.keyboard.press("Escape")
+        assert cell(page, parent.info.run_name, "best_eval_loss") == pytest.approx(
+            parent.data.metrics["best_eval_loss"]
+        )
+        sweep_row.locator("button").first.click()
+        for child in children:
+            assert cell(page, child.info.run_name, "eval_loss") == pytest.approx(
+                child.data.metrics["eval_loss"]
+            )
+
+        # The chart view draws each child's train_loss curve.
+        page.locator("label:has(input[value=CHART])").click()
+        page.get_by_placeholder("Search metric charts").fill("loss")
+        card = page.get_by_test_id("experiment-view-compare-runs-card").filter(
+            has=page.get_by_text("train_loss", exact=True)
+        )
+        curves = card.locator(".scatterlayer .trace:has(path.point)")  # a run's line and points
+        expect(curves).to_have_count(2, timeout=30_000)
+        points = curves.evaluate_all("ts => ts.map(t => t.querySelectorAll('path.point').length)")
+        steps = [len(client.get_metric_history(c.info.run_id, "train_loss")) for c in children]
+        assert sorted(points) == sorted(steps)  # a point per logged step
+        SCREENSHOTS.mkdir(exist_ok=True)
+        page.screenshot(path=SCREENSHOTS / "mlflow-ui.png")
+        browser.close()
+
+
+def cell(page, run_name: str, metric: str) -> float:
+    """The value shown in the runs table for ``run_name`` in the column of ``metric``."""
+    row = run_row(page, run_name)
+    expect(row).to_have_count(1, timeout=30_000)
+    index = row.get_attribute("row-index")
+    value = page.locator(
+        f".ag-center-cols-container .ag-row[row-index='{index}'] [col-id='metrics.`{metric}`']"
+    )
+    return float(value.inner_text())
+
+
+def run_row(page, run_name: str):
+    """The runs table's row (its pinned name part) of the run named exactly ``run_name``."""
+    rows = page.locator(".ag-pinned-left-cols-container .ag-row")
+    return rows.filter(has=page.get_by_text(run_name, exact=True))
