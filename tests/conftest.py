@@ -214,6 +214,19 @@ def serving(command: list[str], ready_url: str, env: dict[str, str] | None = Non
         process.wait(timeout=30)
 
 
+@contextmanager
+def mlflow_server(work: Path):
+    """``mlflow server`` on loopback over the store under ``work``; yields its base URL."""
+    base = f"http://127.0.0.1:{free_port()}"
+    command = [
+        sys.executable, "-m", "mlflow", "server",
+        "--backend-store-uri", f"sqlite:///{work}/mlruns/mlflow.db",
+        "--host", "127.0.0.1", "--port", base.rsplit(":", 1)[1], "--workers", "1",
+    ]  # fmt: skip
+    with serving(command, f"{base}/health"):
+        yield base
+
+
 CHROMIUM = "/usr/bin/chromium"  # Debian's package, installed by `make test` where it can be
 SCREENSHOTS = ROOT / "test-artifacts"
 # Chromium as root in a container, with no network to try.

@@ -1,6 +1,5 @@
 """The MLflow UI on a finished 2-job sweep, in a real headless Chromium: what a user sees."""
 
-import sys
 from pathlib import Path
 
 import pytest
@@ -8,9 +7,8 @@ from conftest import (
     CHROMIUM_ARGS,
     SCREENSHOTS,
     chromium,
-    free_port,
+    mlflow_server,
     run_sweep,
-    serving,
     sweep_parts,
 )
 from playwright.sync_api import expect, sync_playwright
@@ -29,16 +27,10 @@ def two_job_sweep(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
 def test_the_ui_shows_the_sweep_its_children_and_their_curves(two_job_sweep: Path):
     client, parent, children = sweep_parts(two_job_sweep)
     executable = chromium()
-    base = f"http://127.0.0.1:{free_port()}"
-    command = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{two_job_sweep}/mlruns/mlflow.db",
-        "--host", "127.0.0.1", "--port", base.rsplit(":", 1)[1], "--workers", "1",
-    ]  # fmt: skip
-    experiment = f"{base}/#/experiments/{parent.info.experiment_id}"
-    with serving(command, f"{base}/health"), sync_playwright() as p:
+    with mlflow_server(two_job_sweep) as base, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
+        experiment = f"{base}/#/experiments/{parent.info.experiment_id}"
         page.goto(f"{experiment}?{tracking.MODEL_TRAINING_VIEW}")
 
         # Model training mode: runs, models and the registry, not GenAI's traces and judges.

@@ -1,15 +1,13 @@
 """Multirun sweeps: grouping in MLflow, isolation of failures, launchers and sweepers."""
 
-import sys
 from pathlib import Path
 
 import httpx
 import pytest
 from conftest import (
-    free_port,
+    mlflow_server,
     run_sweep,
     run_train,
-    serving,
     store_runs,
     sweep_parts,
     tiny_overrides,
@@ -183,13 +181,7 @@ def test_swept_keys_come_from_sweep_overrides_and_search_space():
 
 def test_mlflow_server_on_loopback_serves_the_sweep(sweep_run: Path):
     _, parent, children = sweep_parts(sweep_run)
-    base = f"http://127.0.0.1:{free_port()}"
-    command = [
-        sys.executable, "-m", "mlflow", "server",
-        "--backend-store-uri", f"sqlite:///{sweep_run}/mlruns/mlflow.db",
-        "--host", "127.0.0.1", "--port", base.rsplit(":", 1)[1], "--workers", "1",
-    ]  # fmt: skip
-    with serving(command, f"{base}/health"):
+    with mlflow_server(sweep_run) as base:
         found = httpx.post(
             f"{base}/api/2.0/mlflow/runs/search",
             json={
