@@ -39,6 +39,9 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--train-rows", default="0:50", help="start:stop of the rows to train on")
     parser.add_argument("--eval-rows", default="100:165", help="start:stop of held-out rows")
     parser.add_argument("--epochs", type=float, default=6)
+    parser.add_argument(
+        "--model", help="a transformers checkpoint folder (default: the embedded SmolLM2-135M)"
+    )
 
 
 def require_csv(path: Path) -> None:
@@ -48,12 +51,13 @@ def require_csv(path: Path) -> None:
 
 def data_arguments(args: argparse.Namespace) -> list[str]:
     """``args``' data options as a command line, for a measurement in a process of its own."""
+    model = ["--model", args.model] if args.model else []
     return ["--csv", str(args.csv), "--column", args.column, "--train-rows", args.train_rows,
-            "--eval-rows", args.eval_rows, "--epochs", str(args.epochs)]  # fmt: skip
+            "--eval-rows", args.eval_rows, "--epochs", str(args.epochs), *model]  # fmt: skip
 
 
 def machine() -> str:
-    """CPU, threads and library versions."""
+    """GPU (what the Trainer trains on where there is one), CPU, threads and library versions."""
     import torch
     import transformers
 
@@ -62,8 +66,9 @@ def machine() -> str:
         if line.startswith("model name"):
             cpu = line.split(":", 1)[1].strip()
             break
+    gpu = f"GPU: {torch.cuda.get_device_name()}; " if torch.cuda.is_available() else ""
     return (
-        f"CPU: {cpu}, {torch.get_num_threads()} threads; torch {torch.__version__}, "
+        f"{gpu}CPU: {cpu}, {torch.get_num_threads()} threads; torch {torch.__version__}, "
         f"transformers {transformers.__version__}; Python {platform.python_version()}"
     )
 
@@ -82,8 +87,9 @@ def rows(spec: str) -> range:
     return range(start, stop)
 
 
-def load_model():
-    """The embedded SmolLM2-135M (fp32 checkpoint converted from the GGUF) and its tokenizer."""
+def load_model(path: str | None = None):
+    """The checkpoint at ``path``, or the embedded SmolLM2-135M (fp32 checkpoint converted from
+    the GGUF), and its tokenizer."""
     from omegaconf import OmegaConf
 
     from peftlab import console, modeling
@@ -91,6 +97,8 @@ def load_model():
 
     register_configs()
     console.quiet_libraries()
+    if path is not None:
+        return modeling.load(ModelConfig(name_or_path=path))
     saved = OmegaConf.create({"model": OmegaConf.load(ROOT / "conf/model/smollm2-135m.yaml")})
     return modeling.load(typed_section(saved, "model", ModelConfig))
 
@@ -102,7 +110,7 @@ def load_workload(args: argparse.Namespace) -> Workload:
     from peftlab import data
     from peftlab.config import DatasetConfig
 
-    loaded = load_model()
+    loaded = load_model(args.model)
     table = load_dataset("csv", data_files=str(args.csv), split="train")
     dataset_cfg = DatasetConfig(name="bench", data_files=str(args.csv), text_column=args.column)
     return Workload(

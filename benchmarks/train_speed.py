@@ -98,12 +98,14 @@ def bare_loop(peft_model, collate, train, epochs: float) -> None:
     """Forward + backward + Adam step over length-sorted batches: no Trainer, no extra padding."""
     import torch
 
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # where the Trainer sides train
     examples = sorted(train, key=lambda row: len(row["input_ids"]))
+    peft_model.to(device).train()
     optimizer = torch.optim.AdamW([p for p in peft_model.parameters() if p.requires_grad], lr=3e-3)
-    peft_model.train()
     for _ in range(int(epochs)):
         for start in range(0, len(examples), 8):
-            peft_model(**collate(examples[start : start + 8])).loss.backward()
+            batch = {k: v.to(device) for k, v in collate(examples[start : start + 8]).items()}
+            peft_model(**batch).loss.backward()
             optimizer.step()
             optimizer.zero_grad()
 
