@@ -13,7 +13,7 @@ PROMPT = "I want you to act as a motivational coach."
 
 def reference_greedy(model, tokenizer, prompt, soft, max_new_tokens, penalty):
     """Token-by-token greedy decoding without a KV cache: the whole sequence every step."""
-    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    ids = tokenizer(prompt, return_tensors="pt").input_ids.to(model.device)
     start = ids.shape[1]
     processor = RepetitionPenaltyLogitsProcessor(penalty)
     for _ in range(max_new_tokens):

@@ -113,7 +113,7 @@ def test_logged_model_predicts_the_runs_samples(method_run):
 
 def reference_greedy(peft_model, tokenizer, prompt: str, max_new_tokens: int, penalty: float):
     """Token-by-token greedy decoding through the adapted model's own forward, no KV cache."""
-    ids = tokenizer(prompt, return_tensors="pt").input_ids
+    ids = tokenizer(prompt, return_tensors="pt").input_ids.to(peft_model.device)
     start = ids.shape[1]
     processor = RepetitionPenaltyLogitsProcessor(penalty)
     for _ in range(max_new_tokens):
@@ -180,7 +180,10 @@ def test_held_out_loss_is_the_token_mean_whatever_the_eval_batch(option, model_f
         losses = [held_out_loss(peft_model, rows, size) for size in (1, 3, 16)]
         # One row: the model's own loss (its mean over that row's predicted tokens).
         one_row = rows.select([0])
-        batch = {key: torch.tensor(one_row[key]) for key in ("input_ids", "attention_mask")}
+        batch = {
+            key: torch.tensor(one_row[key], device=peft_model.device)
+            for key in ("input_ids", "attention_mask")
+        }
         with torch.no_grad():
             own = peft_model(**batch, labels=batch["input_ids"]).loss.item()
         assert held_out_loss(peft_model, one_row, 1) == pytest.approx(own, rel=1e-5)
@@ -190,7 +193,7 @@ def test_held_out_loss_is_the_token_mean_whatever_the_eval_batch(option, model_f
 
 def logits_and_weights(model) -> tuple[torch.Tensor, dict[str, torch.Tensor], dict]:
     with torch.no_grad():
-        logits = model(input_ids=PROBE_IDS).logits.clone()
+        logits = model(input_ids=PROBE_IDS.to(model.device)).logits.clone()
     weights = {name: value.clone() for name, value in model.state_dict().items()}
     return logits, weights, model.config.to_dict()
 
@@ -283,7 +286,9 @@ def test_prefix_from_text_starts_as_that_text_prepended(model_fixture, request):
     ids = tokenize("a motivational coach who").input_ids
     method = method_settings(Path("/tmp"), "prefix-tuning", "peft.num_virtual_tokens=9").peft
     assert method.prefix_init_text == "I want you to act as"
+    device = loaded.model.device
     with method.attached(loaded.model, model_dir) as peft_model:
-        prefixed = peft_model.eval()(input_ids=torch.tensor([ids])).logits
-    prompted = loaded.model(input_ids=torch.tensor([text + ids])).logits[:, len(text) :]
+        prefixed = peft_model.eval()(input_ids=torch.tensor([ids], device=device)).logits
+    prompted = loaded.model(input_ids=torch.tensor([text + ids], device=device)).logits
+    prompted = prompted[:, len(text) :]
     assert torch.allclose(prefixed, prompted, atol=1e-4)

@@ -58,8 +58,14 @@ def load(cfg: ModelConfig) -> LoadedModel:
         path, dtype=getattr(torch, cfg.dtype.value), **kwargs
     )
     ensure_distinct_pad_token(model, tokenizer)
-    model.requires_grad_(False).eval()
+    model.requires_grad_(False).eval().to(device())
     return LoadedModel(model=model, tokenizer=tokenizer, path=path)
+
+
+def device() -> torch.device:
+    """Where models run: the GPU where there is one (the Trainer trains there too), so that
+    generating from a loaded adapter computes what the run computed."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 def hub_or_local(cfg: ModelConfig) -> str:

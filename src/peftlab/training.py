@@ -183,7 +183,9 @@ class LengthGroupingTrainer(Trainer):
         for batch in dataloader:
             batch = self._prepare_inputs(batch)
             labels = batch.pop("labels")
-            with torch.no_grad(), self.compute_loss_context_manager():
+            # In the training precision, as after training, where accelerate wraps the forward.
+            where = batch["input_ids"].device.type
+            with torch.no_grad(), torch.autocast(where, torch.bfloat16, enabled=self.args.bf16):
                 logits = model(**batch).logits
             first = logits.shape[1] - labels.shape[1] - 1  # where label 0 is predicted
             if first < 0:  # nothing before the first token: it is not predicted
