@@ -164,7 +164,12 @@ def test_held_out_loss_is_the_token_mean_whatever_the_eval_batch(option, model_f
     model_dir = request.getfixturevalue(model_fixture)
     loaded = modeling.load(ModelConfig(name_or_path=str(model_dir)))
     cfg = method_settings(
-        Path("/tmp"), option, *METHODS[option], "dataset.eval_rows=8", "dataset.max_length=512"
+        Path("/tmp"),
+        option,
+        *METHODS[option],
+        "dataset.eval_rows=8",
+        "dataset.max_length=512",
+        "trainer.precision=fp32",
     )
     rows = data.load_splits(cfg.dataset, loaded.tokenizer).eval
     assert len({len(ids) for ids in rows["input_ids"]}) > 1  # rows of different lengths

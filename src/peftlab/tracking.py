@@ -124,8 +124,12 @@ def device_name(torch) -> str:
 
 
 def installed_packages() -> str:
-    """Every installed distribution as ``name==version``, one per line (as ``pip freeze``)."""
-    found = {d.metadata["Name"]: d.version for d in metadata.distributions() if d.metadata["Name"]}
+    """Every installed distribution as ``name==version``, one per line (as ``pip freeze``);
+    of a package installed twice, the one imports find first on ``sys.path``."""
+    found: dict[str, str] = {}
+    for dist in metadata.distributions():  # in sys.path order
+        if dist.metadata["Name"]:
+            found.setdefault(dist.metadata["Name"], dist.version)
     return "".join(f"{name}=={found[name]}\n" for name in sorted(found, key=str.lower))
 
 
