@@ -27,7 +27,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from peftlab import pipeline
+from peftlab import pipeline, tracking
 from peftlab.config import SAMPLES_DIR, register_configs, to_settings
 from peftlab.pipeline import RunContext, RunResult
 
@@ -267,7 +267,7 @@ def run_train(*overrides: str, cwd: Path, env: dict[str, str] | None = None):
 
 def store_runs(work: Path):
     """The MLflow client of the store under ``work`` and all its runs."""
-    client = MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db")
+    client = tracking.client(f"sqlite:///{work}/mlruns/mlflow.db")  # locked, as peftlab opens it
     experiments = [exp.experiment_id for exp in client.search_experiments()]
     return client, client.search_runs(experiments)
 

@@ -7,6 +7,7 @@ mistyped value is answered in a second or two, not after the libraries have load
 from __future__ import annotations
 
 import logging
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -17,7 +18,7 @@ from omegaconf import DictConfig
 if TYPE_CHECKING:
     from peftlab import pipeline
 
-from peftlab import sweep
+from peftlab import interrupts, sweep
 from peftlab.config import to_settings
 from peftlab.errors import PeftlabError
 
@@ -30,18 +31,39 @@ TAGGED_GROUPS = ("model", "dataset", "peft")
 def run_job(cfg: DictConfig) -> float:
     """Run one job; returns held-out eval loss (what sweepers minimise)."""
     hydra_cfg = HydraConfig.get()
+    context = None
     try:
-        settings = to_settings(cfg)
-        from peftlab import console, pipeline  # heavy: only for a valid config
+        with interrupts.interruptible():
+            settings = to_settings(cfg)
+            from peftlab import console, pipeline  # heavy: only for a valid config
 
-        console.quiet_libraries()
-        result = pipeline.run(settings, run_context(hydra_cfg))
+            console.quiet_libraries()
+            context = run_context(hydra_cfg)
+            result = pipeline.run(settings, context)
     except PeftlabError as error:
         if hydra_cfg.mode == RunMode.RUN:
             raise SystemExit(f"error: {error}") from None
         raise
+    except interrupts.Interrupted as interrupt:
+        from peftlab import console
+
+        console.close_progress_bars()
+        print(interrupted(interrupt, context), file=sys.stderr)
+        raise SystemExit(interrupt.exit_code) from None
     console.report(result)
     return result.eval_loss
+
+
+def interrupted(interrupt: interrupts.Interrupted, context: pipeline.RunContext | None) -> str:
+    """The one line an interrupted run ends with."""
+    where = f" while {context.phase}" if context is not None else ""
+    line = f"interrupted by {interrupt.signal_name}{where}"
+    if context is None or context.run_id is None:
+        return f"{line}: no run was started"
+    return (
+        f"{line}: MLflow run {context.run_id} ended KILLED; no checkpoint is kept yet, "
+        f"`peftlab rerun {context.run_id}` runs it again"
+    )
 
 
 def run_context(hydra_cfg: DictConfig) -> pipeline.RunContext:

@@ -70,13 +70,11 @@ def parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = parser().parse_args(argv)
-    from mlflow.tracking import MlflowClient
-
-    from peftlab import console
+    from peftlab import console, tracking
 
     register_configs()
     console.quiet_libraries()
-    client = MlflowClient(args.tracking_uri or default_tracking_uri())
+    client = tracking.client(args.tracking_uri or default_tracking_uri())
     commands = {"compare": run_compare, "generate": run_generate, "demo": run_demo}
     try:
         if args.command == "rerun":

@@ -49,3 +49,12 @@ def side_by_side(prompt: str, outputs: list[tuple[str, str]]) -> str:
     for title, text in outputs:
         blocks += ["", f"== {title} ".ljust(width, "="), text or "(empty)"]
     return "\n".join(blocks)
+
+
+def close_progress_bars() -> None:
+    """Finish the progress bars an interrupted loop left open, so that they are drawn before the
+    last line rather than over it at exit."""
+    from tqdm import tqdm
+
+    for bar in list(tqdm._instances):  # tqdm's registry of open bars
+        bar.close()

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 from peft import PeftModel
 from transformers import TrainingArguments, set_seed
 
-from peftlab import data, generation, logged_model, modeling, tracking, training
+from peftlab import data, generation, interrupts, logged_model, modeling, tracking, training
 from peftlab.config import GenerationSettings, TrainConfig
 
 log = logging.getLogger(__name__)
@@ -49,6 +49,9 @@ class RunContext:
     run_name: str | None = None
     tags: dict[str, str] = field(default_factory=dict)
     config_dir: Path | None = None  # Hydra's .hydra/ folder (config.yaml, overrides.yaml)
+    # What the run is doing, and its MLflow id once it has one: what an interrupt reports.
+    phase: str = "starting"
+    run_id: str | None = None
 
 
 @dataclass
@@ -62,14 +65,18 @@ class RunResult:
 
 
 def run(settings: TrainConfig, context: RunContext) -> RunResult:
-    tracking.use_store(settings.tracking)
+    """One run; writes to the MLflow store are never cut in half by an interrupt (deferred)."""
+    with interrupts.deferred():
+        tracking.use_store(settings.tracking)
     name = settings.tracking.run_name or context.run_name
     tags = {**context.tags, **tracking.environment_tags(), **settings.tracking.tags}
     with tracking.run(settings.tracking, name, tags) as active:
-        mlflow.log_params(tracking.flatten(params(settings)))
-        mlflow.log_text(tracking.installed_packages(), "environment/requirements.txt")
-        if context.config_dir is not None and context.config_dir.is_dir():
-            mlflow.log_artifacts(str(context.config_dir), ".hydra")
+        context.run_id = active.info.run_id
+        with interrupts.deferred():
+            mlflow.log_params(tracking.flatten(params(settings)))
+            mlflow.log_text(tracking.installed_packages(), "environment/requirements.txt")
+            if context.config_dir is not None and context.config_dir.is_dir():
+                mlflow.log_artifacts(str(context.config_dir), ".hydra")
         result = _train_and_log(settings, context)
         return RunResult(
             run_id=active.info.run_id, ui_hint=tracking.ui_hint(settings.tracking, active), **result
@@ -82,15 +89,18 @@ def params(settings: TrainConfig) -> dict[str, Any]:
 
 
 def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]:
+    context.phase = "loading the model and data"
     loaded = modeling.load_shared(settings.model)
     model, tokenizer = loaded.model, loaded.tokenizer
     splits = data.load_splits(settings.dataset, tokenizer)
     log.info("Data: %d train / %d held-out rows", len(splits.train), len(splits.eval))
     texts = data.load_text_splits(settings.dataset)
-    tracking.log_dataset(texts.train, settings.dataset, "training")
-    tracking.log_dataset(texts.eval, settings.dataset, "evaluation")
+    with interrupts.deferred():
+        tracking.log_dataset(texts.train, settings.dataset, "training")
+        tracking.log_dataset(texts.eval, settings.dataset, "evaluation")
     args = training.training_arguments(settings.trainer, context.run_dir / "trainer")
 
+    context.phase = "measuring the untuned model"
     baseline = untuned_baseline(settings, loaded, splits, args)
     set_seed(settings.trainer.seed)  # adapter init and sampling repeat, whatever ran before
     # The base model is shared by the jobs of a sweep: it comes back unchanged from here.
@@ -106,34 +116,40 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
             group_by_length=settings.trainer.group_by_length,
             early_stopping_patience=settings.trainer.early_stopping_patience,
         )
+        context.phase = "training"
         train_output = trainer.train()
+        context.phase = "evaluating"
         eval_loss = trainer.evaluate()["eval_loss"]
-        # At the last step, so that it is the run's eval_loss after any curve's points.
-        mlflow.log_metric("eval_loss", eval_loss, step=trainer.state.global_step)
+        with interrupts.deferred():  # at the last step: the run's eval_loss after any curve's
+            mlflow.log_metric("eval_loss", eval_loss, step=trainer.state.global_step)
         tuned = tuned_samples(peft_model.eval(), tokenizer, settings.generation)
         adapter_dir = save_adapter(peft_model, context.run_dir / "adapter")
 
+    context.phase = "logging"
     prompts = settings.generation.prompts
     untuned = list(baseline.samples)
     samples = [Sample(p, u, t) for p, u, t in zip(prompts, untuned, tuned, strict=True)]
     runtime = train_output.metrics["train_runtime"]
     trained_tokens = data.real_tokens(splits.train) * settings.trainer.num_train_epochs
-    mlflow.log_metrics(
-        {
-            "eval_loss_untuned": baseline.eval_loss,
-            "eval_perplexity": math.exp(eval_loss),
-            "trainable_params": trainable,
-            "adapter_bytes": sum(f.stat().st_size for f in adapter_dir.iterdir()),
-            "train_runtime": runtime,
-            "train_tokens_per_second": trained_tokens / runtime,
-        }
-    )
-    mlflow.log_artifacts(str(adapter_dir), "adapter")
-    logged_model.log(settings, adapter_dir, context.config_dir)
-    mlflow.log_table(
-        {"prompt": prompts, "untuned": untuned, "tuned": tuned}, artifact_file="samples.json"
-    )
-    (context.run_dir / "samples.json").write_text(json.dumps([vars(s) for s in samples], indent=2))
+    with interrupts.deferred():
+        mlflow.log_metrics(
+            {
+                "eval_loss_untuned": baseline.eval_loss,
+                "eval_perplexity": math.exp(eval_loss),
+                "trainable_params": trainable,
+                "adapter_bytes": sum(f.stat().st_size for f in adapter_dir.iterdir()),
+                "train_runtime": runtime,
+                "train_tokens_per_second": trained_tokens / runtime,
+            }
+        )
+        mlflow.log_artifacts(str(adapter_dir), "adapter")
+        logged_model.log(settings, adapter_dir, context.config_dir)
+        mlflow.log_table(
+            {"prompt": prompts, "untuned": untuned, "tuned": tuned}, artifact_file="samples.json"
+        )
+        (context.run_dir / "samples.json").write_text(
+            json.dumps([vars(s) for s in samples], indent=2)
+        )
     return {
         "eval_loss_untuned": baseline.eval_loss,
         "eval_loss": eval_loss,

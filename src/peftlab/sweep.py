@@ -36,7 +36,6 @@ class MlflowSweepCallback(Callback):
         self._parent_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from mlflow.tracking import MlflowClient  # Hydra makes this callback for every launch
 
         from peftlab import console, tracking
 
@@ -47,7 +46,7 @@ class MlflowSweepCallback(Callback):
         overrides = list(config.hydra.overrides.task)
         swept = swept_keys(overrides, config.hydra.sweeper.get("params"))
         sweep_dir = Path(config.hydra.sweep.dir)
-        self._client = MlflowClient(cfg.uri)
+        self._client = tracking.client(cfg.uri)
         parent = self._client.create_run(
             experiment_id,
             run_name=" ".join(["sweep", *swept_overrides(overrides, swept)]),
@@ -90,6 +89,8 @@ class MlflowSweepCallback(Callback):
             client.log_metric(parent_id, "best_eval_loss", best.data.metrics["eval_loss"])
             client.set_tag(parent_id, "best_run_id", best.info.run_id)
             client.set_tag(parent_id, "best_run_name", best.info.run_name)
+        if any(child.info.status == "KILLED" for child in children):
+            status = "KILLED"  # a job was interrupted, and the sweep with it
         client.set_terminated(parent_id, status)
 
 

@@ -13,9 +13,12 @@ from urllib.parse import urlparse
 
 import mlflow
 from datasets import Dataset
+from filelock import FileLock
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 from mlflow.entities import Run
+from mlflow.tracking import MlflowClient
 
+from peftlab import interrupts
 from peftlab.config import DatasetConfig, TrackingConfig
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
@@ -29,17 +32,17 @@ VERSIONED = ("torch", "transformers", "peft", "datasets", "mlflow")
 def use_store(cfg: TrackingConfig) -> str:
     """Point MLflow at the configured store and experiment; returns the experiment id.
 
-    Creating both here, once, before any run starts keeps parallel jobs from racing to create
-    a fresh SQLite schema or the same experiment.
+    Both are created here, under the store's lock: processes started at once on a fresh store
+    would otherwise race to create its schema, or the same experiment.
     """
-    _create_sqlite_parent(cfg.uri)
-    mlflow.set_tracking_uri(cfg.uri)
-    experiment = mlflow.get_experiment_by_name(cfg.experiment)
-    if experiment is not None:
-        experiment_id = experiment.experiment_id
-    else:
-        location = Path(cfg.artifact_location).resolve().as_uri() if cfg.artifact_location else None
-        experiment_id = mlflow.create_experiment(cfg.experiment, artifact_location=location)
+    with store_lock(cfg.uri):
+        mlflow.set_tracking_uri(cfg.uri)
+        experiment = mlflow.get_experiment_by_name(cfg.experiment)
+        if experiment is not None:
+            experiment_id = experiment.experiment_id
+        else:
+            location = cfg.artifact_location and Path(cfg.artifact_location).resolve().as_uri()
+            experiment_id = mlflow.create_experiment(cfg.experiment, artifact_location=location)
     mlflow.set_experiment(experiment_id=experiment_id)
     if EXPERIMENT_KIND not in mlflow.get_experiment(experiment_id).tags:
         # Opens the experiment in the UI's model-training view, not the GenAI one.
@@ -47,23 +50,44 @@ def use_store(cfg: TrackingConfig) -> str:
     return experiment_id
 
 
-def _create_sqlite_parent(uri: str) -> None:
+@contextmanager
+def store_lock(uri: str) -> Iterator[None]:
+    """For a SQLite store, an exclusive lock (``<db>.lock``, its folder created) while MLflow
+    creates or migrates the schema on first access; other stores serialize on their own."""
     parsed = urlparse(uri)
-    if parsed.scheme == "sqlite" and parsed.path not in {"", "/:memory:"}:
-        Path(parsed.path).parent.mkdir(parents=True, exist_ok=True)
+    if parsed.scheme != "sqlite" or parsed.path in {"", "/:memory:"}:
+        yield
+        return
+    database = Path(parsed.path)
+    database.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(f"{database}.lock"):
+        yield
+
+
+def client(uri: str) -> MlflowClient:
+    """A client of the store at ``uri``, its schema created or migrated under the lock."""
+    with store_lock(uri):
+        opened = MlflowClient(uri)
+        opened.search_experiments(max_results=1)  # the first access creates the schema
+    return opened
 
 
 @contextmanager
 def run(cfg: TrackingConfig, name: str | None, tags: dict[str, str]) -> Iterator[Run]:
-    """An MLflow run that ends FINISHED, or FAILED with the error as its ``error`` tag; with
+    """An MLflow run that ends FINISHED, KILLED when interrupted, or FAILED with the error as its
+    ``error`` tag; with
     ``cfg.system_metrics``, MLflow samples the machine's use into ``system/*`` metrics."""
     if cfg.system_metrics:
         mlflow.set_system_metrics_sampling_interval(cfg.system_metrics_interval_s)
-    with mlflow.start_run(
-        run_name=name, tags=tags, log_system_metrics=cfg.system_metrics
-    ) as active:
+    with interrupts.deferred():
+        started = mlflow.start_run(run_name=name, tags=tags, log_system_metrics=cfg.system_metrics)
+    with started as active:
         try:
             yield active
+        except interrupts.Interrupted as interrupt:
+            mlflow.set_tag("error", f"interrupted by {interrupt.signal_name}")
+            mlflow.end_run("KILLED")
+            raise
         except BaseException as error:
             mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
             raise

@@ -25,6 +25,7 @@ from transformers import (
 )
 from transformers.trainer_utils import EvalLoopOutput
 
+from peftlab import interrupts
 from peftlab.config import Precision, TrainerConfig
 
 
@@ -102,11 +103,13 @@ class MlflowCurvesCallback(TrainerCallback):
             return
         curves = {name: float(logs[key]) for key, name in CURVES.items() if key in logs}
         if "train_loss" in curves:  # not the end-of-training summary, which has no "loss"
-            mlflow.log_metrics(curves, step=state.global_step)
+            with interrupts.deferred():
+                mlflow.log_metrics(curves, step=state.global_step)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if self.training and metrics and mlflow.active_run() is not None:
-            mlflow.log_metric("eval_loss", metrics["eval_loss"], step=state.global_step)
+            with interrupts.deferred():
+                mlflow.log_metric("eval_loss", metrics["eval_loss"], step=state.global_step)
 
 
 class LossInProgressBar(ProgressCallback):

@@ -1,0 +1,91 @@
+"""Faults injected into real processes: signals sent to train.py, and what the run ends as."""
+
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, store_runs, sweep_parts, tiny_overrides
+
+LONG = "trainer.num_train_epochs=500"  # minutes of training: time to be interrupted
+
+
+def start_train(
+    work: Path, *overrides: str, multirun: bool = False, name: str = "run"
+) -> subprocess.Popen:
+    command = [sys.executable, str(ROOT / "train.py"), *(["-m"] if multirun else [])]
+    return subprocess.Popen(
+        [*command, *tiny_overrides(work.parent / "model", work), *overrides,
+         f"hydra.run.dir={work}/outputs/{name}", f"hydra.sweep.dir={work}/multirun"],
+        cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def wait_until_training(work: Path, process: subprocess.Popen) -> str:
+    """The id of the run once it has logged a training step."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        if (work / "mlruns" / "mlflow.db").is_file():
+            training = [r for r in store_runs(work)[1] if "train_loss" in r.data.metrics]
+            if training:
+                return training[0].info.run_id
+        time.sleep(0.5)
+    raise TimeoutError("the run did not start training within 180 s")
+
+
+@pytest.fixture
+def work(tiny_bloom: Path, tmp_path: Path) -> Path:
+    (tmp_path / "model").symlink_to(tiny_bloom)
+    (tmp_path / "work").mkdir()
+    return tmp_path / "work"
+
+
+@pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
+def test_a_signal_during_training_ends_the_run_killed_in_one_line(work: Path, sig, code):
+    process = start_train(work, LONG)
+    run_id = wait_until_training(work, process)
+    process.send_signal(sig)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == code, stderr[-3000:]
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted by {sig.name} while training: MLflow run {run_id} ended KILLED; "
+        f"no checkpoint is kept yet, `peftlab rerun {run_id}` runs it again"
+    )
+    assert "Traceback" not in stderr
+    (run,) = store_runs(work)[1]
+    assert run.info.status == "KILLED"
+    assert run.data.tags["error"] == f"interrupted by {sig.name}"
+
+
+def test_a_second_ctrl_c_ends_the_process_at_once(work: Path):
+    process = start_train(work, LONG)
+    wait_until_training(work, process)
+    process.send_signal(signal.SIGINT)
+    time.sleep(0.3)  # the first one is being handled: the run ends, the process winds down
+    process.send_signal(signal.SIGINT)
+    process.communicate(timeout=120)
+    assert process.returncode == -signal.SIGINT  # ended by the signal, not by the cleanup
+
+
+def test_an_interrupted_sweep_ends_killed_with_its_running_job(work: Path):
+    process = start_train(work, LONG, "peft.num_virtual_tokens=2,4", multirun=True)
+    wait_until_training(work, process)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 143, stderr[-3000:]
+    _, parent, children = sweep_parts(work)
+    assert parent.info.status == "KILLED"
+    assert [child.info.status for child in children] == ["KILLED"]  # the second never started
+
+
+def test_processes_started_at_once_on_a_fresh_store_all_finish(work: Path):
+    """Each creates the SQLite store or waits for it: a file lock around schema creation."""
+    processes = [start_train(work, name=f"run{i}") for i in range(3)]
+    for process in processes:
+        _, stderr = process.communicate(timeout=600)
+        assert process.returncode == 0, stderr[-3000:]
+    runs = store_runs(work)[1]
+    assert [run.info.status for run in runs] == ["FINISHED"] * 3
