@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, store_runs, sweep_parts, tiny_overrides
+from conftest import ROOT, free_port, store_runs, sweep_parts, tiny_overrides
 
 LONG = "trainer.num_train_epochs=500"  # minutes of training: time to be interrupted
 
@@ -89,3 +89,26 @@ def test_processes_started_at_once_on_a_fresh_store_all_finish(work: Path):
         assert process.returncode == 0, stderr[-3000:]
     runs = store_runs(work)[1]
     assert [run.info.status for run in runs] == ["FINISHED"] * 3
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("http://127.0.0.1:{port}", "error: tracking.uri='http://127.0.0.1:{port}': no MLflow "
+         "server answers there ([Errno 111] Connection refused); start one"),
+        ("bogus://x", "error: tracking.uri='bogus://x' is not allowed: an MLflow store URI"),
+    ],
+)  # fmt: skip
+@pytest.mark.parametrize("multirun", [False, True])
+def test_a_store_that_cannot_be_used_fails_in_one_line_before_any_model_loads(
+    work: Path, uri: str, message: str, multirun: bool
+):
+    port = free_port()  # nothing listens there
+    uri, message = uri.format(port=port), message.format(port=port)
+    started = time.monotonic()
+    process = start_train(work, f"tracking.uri={uri}", multirun=multirun)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert stderr.strip().splitlines()[-1].startswith(message)
+    assert "Traceback" not in stderr and "Data:" not in stderr  # no model or data loaded
+    assert time.monotonic() - started < 60  # not MLflow's minutes of retries

@@ -19,6 +19,7 @@ from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
 from peftlab.config import TrackingConfig
+from peftlab.errors import PeftlabError
 
 if TYPE_CHECKING:
     from mlflow.tracking import MlflowClient
@@ -36,13 +37,15 @@ class MlflowSweepCallback(Callback):
         self._parent_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-
         from peftlab import console, tracking
 
         HydraConfig.instance().set_config(config)  # lets ${hydra:...} resolve before any job
         console.quiet_libraries()
         cfg = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))
-        experiment_id = tracking.use_store(cfg)
+        try:
+            experiment_id = tracking.use_store(cfg)
+        except PeftlabError as error:
+            raise SystemExit(f"error: {error}") from None
         overrides = list(config.hydra.overrides.task)
         swept = swept_keys(overrides, config.hydra.sweeper.get("params"))
         sweep_dir = Path(config.hydra.sweep.dir)

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import platform
 import subprocess
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
 from importlib import metadata
@@ -17,11 +19,14 @@ from filelock import FileLock
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
+from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
 
 from peftlab import interrupts
 from peftlab.config import DatasetConfig, TrackingConfig
+from peftlab.errors import PeftlabError
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
+SERVER_TIMEOUT_S = 5.0
 EXPERIMENT_KIND = "mlflow.experimentKind"
 # MLflow 3.17's UI keeps a GenAI / Model training switch per browser, GenAI until flipped; this
 # query parameter opens a page in Model training whatever the browser last chose.
@@ -35,9 +40,16 @@ def use_store(cfg: TrackingConfig) -> str:
     Both are created here, under the store's lock: processes started at once on a fresh store
     would otherwise race to create its schema, or the same experiment.
     """
+    require_server(cfg.uri)
     with store_lock(cfg.uri):
         mlflow.set_tracking_uri(cfg.uri)
-        experiment = mlflow.get_experiment_by_name(cfg.experiment)
+        try:
+            experiment = mlflow.get_experiment_by_name(cfg.experiment)
+        except UnsupportedModelRegistryStoreURIException as error:
+            schemes = "sqlite:///PATH, file:///PATH, http(s)://HOST:PORT, postgresql://..."
+            raise PeftlabError(
+                f"tracking.uri={cfg.uri!r} is not allowed: an MLflow store URI ({schemes})"
+            ) from error
         if experiment is not None:
             experiment_id = experiment.experiment_id
         else:
@@ -48,6 +60,24 @@ def use_store(cfg: TrackingConfig) -> str:
         # Opens the experiment in the UI's model-training view, not the GenAI one.
         mlflow.set_experiment_tag(EXPERIMENT_KIND, "finetuning")
     return experiment_id
+
+
+def require_server(uri: str) -> None:
+    """For an http(s) store, one quick request first: MLflow's own client retries an absent
+    server for minutes before it fails."""
+    if urlparse(uri).scheme not in {"http", "https"}:
+        return
+    try:
+        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=SERVER_TIMEOUT_S)
+    except urllib.error.HTTPError:
+        return  # something answered (a proxy, an auth wall): MLflow's client takes it from here
+    except (urllib.error.URLError, TimeoutError, OSError) as error:
+        reason = getattr(error, "reason", error)
+        raise PeftlabError(
+            f"tracking.uri={uri!r}: no MLflow server answers there ({reason}); start one "
+            "(`mlflow server --host 127.0.0.1 --port 5000`) or leave tracking.uri unset for "
+            "the local store in mlruns/"
+        ) from error
 
 
 @contextmanager
