@@ -6,7 +6,7 @@ import pandas as pd
 import pytest
 from transformers import AutoTokenizer, DataCollatorForLanguageModeling
 
-from peftlab import data
+from peftlab import data, data_files
 from peftlab.config import SAMPLES_DIR, DatasetConfig
 from peftlab.errors import PeftlabError
 
@@ -21,18 +21,18 @@ def prompts_config(**overrides) -> DatasetConfig:
 
 
 def test_shipped_samples_follow_the_hub_datasets_schemas():
-    prompts = data.load_texts(prompts_config())
-    quotes = data.load_texts(
+    prompts = data_files.read(prompts_config()).table
+    quotes = data_files.read(
         DatasetConfig(name="q", data_files=str(SAMPLES_DIR / "quotes.jsonl"), text_column="quote")
-    )
-    assert prompts.column_names == ["act", "prompt"] and len(prompts) >= 80
-    assert quotes.column_names == ["quote", "author", "tags"] and len(quotes) >= 80
+    ).table
+    assert list(prompts.columns) == ["act", "prompt"] and len(prompts) >= 80
+    assert list(quotes.columns) == ["quote", "author", "tags"] and len(quotes) >= 80
     assert all(isinstance(tags, list) and tags for tags in quotes["tags"])
 
 
 def test_split_is_disjoint_deterministic_and_takes_first_and_last_rows():
     cfg = prompts_config(train_rows=50, eval_rows=30)
-    texts = data.load_texts(cfg)
+    texts = data.load_texts(cfg).rows
     first, second = data.split(texts, cfg), data.split(texts, cfg)
     assert first.train["prompt"] == texts["prompt"][:50] == second.train["prompt"]
     assert first.eval["prompt"] == texts["prompt"][-30:] == second.eval["prompt"]
@@ -42,7 +42,7 @@ def test_split_is_disjoint_deterministic_and_takes_first_and_last_rows():
 def test_too_many_rows_asked_for_is_an_error_naming_both_keys():
     cfg = prompts_config(train_rows=80, eval_rows=30)
     with pytest.raises(PeftlabError, match=r"dataset.train_rows=80 \+ dataset.eval_rows=30"):
-        data.split(data.load_texts(cfg), cfg)
+        data.split(data.load_texts(cfg).rows, cfg)
 
 
 def test_every_example_ends_in_eos_which_stays_in_the_labels(tiny_llama: Path):
@@ -69,7 +69,7 @@ def test_local_files_of_each_format_load(tmp_path: Path, suffix: str):
     }
     writers[suffix]()
     cfg = DatasetConfig(name="mine", data_files=str(path), text_column="text")
-    assert data.load_texts(cfg)["text"] == list(rows["text"])
+    assert data.load_texts(cfg).rows["text"] == list(rows["text"])
 
 
 def test_empty_texts_are_dropped(tmp_path: Path):
@@ -77,7 +77,7 @@ def test_empty_texts_are_dropped(tmp_path: Path):
     with open(path, "w", newline="") as f:
         csv.writer(f).writerows([["text"], ["kept"], [""], ["   "], ["also kept"]])
     cfg = DatasetConfig(name="gaps", data_files=str(path), text_column="text")
-    assert data.load_texts(cfg)["text"] == ["kept", "also kept"]
+    assert data.load_texts(cfg).rows["text"] == ["kept", "also kept"]
 
 
 def test_missing_file_is_a_one_line_error(tmp_path: Path):
@@ -109,3 +109,68 @@ def test_real_tokens_counts_unpadded_ids():
 def test_quotes_sample_is_valid_jsonl():
     lines = (SAMPLES_DIR / "quotes.jsonl").read_text().splitlines()
     assert all(set(json.loads(line)) == {"quote", "author", "tags"} for line in lines)
+
+
+def load(tmp_path: Path, name: str, content: bytes | str, **overrides) -> data.Texts:
+    path = tmp_path / name
+    path.write_bytes(content.encode() if isinstance(content, str) else content)
+    return data.load_texts(DatasetConfig(name="f", data_files=str(path), text_column="text",
+                                         **overrides))  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "message"),
+    [
+        ("empty.csv", b"", "empty.csv': the file is empty"),
+        ("blank.jsonl", b"\n  \n", "blank.jsonl': the file is empty"),
+        ("image.csv", b"\x89PNG\r\n\x1a\n\x00\x00", "image.csv' line 3: a binary file, not text"),
+        ("latin1.csv", "text\nok\ncaf\xe9\n".encode("latin-1"),
+         "latin1.csv' line 3: not UTF-8 text (byte 0xe9); save the file as UTF-8"),
+        ("header.csv", "text,id\n", "header.csv': no rows (only a header"),
+        ("broken.jsonl", '{"text": "a"}\n{"text": "b"\n{"text": "c"}\n',
+         "broken.jsonl' line 2: not valid JSON (Expecting ',' delimiter); fix the line, or set "
+         "dataset.on_bad_lines=skip"),
+        ("broken.json", '[{"text": "a"},\n {"text": }]', "broken.json' line 2: not valid JSON"),
+        ("numbers.csv", "text,id\n1,a\n2,b\n", "dataset.text_column='text': row 1 of "),
+        ("mixed.jsonl", '{"text": "a"}\n{"text": 7}\n', "row 2 of "),
+        ("nulls.jsonl", '{"text": null}\n{"text": ""}\n', "every row of "),
+        ("fields.csv", 'text,id\n"a",1\nb,2,3\n"c",4\n',
+         "fields.csv' line 3: 3 fields where the header has fewer; quote fields that hold commas, "
+         "or set dataset.on_bad_lines=skip"),
+    ],
+)  # fmt: skip
+def test_a_faulty_file_is_one_line_naming_the_file_and_line(tmp_path, name, content, message):
+    with pytest.raises(PeftlabError) as error:
+        load(tmp_path, name, content)
+    assert message in str(error.value)
+    assert str(error.value).startswith(("dataset.data_files=", "dataset.text_column="))
+    assert "\n" not in str(error.value)
+
+
+def test_a_parquet_file_without_the_column_names_the_columns(tmp_path: Path):
+    path = tmp_path / "rows.parquet"
+    pd.DataFrame({"prompt": ["a", "b"], "id": [1, 2]}).to_parquet(path)
+    with pytest.raises(PeftlabError, match=r"'text' is not a column of .*rows.parquet; columns: "
+                                           r"prompt, id"):  # fmt: skip
+        data.load_texts(DatasetConfig(name="p", data_files=str(path), text_column="text"))
+
+
+def test_a_space_after_the_comma_before_a_quoted_field_reads_as_intended(tmp_path: Path):
+    content = 'act,text\nCoach, "I want you to act as a coach, a good one."\nPoet,"Write."\n'
+    assert load(tmp_path, "spaced.csv", content).rows["text"] == [
+        "I want you to act as a coach, a good one.",
+        "Write.",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "content"),
+    [
+        ("fields.csv", 'text,id\n"a",1\nb,2,3\n"c",4\n'),
+        ("broken.jsonl", '{"text": "a"}\n{"text": "b"\n{"text": "c"}\n'),
+    ],
+)
+def test_with_on_bad_lines_skip_bad_rows_are_left_out_and_counted(tmp_path, name, content):
+    texts = load(tmp_path, name, content, on_bad_lines="skip")
+    assert texts.rows["text"] == ["a", "c"]
+    assert texts.skipped_lines == 1

@@ -112,3 +112,37 @@ def test_a_store_that_cannot_be_used_fails_in_one_line_before_any_model_loads(
     assert stderr.strip().splitlines()[-1].startswith(message)
     assert "Traceback" not in stderr and "Data:" not in stderr  # no model or data loaded
     assert time.monotonic() - started < 60  # not MLflow's minutes of retries
+
+
+def rows_csv(path: Path, bad_line: bool) -> Path:
+    lines = ["text,id", *(f'"example number {i}, with a comma",{i}' for i in range(30))]
+    if bad_line:
+        lines.insert(5, "an unquoted, comma,99")  # three fields under a two-field header
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_row_that_does_not_parse_fails_the_run_naming_its_line(work: Path):
+    data = rows_csv(work / "rows.csv", bad_line=True)
+    process = start_train(work, f"dataset.data_files={data}", "dataset.text_column=text")
+    _, stderr = process.communicate(timeout=300)
+    assert process.returncode == 1
+    assert (
+        stderr.strip()
+        .splitlines()[-1]
+        .startswith(
+            f"error: dataset.data_files='{data}' line 6: 3 fields where the header has fewer"
+        )
+    )
+
+
+def test_skipped_rows_are_counted_on_the_run(work: Path):
+    data = rows_csv(work / "rows.csv", bad_line=True)
+    process = start_train(
+        work, f"dataset.data_files={data}", "dataset.text_column=text", "dataset.on_bad_lines=skip"
+    )
+    stdout, stderr = process.communicate(timeout=300)
+    assert process.returncode == 0, stderr[-3000:]
+    assert f"Skipped 1 lines of {data} that did not parse" in stdout  # Hydra's log
+    (run,) = store_runs(work)[1]
+    assert run.data.metrics["dataset_skipped_lines"] == 1

@@ -60,8 +60,15 @@ class DatasetConfig:
     train_rows: int = 50
     eval_rows: int = 30
     max_length: int = 128
+    on_bad_lines: str = "error"  # or "skip": rows of a local file that do not parse
 
     def __post_init__(self) -> None:
+        require(
+            self.on_bad_lines in ("error", "skip"),
+            "dataset.on_bad_lines",
+            self.on_bad_lines,
+            "error or skip",
+        )
         require(
             self.path is not None or self.data_files is not None,
             "dataset.data_files",

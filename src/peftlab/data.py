@@ -3,55 +3,72 @@
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+import math
+from dataclasses import dataclass, replace
 from functools import lru_cache
-from pathlib import Path
 
 from datasets import Dataset, load_dataset
 from transformers import PreTrainedTokenizerBase
 
-from peftlab import hub
+from peftlab import data_files, hub
 from peftlab.config import DatasetConfig
 from peftlab.errors import PeftlabError
 
 log = logging.getLogger(__name__)
-
-BUILDERS = {".csv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 
 
 @dataclass
 class Splits:
     train: Dataset
     eval: Dataset
+    skipped_lines: int = 0  # of the file, under dataset.on_bad_lines=skip
 
 
-def load_texts(cfg: DatasetConfig) -> Dataset:
-    """The dataset's rows with a non-empty ``text_column``, in file order."""
-    dataset = _load_local(cfg) if cfg.data_files else _load_hub(cfg)
-    if cfg.text_column not in dataset.column_names:
-        raise PeftlabError(
-            f"dataset.text_column={cfg.text_column!r} is not a column of {source(cfg)}; "
-            f"columns: {', '.join(dataset.column_names)}"
-        )
+@dataclass
+class Texts:
+    rows: Dataset  # the text column, rows with text only, in file order
+    skipped_lines: int
+
+
+def load_texts(cfg: DatasetConfig) -> Texts:
+    """The dataset's text column, rows with empty text left out."""
+    if cfg.data_files:
+        read = data_files.read(cfg)
+        table, skipped = read.table, read.skipped
+    else:
+        table, skipped = _load_hub(cfg).to_pandas(), 0
     column = cfg.text_column
-    return dataset.filter(lambda row: bool(row[column] and row[column].strip()))
+    if column not in table.columns:
+        raise PeftlabError(
+            f"dataset.text_column={column!r} is not a column of {source(cfg)}; "
+            f"columns: {', '.join(map(str, table.columns))}"
+        )
+    texts = [None if _is_null(value) else value for value in table[column]]
+    _require_text(texts, cfg)
+    rows = Dataset.from_dict({column: [t for t in texts if t is not None and t.strip()]})
+    return Texts(rows, skipped)
+
+
+def _is_null(value) -> bool:
+    return value is None or (isinstance(value, float) and math.isnan(value))
+
+
+def _require_text(texts: list, cfg: DatasetConfig) -> None:
+    """Every value is text or empty, and some are text: a column of numbers is a wrong column."""
+    for row, value in enumerate(texts, start=1):
+        if value is not None and not isinstance(value, str):
+            raise PeftlabError(
+                f"dataset.text_column={cfg.text_column!r}: row {row} of {source(cfg)} holds "
+                f"{value!r} ({type(value).__name__}), not text; pick the column with the texts"
+            )
+    if all(value is None or not value.strip() for value in texts):
+        raise PeftlabError(
+            f"dataset.text_column={cfg.text_column!r}: every row of {source(cfg)} is empty there"
+        )
 
 
 def source(cfg: DatasetConfig) -> str:
     return cfg.data_files or cfg.path or ""
-
-
-def _load_local(cfg: DatasetConfig) -> Dataset:
-    path = Path(cfg.data_files).expanduser()
-    if not path.is_file():
-        raise PeftlabError(f"dataset.data_files={cfg.data_files!r}: no such file")
-    builder = BUILDERS.get(path.suffix.lower())
-    if builder is None:
-        raise PeftlabError(
-            f"dataset.data_files={cfg.data_files!r}: unsupported file type {path.suffix!r}; "
-            f"allowed: {', '.join(BUILDERS)}"
-        )
-    return load_dataset(builder, data_files=str(path), split="train")
 
 
 def _load_hub(cfg: DatasetConfig) -> Dataset:
@@ -96,15 +113,20 @@ def tokenize(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, cfg: DatasetC
 @lru_cache(maxsize=1)
 def load_text_splits(cfg: DatasetConfig) -> Splits:
     """Train and held-out rows as text; shared by the jobs of a sweep in one process."""
-    return split(load_texts(cfg), cfg)
+    texts = load_texts(cfg)
+    if texts.skipped_lines:
+        log.warning("Skipped %d lines of %s that did not parse", texts.skipped_lines, source(cfg))
+    return replace(split(texts.rows, cfg), skipped_lines=texts.skipped_lines)
 
 
 @lru_cache(maxsize=1)
 def load_splits(cfg: DatasetConfig, tokenizer: PreTrainedTokenizerBase) -> Splits:
     """Tokenized train and held-out rows; shared by the jobs of a sweep in one process."""
     splits = load_text_splits(cfg)
-    return Splits(
-        train=tokenize(splits.train, tokenizer, cfg), eval=tokenize(splits.eval, tokenizer, cfg)
+    return replace(
+        splits,
+        train=tokenize(splits.train, tokenizer, cfg),
+        eval=tokenize(splits.eval, tokenizer, cfg),
     )
 
 

@@ -98,6 +98,7 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
     with interrupts.deferred():
         tracking.log_dataset(texts.train, settings.dataset, "training")
         tracking.log_dataset(texts.eval, settings.dataset, "evaluation")
+        mlflow.log_metric("dataset_skipped_lines", texts.skipped_lines)
     args = training.training_arguments(settings.trainer, context.run_dir / "trainer")
 
     context.phase = "measuring the untuned model"
