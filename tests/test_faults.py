@@ -17,8 +17,8 @@ def start_train(
 ) -> subprocess.Popen:
     command = [sys.executable, str(ROOT / "train.py"), *(["-m"] if multirun else [])]
     return subprocess.Popen(
-        [*command, *tiny_overrides(work.parent / "model", work), *overrides,
-         f"hydra.run.dir={work}/outputs/{name}", f"hydra.sweep.dir={work}/multirun"],
+        [*command, *tiny_overrides(work.parent / "model", work),
+         f"hydra.run.dir={work}/outputs/{name}", f"hydra.sweep.dir={work}/multirun", *overrides],
         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
 
@@ -146,3 +146,16 @@ def test_skipped_rows_are_counted_on_the_run(work: Path):
     assert f"Skipped 1 lines of {data} that did not parse" in stdout  # Hydra's log
     (run,) = store_runs(work)[1]
     assert run.data.metrics["dataset_skipped_lines"] == 1
+
+
+@pytest.mark.parametrize("multirun", [False, True])
+def test_an_output_folder_that_cannot_be_written_is_one_line(work: Path, multirun: bool):
+    (work / "a-file").write_text("")
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    process = start_train(work, f"{key}={work}/a-file/out", multirun=multirun)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 1
+    assert stderr.strip().splitlines()[-1] == (
+        f"error: {key}='{work}/a-file/out': cannot create or write this output folder "
+        f"(Not a directory); pass a writable one, e.g. {key}=outputs/run"
+    )

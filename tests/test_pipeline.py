@@ -1,5 +1,6 @@
 """A whole run in-process on tiny models: what it trains, saves and logs."""
 
+import errno
 import json
 from importlib import metadata
 from pathlib import Path
@@ -12,6 +13,7 @@ from mlflow.tracking import MlflowClient
 
 from peftlab import pipeline, training
 from peftlab.config import SAMPLES_DIR
+from peftlab.errors import PeftlabError
 
 METRICS = {
     "eval_loss_untuned",
@@ -126,3 +128,23 @@ def test_runs_sharing_model_and_data_compute_the_untuned_baseline_once(
     other_data = run_tiny(tiny_llama, tmp_path / "c", "dataset.eval_rows=7")
     assert len(evaluations) == 2
     assert other_data.eval_loss_untuned != first.eval_loss_untuned
+
+
+def test_a_full_disk_while_saving_the_adapter_fails_the_run_keeping_nothing_half_written(
+    tiny_bloom: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    def disk_full(self, directory, **kwargs):
+        (Path(directory) / "adapter_model.safetensors").write_bytes(b"half")
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(peft.PeftModel, "save_pretrained", disk_full)
+    with pytest.raises(PeftlabError) as error:
+        run_tiny(tiny_bloom, tmp_path)
+    run_dir = tmp_path / "run"
+    assert str(error.value) == (
+        f"could not save the adapter to {run_dir / 'adapter'}: No space left on device; nothing "
+        "half-written was kept: free some space and run again"
+    )
+    assert not [p.name for p in run_dir.iterdir() if "adapter" in p.name]
+    (run,) = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db").search_runs(["1"])
+    assert run.info.status == "FAILED"

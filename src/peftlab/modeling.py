@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 import shutil
@@ -100,6 +101,9 @@ def ensure_distinct_pad_token(model: PreTrainedModel, tokenizer: PreTrainedToken
         model.generation_config.pad_token_id = tokenizer.pad_token_id
 
 
+COMPLETE = "complete.json"  # the sizes of a finished conversion's files
+
+
 def converted_checkpoint(cfg: ModelConfig) -> str:
     """A plain (de-quantized) checkpoint of a GGUF file, converted once and cached.
 
@@ -113,8 +117,12 @@ def converted_checkpoint(cfg: ModelConfig) -> str:
             "(model.name_or_path); point both at an existing GGUF file"
         )
     target = cache_dir() / "converted" / f"{gguf.stem}-{_file_digest(gguf)}"
-    if (target / "config.json").is_file():
+    damage = _damage(target)
+    if damage is None:
         return str(target)
+    if target.exists():
+        log.warning("The cached conversion in %s is damaged (%s): converting again", target, damage)
+        shutil.rmtree(target)
     log.info("Converting %s to a plain checkpoint (once; cached in %s)", gguf.name, target)
     target.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(dir=target.parent, prefix=".partial-"))
@@ -125,11 +133,28 @@ def converted_checkpoint(cfg: ModelConfig) -> str:
         model.hf_quantizer.remove_quantization_config(model)
         model.save_pretrained(staging)
         tokenizer.save_pretrained(staging)
+        sizes = {f.name: f.stat().st_size for f in staging.iterdir()}
+        (staging / COMPLETE).write_text(json.dumps(sizes, indent=1))
         # Rename last, so an interrupted conversion never looks like a finished one.
         staging.rename(target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return str(target)
+
+
+def _damage(converted: Path) -> str | None:
+    """What is wrong with a cached conversion (missing, cut short, a file gone), or None: its
+    files must have the sizes recorded when it was written."""
+    try:
+        sizes = json.loads((converted / COMPLETE).read_text())
+    except (OSError, ValueError):
+        return f"no readable {COMPLETE}"
+    for name, size in sizes.items():
+        path = converted / name
+        if not path.is_file() or path.stat().st_size != size:
+            found = path.stat().st_size if path.is_file() else "no"
+            return f"{name} has {found} bytes of {size}"
+    return None
 
 
 def _file_digest(path: Path) -> str:

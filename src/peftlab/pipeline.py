@@ -18,6 +18,7 @@ from transformers import TrainingArguments, set_seed
 
 from peftlab import data, generation, interrupts, logged_model, modeling, tracking, training
 from peftlab.config import GenerationSettings, TrainConfig
+from peftlab.errors import PeftlabError
 
 log = logging.getLogger(__name__)
 
@@ -201,6 +202,11 @@ def save_adapter(peft_model: PeftModel, target: Path) -> Path:
         if target.exists():
             shutil.rmtree(target)
         staging.rename(target)
+    except OSError as error:  # a full or failing disk: the half-written copy goes with staging
+        raise PeftlabError(
+            f"could not save the adapter to {target}: {error.strerror or error}; nothing "
+            "half-written was kept: free some space and run again"
+        ) from error
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return target

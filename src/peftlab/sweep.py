@@ -37,9 +37,10 @@ class MlflowSweepCallback(Callback):
         self._parent_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
-        from peftlab import console, tracking
+        from peftlab import app, console, tracking
 
         HydraConfig.instance().set_config(config)  # lets ${hydra:...} resolve before any job
+        app.require_writable("hydra.sweep.dir", Path(config.hydra.sweep.dir))
         console.quiet_libraries()
         cfg = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))
         try:
