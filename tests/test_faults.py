@@ -1,5 +1,6 @@
 """Faults injected into real processes: signals sent to train.py, and what the run ends as."""
 
+import re
 import signal
 import subprocess
 import sys
@@ -7,7 +8,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, free_port, store_runs, sweep_parts, tiny_overrides
+from conftest import ROOT, free_port, peftlab, store_runs, sweep_parts, tiny_overrides
 
 LONG = "trainer.num_train_epochs=500"  # minutes of training: time to be interrupted
 
@@ -50,10 +51,13 @@ def test_a_signal_during_training_ends_the_run_killed_in_one_line(work: Path, si
     process.send_signal(sig)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == code, stderr[-3000:]
-    assert stderr.strip().splitlines()[-1] == (
-        f"interrupted by {sig.name} while training: MLflow run {run_id} ended KILLED; "
-        f"no checkpoint is kept yet, `peftlab rerun {run_id}` runs it again"
-    )
+    line = stderr.strip().splitlines()[-1]
+    assert re.fullmatch(
+        f"interrupted by {sig.name} while training: MLflow run {run_id} ended KILLED; last "
+        f"checkpoint {work}/outputs/run/trainer/checkpoint-[0-9]+; `peftlab resume {run_id}` "
+        "continues it",
+        line,
+    ), line
     assert "Traceback" not in stderr
     (run,) = store_runs(work)[1]
     assert run.info.status == "KILLED"
@@ -159,3 +163,28 @@ def test_an_output_folder_that_cannot_be_written_is_one_line(work: Path, multiru
         f"error: {key}='{work}/a-file/out': cannot create or write this output folder "
         f"(Not a directory); pass a writable one, e.g. {key}=outputs/run"
     )
+
+
+def test_a_resumed_run_continues_as_the_same_run_and_ends_as_if_uninterrupted(work: Path):
+    epochs = "trainer.num_train_epochs=40"  # 160 steps of 4 rows
+    reference = work.parent / "reference"
+    reference.mkdir()
+    uninterrupted = start_train(reference, epochs)
+    assert uninterrupted.wait(timeout=600) == 0, uninterrupted.communicate()[1][-3000:]
+    (expected,) = store_runs(reference)[1]
+
+    process = start_train(work, epochs)
+    run_id = wait_until_training(work, process)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=120)
+    assert process.returncode == 143
+    result = peftlab("resume", run_id, cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+
+    client, (run,) = store_runs(work)
+    assert run.info.run_id == run_id and run.info.status == "FINISHED"
+    assert run.data.metrics["eval_loss"] == pytest.approx(
+        expected.data.metrics["eval_loss"], abs=1e-4
+    )
+    steps = [m.step for m in client.get_metric_history(run_id, "train_loss")]
+    assert sorted(steps) == list(range(1, 161))  # every step once: none lost, none repeated

@@ -62,9 +62,17 @@ def interrupted(interrupt: interrupts.Interrupted, context: pipeline.RunContext 
     line = f"interrupted by {interrupt.signal_name}{where}"
     if context is None or context.run_id is None:
         return f"{line}: no run was started"
+    from peftlab import training
+
+    checkpoint = training.last_checkpoint(context.run_dir / "trainer")
+    if checkpoint is None:
+        return (
+            f"{line}: MLflow run {context.run_id} ended KILLED before its first checkpoint; "
+            f"`peftlab rerun {context.run_id}` runs it again"
+        )
     return (
-        f"{line}: MLflow run {context.run_id} ended KILLED; no checkpoint is kept yet, "
-        f"`peftlab rerun {context.run_id}` runs it again"
+        f"{line}: MLflow run {context.run_id} ended KILLED; last checkpoint {checkpoint}; "
+        f"`peftlab resume {context.run_id}` continues it"
     )
 
 

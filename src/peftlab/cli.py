@@ -65,6 +65,10 @@ def parser() -> argparse.ArgumentParser:
     rerunning.add_argument(
         "overrides", nargs="*", help="Hydra overrides on top of the saved config"
     )
+    resuming = commands.add_parser(
+        "resume", help="continue an interrupted run from its last checkpoint, as the same run"
+    )
+    resuming.add_argument("run_id")
     return root
 
 
@@ -79,6 +83,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         if args.command == "rerun":
             return rerun(client, args.run_id, args.overrides)
+        if args.command == "resume":
+            return resume(client, args.run_id)
         return commands[args.command](client, args)
     except PeftlabError as error:
         print(f"error: {error}", file=sys.stderr)
@@ -169,6 +175,31 @@ def rerun(client: MlflowClient, run_id: str, overrides: list[str]) -> int:
             *overrides,
         ]
         return subprocess.run(command, check=False).returncode
+
+
+def resume(client: MlflowClient, run_id: str) -> int:
+    """Launch train.py on the run's own folder and config, continuing the same MLflow run."""
+    from mlflow.exceptions import MlflowException
+
+    from peftlab.pipeline import RUN_DIR_TAG
+
+    try:
+        run = client.get_run(run_id)
+    except MlflowException as error:
+        raise PeftlabError(f"run {run_id!r} not found in {client.tracking_uri}") from error
+    if run.info.status == "FINISHED":
+        raise PeftlabError(f"run {run_id} is FINISHED: nothing to resume")
+    run_dir = Path(run.data.tags.get(RUN_DIR_TAG, ""))
+    if not (run_dir / ".hydra" / "config.yaml").is_file():
+        raise PeftlabError(
+            f"run {run_id}: its folder {str(run_dir) or '(not recorded)'} with .hydra/config.yaml "
+            f"is not on this machine; `peftlab rerun {run_id}` trains it again"
+        )
+    command = [
+        sys.executable, str(TRAIN_SCRIPT), "--config-path", str(run_dir / ".hydra"),
+        "--config-name", "config", f"hydra.run.dir={run_dir}", f"resume={run_id}",
+    ]  # fmt: skip
+    return subprocess.run(command, check=False).returncode
 
 
 if __name__ == "__main__":

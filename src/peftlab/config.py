@@ -97,6 +97,8 @@ class TrainerConfig:
     group_by_length: bool = True
     eval_strategy: str = "no"  # or "epoch", "steps": an eval_loss curve during training
     eval_steps: int | None = None
+    save_strategy: str = "epoch"  # checkpoints to resume from: "epoch", "steps" or "no"
+    save_steps: int | None = None
     early_stopping_patience: int | None = None  # evaluations without improvement
 
     def __post_init__(self) -> None:
@@ -106,6 +108,18 @@ class TrainerConfig:
             "trainer.eval_strategy",
             self.eval_strategy,
             f"one of {', '.join(EVAL_STRATEGIES)}",
+        )
+        require(
+            self.save_strategy in EVAL_STRATEGIES,
+            "trainer.save_strategy",
+            self.save_strategy,
+            f"one of {', '.join(EVAL_STRATEGIES)}",
+        )
+        require(
+            self.save_strategy != "steps" or (self.save_steps or 0) >= 1,
+            "trainer.save_steps",
+            self.save_steps,
+            "an integer >= 1 with trainer.save_strategy=steps",
         )
         require(
             self.eval_strategy != "steps" or (self.eval_steps or 0) >= 1,
@@ -184,6 +198,7 @@ class TrainConfig:
     generation: GenerationSettings = MISSING
     tracking: TrackingConfig = MISSING
     output_dir: str = MISSING
+    resume: str | None = None  # an interrupted run's MLflow id: continue it (`peftlab resume`)
 
     def __post_init__(self) -> None:
         if isinstance(self.peft, PeftMethod) and self.trainer.learning_rate is None:

@@ -48,6 +48,11 @@ def interruptible() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
+def pending() -> bool:
+    """Whether an interrupt is being held back by :func:`deferred`."""
+    return _Deferral.pending is not None
+
+
 @contextmanager
 def deferred() -> Iterator[None]:
     """Within: an interrupt waits for the block to end. For writes to the MLflow store, which

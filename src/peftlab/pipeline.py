@@ -38,6 +38,7 @@ class Baseline:
     samples: tuple[str, ...]
 
 
+RUN_DIR_TAG = "run_dir"
 # Jobs of a sweep over PEFT or trainer knobs share one untuned baseline: see untuned_baseline.
 _baselines: dict[str, Baseline] = {}
 
@@ -71,13 +72,15 @@ def run(settings: TrainConfig, context: RunContext) -> RunResult:
         tracking.use_store(settings.tracking)
     name = settings.tracking.run_name or context.run_name
     tags = {**context.tags, **tracking.environment_tags(), **settings.tracking.tags}
-    with tracking.run(settings.tracking, name, tags) as active:
+    tags[RUN_DIR_TAG] = str(context.run_dir)  # where `peftlab resume` finds its checkpoints
+    with tracking.run(settings.tracking, name, tags, resume=settings.resume) as active:
         context.run_id = active.info.run_id
-        with interrupts.deferred():
-            mlflow.log_params(tracking.flatten(params(settings)))
-            mlflow.log_text(tracking.installed_packages(), "environment/requirements.txt")
-            if context.config_dir is not None and context.config_dir.is_dir():
-                mlflow.log_artifacts(str(context.config_dir), ".hydra")
+        if settings.resume is None:  # a resumed run has all this already
+            with interrupts.deferred():
+                mlflow.log_params(tracking.flatten(params(settings)))
+                mlflow.log_text(tracking.installed_packages(), "environment/requirements.txt")
+                if context.config_dir is not None and context.config_dir.is_dir():
+                    mlflow.log_artifacts(str(context.config_dir), ".hydra")
         result = _train_and_log(settings, context)
         return RunResult(
             run_id=active.info.run_id, ui_hint=tracking.ui_hint(settings.tracking, active), **result
@@ -96,11 +99,13 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
     splits = data.load_splits(settings.dataset, tokenizer)
     log.info("Data: %d train / %d held-out rows", len(splits.train), len(splits.eval))
     texts = data.load_text_splits(settings.dataset)
-    with interrupts.deferred():
-        tracking.log_dataset(texts.train, settings.dataset, "training")
-        tracking.log_dataset(texts.eval, settings.dataset, "evaluation")
-        mlflow.log_metric("dataset_skipped_lines", texts.skipped_lines)
+    if settings.resume is None:
+        with interrupts.deferred():
+            tracking.log_dataset(texts.train, settings.dataset, "training")
+            tracking.log_dataset(texts.eval, settings.dataset, "evaluation")
+            mlflow.log_metric("dataset_skipped_lines", texts.skipped_lines)
     args = training.training_arguments(settings.trainer, context.run_dir / "trainer")
+    checkpoint = resume_checkpoint(settings, context)
 
     context.phase = "measuring the untuned model"
     baseline = untuned_baseline(settings, loaded, splits, args)
@@ -119,7 +124,9 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
             early_stopping_patience=settings.trainer.early_stopping_patience,
         )
         context.phase = "training"
-        train_output = trainer.train()
+        # An interrupt ends training at a step's end with a checkpoint, then the run (KILLED).
+        with interrupts.deferred():
+            train_output = trainer.train(resume_from_checkpoint=checkpoint)
         context.phase = "evaluating"
         eval_loss = trainer.evaluate()["eval_loss"]
         with interrupts.deferred():  # at the last step: the run's eval_loss after any curve's
@@ -158,6 +165,20 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
         "samples": samples,
         "adapter_dir": adapter_dir,
     }
+
+
+def resume_checkpoint(settings: TrainConfig, context: RunContext) -> str | None:
+    """The checkpoint a resumed run continues from (None for a new run)."""
+    if settings.resume is None:
+        return None
+    found = training.last_checkpoint(context.run_dir / "trainer")
+    if found is None:
+        raise PeftlabError(
+            f"resume={settings.resume}: no checkpoint in {context.run_dir / 'trainer'}; "
+            f"`peftlab rerun {settings.resume}` trains it again"
+        )
+    log.info("Resuming run %s from %s", settings.resume, found)
+    return str(found)
 
 
 def tuned_samples(peft_model: PeftModel, tokenizer, settings: GenerationSettings) -> list[str]:

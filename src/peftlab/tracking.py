@@ -103,14 +103,21 @@ def client(uri: str) -> MlflowClient:
 
 
 @contextmanager
-def run(cfg: TrackingConfig, name: str | None, tags: dict[str, str]) -> Iterator[Run]:
-    """An MLflow run that ends FINISHED, KILLED when interrupted, or FAILED with the error as its
-    ``error`` tag; with
-    ``cfg.system_metrics``, MLflow samples the machine's use into ``system/*`` metrics."""
+def run(
+    cfg: TrackingConfig, name: str | None, tags: dict[str, str], resume: str | None = None
+) -> Iterator[Run]:
+    """An MLflow run (the unfinished run ``resume`` again, if given) that ends FINISHED, KILLED
+    when interrupted, or FAILED with the error as its ``error`` tag; with ``cfg.system_metrics``,
+    MLflow samples the machine's use into ``system/*`` metrics."""
     if cfg.system_metrics:
         mlflow.set_system_metrics_sampling_interval(cfg.system_metrics_interval_s)
     with interrupts.deferred():
-        started = mlflow.start_run(run_name=name, tags=tags, log_system_metrics=cfg.system_metrics)
+        started = mlflow.start_run(
+            run_id=resume,
+            run_name=None if resume else name,
+            tags=tags,
+            log_system_metrics=cfg.system_metrics,
+        )
     with started as active:
         try:
             yield active

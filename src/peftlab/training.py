@@ -23,7 +23,7 @@ from transformers import (
     TrainerCallback,
     TrainingArguments,
 )
-from transformers.trainer_utils import EvalLoopOutput
+from transformers.trainer_utils import EvalLoopOutput, get_last_checkpoint
 
 from peftlab import interrupts
 from peftlab.config import Precision, TrainerConfig
@@ -64,8 +64,8 @@ def training_arguments(cfg: TrainerConfig, output_dir: Path) -> TrainingArgument
         eval_strategy=cfg.eval_strategy,
         eval_steps=cfg.eval_steps,
         # Early stopping ends on the best evaluated adapter, restored from its checkpoint.
-        save_strategy=cfg.eval_strategy if stopping else "no",
-        save_steps=cfg.eval_steps,
+        save_strategy=cfg.eval_strategy if stopping else cfg.save_strategy,
+        save_steps=cfg.eval_steps if stopping else cfg.save_steps,
         save_total_limit=1,
         load_best_model_at_end=stopping,
         metric_for_best_model="eval_loss" if stopping else None,
@@ -110,6 +110,20 @@ class MlflowCurvesCallback(TrainerCallback):
         if self.training and metrics and mlflow.active_run() is not None:
             with interrupts.deferred():
                 mlflow.log_metric("eval_loss", metrics["eval_loss"], step=state.global_step)
+
+
+class CheckpointOnInterrupt(TrainerCallback):
+    """An interrupt held back during training (see :func:`peftlab.interrupts.deferred`) ends it
+    at the next step's end, with a checkpoint of that step to resume from."""
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if interrupts.pending():
+            control.should_save = control.should_training_stop = True
+
+
+def last_checkpoint(output_dir: Path) -> Path | None:
+    found = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
+    return Path(found) if found else None
 
 
 class LossInProgressBar(ProgressCallback):
@@ -226,7 +240,7 @@ def build_trainer(
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
-        callbacks=[MlflowCurvesCallback()],
+        callbacks=[MlflowCurvesCallback(), CheckpointOnInterrupt()],
     )
     if early_stopping_patience is not None:
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience))
