@@ -7,6 +7,7 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
 import pytest
 from conftest import ROOT, free_port, peftlab, store_runs, sweep_parts, tiny_overrides
 
@@ -188,3 +189,39 @@ def test_a_resumed_run_continues_as_the_same_run_and_ends_as_if_uninterrupted(wo
     )
     steps = [m.step for m in client.get_metric_history(run_id, "train_loss")]
     assert sorted(steps) == list(range(1, 161))  # every step once: none lost, none repeated
+
+
+def test_a_job_run_again_in_its_folder_resumes_its_unfinished_run(work: Path):
+    """What a requeued Slurm job does: the same job, the same output folder, once more."""
+    process = start_train(work, "trainer.num_train_epochs=40")
+    run_id = wait_until_training(work, process)
+    process.send_signal(signal.SIGTERM)
+    process.communicate(timeout=120)
+    again = start_train(work, "trainer.num_train_epochs=40")
+    stdout, stderr = again.communicate(timeout=600)
+    assert again.returncode == 0, stderr[-3000:]
+    assert f"Found unfinished run {run_id} (KILLED) in {work}/outputs/run: resuming it" in stdout
+    (run,) = store_runs(work)[1]
+    assert run.info.run_id == run_id and run.info.status == "FINISHED"
+
+
+def test_a_submitit_job_run_again_in_its_folder_resumes_its_unfinished_run(work: Path):
+    """submitit_local runs each job in a process of its own; Slurm's requeue reruns the same
+    pickled job, in the same folder, as this second launch does."""
+    sweep = ("trainer.num_train_epochs=40", "hydra/launcher=submitit_local",
+             f"hydra.sweep.dir={work}/multirun/requeued")  # fmt: skip
+    process = start_train(work, *sweep, multirun=True)
+    run_id = wait_until_training(work, process)
+    (job,) = [  # the job's own process, under submitit's local controller
+        child for child in psutil.Process(process.pid).children(recursive=True)
+        if "submitit.core._submit" in child.cmdline()
+    ]  # fmt: skip
+    job.send_signal(signal.SIGTERM)  # preempted
+    process.communicate(timeout=300)
+    again = start_train(work, *sweep, multirun=True)
+    _, stderr = again.communicate(timeout=600)
+    assert again.returncode == 0, stderr[-3000:]
+    log = (work / "multirun" / "requeued" / "0" / "train.log").read_text()
+    assert f"Found unfinished run {run_id} (KILLED)" in log
+    run = store_runs(work)[0].get_run(run_id)
+    assert run.info.status == "FINISHED"

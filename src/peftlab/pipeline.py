@@ -7,11 +7,12 @@ import logging
 import math
 import shutil
 import tempfile
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 import mlflow
+from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 from peft import PeftModel
 from transformers import TrainingArguments, set_seed
@@ -39,6 +40,7 @@ class Baseline:
 
 
 RUN_DIR_TAG = "run_dir"
+RUN_FILE = "mlflow_run.json"  # in the run's folder: the MLflow run a job run again continues
 # Jobs of a sweep over PEFT or trainer knobs share one untuned baseline: see untuned_baseline.
 _baselines: dict[str, Baseline] = {}
 
@@ -70,11 +72,15 @@ def run(settings: TrainConfig, context: RunContext) -> RunResult:
     """One run; writes to the MLflow store are never cut in half by an interrupt (deferred)."""
     with interrupts.deferred():
         tracking.use_store(settings.tracking)
+    if settings.resume is None:  # a job run again in its folder (a requeued Slurm job)
+        settings = replace(settings, resume=unfinished_run(context.run_dir))
     name = settings.tracking.run_name or context.run_name
     tags = {**context.tags, **tracking.environment_tags(), **settings.tracking.tags}
     tags[RUN_DIR_TAG] = str(context.run_dir)  # where `peftlab resume` finds its checkpoints
     with tracking.run(settings.tracking, name, tags, resume=settings.resume) as active:
         context.run_id = active.info.run_id
+        context.run_dir.mkdir(parents=True, exist_ok=True)
+        (context.run_dir / RUN_FILE).write_text(json.dumps({"run_id": context.run_id}))
         if settings.resume is None:  # a resumed run has all this already
             with interrupts.deferred():
                 mlflow.log_params(tracking.flatten(params(settings)))
@@ -165,6 +171,19 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
         "samples": samples,
         "adapter_dir": adapter_dir,
     }
+
+
+def unfinished_run(run_dir: Path) -> str | None:
+    """The MLflow run an earlier job in ``run_dir`` left unfinished with a checkpoint, if any."""
+    try:
+        run_id = json.loads((run_dir / RUN_FILE).read_text())["run_id"]
+        status = mlflow.get_run(run_id).info.status
+    except (OSError, ValueError, KeyError, MlflowException):
+        return None
+    if status == "FINISHED" or training.last_checkpoint(run_dir / "trainer") is None:
+        return None
+    log.info("Found unfinished run %s (%s) in %s: resuming it", run_id, status, run_dir)
+    return run_id
 
 
 def resume_checkpoint(settings: TrainConfig, context: RunContext) -> str | None:

@@ -37,6 +37,14 @@ class MlflowSweepCallback(Callback):
         self._parent_id: str | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra turns an exception in a callback into a warning and sweeps on: jobs would run
+        # without their parent. SystemExit is not an Exception, so it stops the sweep.
+        try:
+            self._start(config)
+        except Exception as error:
+            raise SystemExit(f"error: the sweep's MLflow parent run: {error!r}") from error
+
+    def _start(self, config: DictConfig) -> None:
         from peftlab import app, console, tracking
 
         HydraConfig.instance().set_config(config)  # lets ${hydra:...} resolve before any job
@@ -118,9 +126,14 @@ def swept_overrides(overrides: list[str], keys: list[str]) -> list[str]:
 def base_config(config: DictConfig) -> dict[str, Any]:
     """The sweep's resolved config, less Hydra's own and per-job keys."""
     keys = [key for key in config if key not in {"hydra", "output_dir"}]
-    return {
-        key: OmegaConf.to_container(config[key], resolve=True, enum_to_str=True) for key in keys
-    }
+    return {key: _plain(config[key]) for key in keys}
+
+
+def _plain(value: Any) -> Any:
+    """A config section as plain, resolved containers; a top-level value (``resume``) as is."""
+    if OmegaConf.is_config(value):
+        return OmegaConf.to_container(value, resolve=True, enum_to_str=True)
+    return value
 
 
 def job_identity(hydra_cfg: DictConfig) -> tuple[str | None, dict[str, str]]:
