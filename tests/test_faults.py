@@ -9,7 +9,15 @@ from pathlib import Path
 
 import psutil
 import pytest
-from conftest import ROOT, free_port, peftlab, store_runs, sweep_parts, tiny_overrides
+from conftest import (
+    ROOT,
+    free_port,
+    mlflow_server,
+    peftlab,
+    store_runs,
+    sweep_parts,
+    tiny_overrides,
+)
 
 LONG = "trainer.num_train_epochs=500"  # minutes of training: time to be interrupted
 
@@ -225,3 +233,20 @@ def test_a_submitit_job_run_again_in_its_folder_resumes_its_unfinished_run(work:
     assert f"Found unfinished run {run_id} (KILLED)" in log
     run = store_runs(work)[0].get_run(run_id)
     assert run.info.status == "FINISHED"
+
+
+def test_a_tracking_server_gone_mid_run_costs_no_training(work: Path):
+    with mlflow_server(work) as base:
+        process = start_train(work, f"tracking.uri={base}", "trainer.num_train_epochs=200")
+        wait_until_training(work, process)
+    # The server is stopped: training goes on, then logging its results fails, in one line.
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == 1, stderr[-3000:]
+    run_dir = work / "outputs" / "run"
+    line = stderr.strip().splitlines()[-1]
+    assert line.startswith(f"error: could not log the results to {base} ("), line
+    assert line.endswith(f"the adapter, config, metrics and samples are in {run_dir}")
+    assert "Traceback" not in stderr
+    for kept in ("adapter/adapter_model.safetensors", ".hydra/config.yaml", "metrics.json",
+                 "samples.json"):  # fmt: skip
+        assert (run_dir / kept).is_file(), kept

@@ -139,12 +139,19 @@ def test_a_full_disk_while_saving_the_adapter_fails_the_run_keeping_nothing_half
 
     monkeypatch.setattr(peft.PeftModel, "save_pretrained", disk_full)
     with pytest.raises(PeftlabError) as error:
-        run_tiny(tiny_bloom, tmp_path)
+        run_tiny(tiny_bloom, tmp_path / "checkpoints")  # the first checkpoint hits it
+    assert str(error.value).startswith("training stopped on a file error in ")
+    assert "(No space left on device); free some space, or set trainer.save_strategy=no" in str(
+        error.value
+    )
+    with pytest.raises(PeftlabError) as error:
+        run_tiny(tiny_bloom, tmp_path, "trainer.save_strategy=no")  # then the adapter does
     run_dir = tmp_path / "run"
     assert str(error.value) == (
         f"could not save the adapter to {run_dir / 'adapter'}: No space left on device; nothing "
         "half-written was kept: free some space and run again"
     )
     assert not [p.name for p in run_dir.iterdir() if "adapter" in p.name]
-    (run,) = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db").search_runs(["1"])
-    assert run.info.status == "FAILED"
+    for work in (tmp_path, tmp_path / "checkpoints"):
+        (run,) = MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db").search_runs(["1"])
+        assert run.info.status == "FAILED"

@@ -132,11 +132,17 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
         context.phase = "training"
         # An interrupt ends training at a step's end with a checkpoint, then the run (KILLED).
         with interrupts.deferred():
-            train_output = trainer.train(resume_from_checkpoint=checkpoint)
+            try:
+                train_output = trainer.train(resume_from_checkpoint=checkpoint)
+            except OSError as error:  # a full disk while writing a checkpoint, most likely
+                raise PeftlabError(
+                    f"training stopped on a file error in {args.output_dir}, where checkpoints "
+                    f"are written ({error.strerror or error}); free some space, or set "
+                    "trainer.save_strategy=no"
+                ) from error
         context.phase = "evaluating"
         eval_loss = trainer.evaluate()["eval_loss"]
-        with interrupts.deferred():  # at the last step: the run's eval_loss after any curve's
-            mlflow.log_metric("eval_loss", eval_loss, step=trainer.state.global_step)
+        last_step = trainer.state.global_step
         tuned = tuned_samples(peft_model.eval(), tokenizer, settings.generation)
         adapter_dir = save_adapter(peft_model, context.run_dir / "adapter")
 
@@ -146,25 +152,33 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
     samples = [Sample(p, u, t) for p, u, t in zip(prompts, untuned, tuned, strict=True)]
     runtime = train_output.metrics["train_runtime"]
     trained_tokens = data.real_tokens(splits.train) * settings.trainer.num_train_epochs
-    with interrupts.deferred():
-        mlflow.log_metrics(
-            {
-                "eval_loss_untuned": baseline.eval_loss,
-                "eval_perplexity": math.exp(eval_loss),
-                "trainable_params": trainable,
-                "adapter_bytes": sum(f.stat().st_size for f in adapter_dir.iterdir()),
-                "train_runtime": runtime,
-                "train_tokens_per_second": trained_tokens / runtime,
-            }
-        )
-        mlflow.log_artifacts(str(adapter_dir), "adapter")
-        logged_model.log(settings, adapter_dir, context.config_dir)
-        mlflow.log_table(
-            {"prompt": prompts, "untuned": untuned, "tuned": tuned}, artifact_file="samples.json"
-        )
-        (context.run_dir / "samples.json").write_text(
-            json.dumps([vars(s) for s in samples], indent=2)
-        )
+    metrics = {
+        "eval_loss": eval_loss,
+        "eval_loss_untuned": baseline.eval_loss,
+        "eval_perplexity": math.exp(eval_loss),
+        "trainable_params": trainable,
+        "adapter_bytes": sum(f.stat().st_size for f in adapter_dir.iterdir()),
+        "train_runtime": runtime,
+        "train_tokens_per_second": trained_tokens / runtime,
+    }
+    # In the run's folder first: a store that went away costs the logging, not the results.
+    (context.run_dir / "samples.json").write_text(json.dumps([vars(s) for s in samples], indent=2))
+    (context.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    try:
+        with interrupts.deferred():
+            # At the last step: the run's eval_loss, after any curve's points.
+            mlflow.log_metrics(metrics, step=last_step)
+            mlflow.log_artifacts(str(adapter_dir), "adapter")
+            logged_model.log(settings, adapter_dir, context.config_dir)
+            mlflow.log_table(
+                {"prompt": prompts, "untuned": untuned, "tuned": tuned},
+                artifact_file="samples.json",
+            )
+    except tracking.STORE_ERRORS as error:
+        raise PeftlabError(
+            f"could not log the results to {settings.tracking.uri} ({tracking.short(error)}); "
+            f"the adapter, config, metrics and samples are in {context.run_dir}"
+        ) from error
     return {
         "eval_loss_untuned": baseline.eval_loss,
         "eval_loss": eval_loss,

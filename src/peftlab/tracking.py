@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 import platform
 import subprocess
 import urllib.error
@@ -14,10 +16,12 @@ from typing import Any
 from urllib.parse import urlparse
 
 import mlflow
+import requests
 from datasets import Dataset
 from filelock import FileLock
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 from mlflow.entities import Run
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
 
@@ -27,6 +31,14 @@ from peftlab.errors import PeftlabError
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 SERVER_TIMEOUT_S = 5.0
+SERVER_RETRIES = {
+    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
+    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
+}
+# What a store that went away raises: MLflow's errors, or the HTTP client's underneath.
+STORE_ERRORS = (MlflowException, requests.RequestException, OSError)
+log = logging.getLogger(__name__)
 EXPERIMENT_KIND = "mlflow.experimentKind"
 # MLflow 3.17's UI keeps a GenAI / Model training switch per browser, GenAI until flipped; this
 # query parameter opens a page in Model training whatever the browser last chose.
@@ -64,9 +76,11 @@ def use_store(cfg: TrackingConfig) -> str:
 
 def require_server(uri: str) -> None:
     """For an http(s) store, one quick request first: MLflow's own client retries an absent
-    server for minutes before it fails."""
+    server for minutes before it fails (with these settings, for seconds, unless set)."""
     if urlparse(uri).scheme not in {"http", "https"}:
         return
+    for variable, value in SERVER_RETRIES.items():
+        os.environ.setdefault(variable, value)
     try:
         urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=SERVER_TIMEOUT_S)
     except urllib.error.HTTPError:
@@ -118,16 +132,33 @@ def run(
             tags=tags,
             log_system_metrics=cfg.system_metrics,
         )
-    with started as active:
-        try:
-            yield active
-        except interrupts.Interrupted as interrupt:
-            mlflow.set_tag("error", f"interrupted by {interrupt.signal_name}")
-            mlflow.end_run("KILLED")
-            raise
-        except BaseException as error:
-            mlflow.set_tag("error", f"{type(error).__name__}: {error}"[:5000])
-            raise
+    try:
+        yield started
+    except interrupts.Interrupted as interrupt:
+        _end_if_reachable(cfg, "KILLED", f"interrupted by {interrupt.signal_name}")
+        raise
+    except BaseException as error:
+        _end_if_reachable(cfg, "FAILED", f"{type(error).__name__}: {error}"[:5000])
+        raise
+    try:
+        mlflow.end_run("FINISHED")
+    except STORE_ERRORS as error:
+        raise PeftlabError(f"could not end the run in {cfg.uri}: {short(error)}") from error
+
+
+def _end_if_reachable(cfg: TrackingConfig, status: str, error: str) -> None:
+    """End the run with its error, unless the store is what failed: the error says it all."""
+    try:
+        mlflow.set_tag("error", error)
+        mlflow.end_run(status)
+    except STORE_ERRORS as unreachable:
+        log.warning("Could not end the run in %s: %s", cfg.uri, short(unreachable))
+
+
+def short(error: BaseException) -> str:
+    """The first line of an error, as long as a line should be."""
+    text = str(error).strip().splitlines()
+    return (text[0] if text else type(error).__name__)[:300]
 
 
 def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:

@@ -3,6 +3,7 @@ token-weighted held-out loss, early stopping."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterator
 from dataclasses import replace
 from functools import cache
@@ -25,8 +26,10 @@ from transformers import (
 )
 from transformers.trainer_utils import EvalLoopOutput, get_last_checkpoint
 
-from peftlab import interrupts
+from peftlab import interrupts, tracking
 from peftlab.config import Precision, TrainerConfig
+
+log = logging.getLogger(__name__)
 
 
 @cache
@@ -86,10 +89,13 @@ class MlflowCurvesCallback(TrainerCallback):
     held-out loss at every evaluation during training, to the active MLflow run (curves).
 
     Evaluations outside training (the untuned baseline, the final one) are the caller's to log.
+    A store that stops answering costs the curves, not the training: they stay in the
+    checkpoints' ``trainer_state.json``.
     """
 
     def __init__(self) -> None:
         self.training = False
+        self.store_lost = False
 
     def on_train_begin(self, args, state, control, **kwargs):
         self.training = True
@@ -103,13 +109,21 @@ class MlflowCurvesCallback(TrainerCallback):
             return
         curves = {name: float(logs[key]) for key, name in CURVES.items() if key in logs}
         if "train_loss" in curves:  # not the end-of-training summary, which has no "loss"
-            with interrupts.deferred():
-                mlflow.log_metrics(curves, step=state.global_step)
+            self._log(curves, state.global_step)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if self.training and metrics and mlflow.active_run() is not None:
+            self._log({"eval_loss": metrics["eval_loss"]}, state.global_step)
+
+    def _log(self, metrics: dict[str, float], step: int) -> None:
+        if self.store_lost:
+            return
+        try:
             with interrupts.deferred():
-                mlflow.log_metric("eval_loss", metrics["eval_loss"], step=state.global_step)
+                mlflow.log_metrics(metrics, step=step)
+        except tracking.STORE_ERRORS as error:
+            self.store_lost = True
+            log.warning("MLflow store unreachable, training goes on: %s", tracking.short(error))
 
 
 class CheckpointOnInterrupt(TrainerCallback):
