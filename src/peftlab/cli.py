@@ -14,6 +14,7 @@ from peftlab.config import register_configs
 from peftlab.errors import PeftlabError
 
 if TYPE_CHECKING:
+    from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
 
 # Each command imports the heavy libraries it needs (mlflow, torch, gradio): `--help` and a
@@ -138,6 +139,15 @@ def run_compare(client: MlflowClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def find_run(client: MlflowClient, run_id: str) -> Run:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_run(run_id)
+    except MlflowException as error:
+        raise PeftlabError(f"run {run_id!r} not found in {client.tracking_uri}") from error
+
+
 def rerun(client: MlflowClient, run_id: str, overrides: list[str]) -> int:
     """Launch train.py on the run's saved ``.hydra/config.yaml``; returns its exit code."""
     import mlflow
@@ -145,10 +155,7 @@ def rerun(client: MlflowClient, run_id: str, overrides: list[str]) -> int:
 
     from peftlab import tracking
 
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as error:
-        raise PeftlabError(f"run {run_id!r} not found in {client.tracking_uri}") from error
+    run = find_run(client, run_id)
     differences = tracking.version_differences(run.data.tags)
     if differences:
         print(
@@ -179,14 +186,9 @@ def rerun(client: MlflowClient, run_id: str, overrides: list[str]) -> int:
 
 def resume(client: MlflowClient, run_id: str) -> int:
     """Launch train.py on the run's own folder and config, continuing the same MLflow run."""
-    from mlflow.exceptions import MlflowException
+    from peftlab.tracking import RUN_DIR_TAG
 
-    from peftlab.pipeline import RUN_DIR_TAG
-
-    try:
-        run = client.get_run(run_id)
-    except MlflowException as error:
-        raise PeftlabError(f"run {run_id!r} not found in {client.tracking_uri}") from error
+    run = find_run(client, run_id)
     if run.info.status == "FINISHED":
         raise PeftlabError(f"run {run_id} is FINISHED: nothing to resume")
     run_dir = Path(run.data.tags.get(RUN_DIR_TAG, ""))

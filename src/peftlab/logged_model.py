@@ -28,8 +28,10 @@ from peftlab.config import GenerationSettings, TrainConfig, register_configs
 NAME = "model"
 MODEL_CODE = Path(__file__).with_name("mlflow_model_code.py")
 # What loading and predicting imports; the model's environment pins what this run used.
-REQUIREMENTS = ("torch", "transformers", "peft", "accelerate", "safetensors", "gguf", "mlflow")
-REQUIREMENTS += ("hydra-core", "omegaconf", "datasets", "huggingface_hub")
+REQUIREMENTS = (
+    "torch", "transformers", "peft", "accelerate", "safetensors", "gguf", "mlflow", "hydra-core",
+    "omegaconf", "datasets", "huggingface_hub",
+)  # fmt: skip
 PARAM_TYPES = {int: "long", float: "double", bool: "boolean"}
 
 

@@ -39,7 +39,6 @@ class Baseline:
     samples: tuple[str, ...]
 
 
-RUN_DIR_TAG = "run_dir"
 RUN_FILE = "mlflow_run.json"  # in the run's folder: the MLflow run a job run again continues
 # Jobs of a sweep over PEFT or trainer knobs share one untuned baseline: see untuned_baseline.
 _baselines: dict[str, Baseline] = {}
@@ -76,7 +75,7 @@ def run(settings: TrainConfig, context: RunContext) -> RunResult:
         settings = replace(settings, resume=unfinished_run(context.run_dir))
     name = settings.tracking.run_name or context.run_name
     tags = {**context.tags, **tracking.environment_tags(), **settings.tracking.tags}
-    tags[RUN_DIR_TAG] = str(context.run_dir)  # where `peftlab resume` finds its checkpoints
+    tags[tracking.RUN_DIR_TAG] = str(context.run_dir)
     with tracking.run(settings.tracking, name, tags, resume=settings.resume) as active:
         context.run_id = active.info.run_id
         context.run_dir.mkdir(parents=True, exist_ok=True)

@@ -40,6 +40,7 @@ SERVER_RETRIES = {
 STORE_ERRORS = (MlflowException, requests.RequestException, OSError)
 log = logging.getLogger(__name__)
 EXPERIMENT_KIND = "mlflow.experimentKind"
+RUN_DIR_TAG = "run_dir"  # the run's folder: where `peftlab resume` finds its checkpoints
 # MLflow 3.17's UI keeps a GenAI / Model training switch per browser, GenAI until flipped; this
 # query parameter opens a page in Model training whatever the browser last chose.
 MODEL_TRAINING_VIEW = "workflowType=machine_learning"
