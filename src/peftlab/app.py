@@ -8,12 +8,10 @@ from __future__ import annotations
 
 import logging
 import sys
-import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hydra.core.hydra_config import HydraConfig
-from hydra.experimental.callback import Callback
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -83,33 +81,14 @@ def run_context(hydra_cfg: DictConfig) -> pipeline.RunContext:
     choices = hydra_cfg.runtime.choices
     tags = {group: choices.get(group) for group in TAGGED_GROUPS}
     tags["git_commit"] = tracking.git_commit(Path(hydra_cfg.runtime.cwd))
-    run_name, sweep_tags = None, {}
+    run_name, sweep_tags, trial = None, {}, None
     if hydra_cfg.mode == RunMode.MULTIRUN:
         run_name, sweep_tags = sweep.job_identity(hydra_cfg)
+        trial = sweep.trial_of_job(hydra_cfg)
     return pipeline.RunContext(
         run_dir=run_dir,
         run_name=run_name,
         tags={key: str(value) for key, value in {**tags, **sweep_tags}.items() if value},
         config_dir=run_dir / hydra_cfg.output_subdir if hydra_cfg.output_subdir else None,
+        trial=trial,
     )
-
-
-class OutputDirCheck(Callback):
-    """A run's output folder is created before Hydra's own attempt, which fails with a
-    traceback: here a folder that can't be made or written is one line, before anything loads."""
-
-    def on_run_start(self, config: DictConfig, **kwargs) -> None:
-        HydraConfig.instance().set_config(config)  # resolves ${now:...} in the folder's name
-        require_writable("hydra.run.dir", Path(config.hydra.run.dir))
-
-
-def require_writable(key: str, directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=directory):
-            pass
-    except OSError as error:
-        raise SystemExit(
-            f"error: {key}={str(directory)!r}: cannot create or write this output folder "
-            f"({error.strerror}); pass a writable one, e.g. {key}=outputs/run"
-        ) from None

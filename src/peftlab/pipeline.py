@@ -9,7 +9,7 @@ import shutil
 import tempfile
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import mlflow
 from mlflow.exceptions import MlflowException
@@ -17,9 +17,21 @@ from omegaconf import OmegaConf
 from peft import PeftModel
 from transformers import TrainingArguments, set_seed
 
-from peftlab import data, generation, interrupts, logged_model, modeling, tracking, training
+from peftlab import (
+    data,
+    generation,
+    interrupts,
+    logged_model,
+    modeling,
+    sweep,
+    tracking,
+    training,
+)
 from peftlab.config import GenerationSettings, TrainConfig
 from peftlab.errors import PeftlabError
+
+if TYPE_CHECKING:
+    from peftlab.study import TrialLink
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +67,7 @@ class RunContext:
     # What the run is doing, and its MLflow id once it has one: what an interrupt reports.
     phase: str = "starting"
     run_id: str | None = None
+    trial: TrialLink | None = None  # the Optuna trial a job of a search runs: its pruner
 
 
 @dataclass
@@ -127,6 +140,7 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
             splits.eval,
             group_by_length=settings.trainer.group_by_length,
             early_stopping_patience=settings.trainer.early_stopping_patience,
+            trial=context.trial,
         )
         context.phase = "training"
         # An interrupt ends training at a step's end with a checkpoint, then the run (KILLED).
@@ -150,7 +164,8 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
     untuned = list(baseline.samples)
     samples = [Sample(p, u, t) for p, u, t in zip(prompts, untuned, tuned, strict=True)]
     runtime = train_output.metrics["train_runtime"]
-    trained_tokens = data.real_tokens(splits.train) * settings.trainer.num_train_epochs
+    # The epochs trained, not those planned: early stopping and a pruner end training sooner.
+    trained_tokens = data.real_tokens(splits.train) * trainer.state.epoch
     metrics = {
         "eval_loss": eval_loss,
         "eval_loss_untuned": baseline.eval_loss,
@@ -158,6 +173,7 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
         "trainable_params": trainable,
         "adapter_bytes": sum(f.stat().st_size for f in adapter_dir.iterdir()),
         "train_runtime": runtime,
+        "train_steps": last_step,
         "train_tokens_per_second": trained_tokens / runtime,
     }
     # In the run's folder first: a store that went away costs the logging, not the results.
@@ -167,6 +183,8 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
         with interrupts.deferred():
             # At the last step: the run's eval_loss, after any curve's points.
             mlflow.log_metrics(metrics, step=last_step)
+            if context.trial is not None and context.trial.pruned_step is not None:
+                mlflow.set_tag(sweep.PRUNED_TAG, str(context.trial.pruned_step))
             mlflow.log_artifacts(str(adapter_dir), "adapter")
             logged_model.log(settings, adapter_dir, context.config_dir)
             mlflow.log_table(

@@ -20,21 +20,30 @@ from omegaconf import DictConfig, OmegaConf
 
 from peftlab.config import TrackingConfig
 from peftlab.errors import PeftlabError
+from peftlab.output_dirs import require_writable
+from peftlab.redaction import redact_values
 
 if TYPE_CHECKING:
+    from mlflow.entities import Run
     from mlflow.tracking import MlflowClient
+
+    from peftlab.study import TrialLink
 
 log = logging.getLogger(__name__)
 
 SWEEP_FILE = "mlflow_sweep.json"
 PARENT_TAG = "mlflow.parentRunId"
 SWEEP_TAG = "peftlab.sweep"
+PRUNED_TAG = "pruned"  # on a trial's run: the step at which the pruner stopped its training
+STUDY_TAG = "optuna_study"  # on a search's parent run: its study, and where it is stored
+STORAGE_TAG = "optuna_storage"
 
 
 class MlflowSweepCallback(Callback):
     def __init__(self) -> None:
         self._client: MlflowClient | None = None
         self._parent_id: str | None = None
+        self._study: SharedStudy | None = None
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         # Hydra turns an exception in a callback into a warning and sweeps on: jobs would run
@@ -45,33 +54,32 @@ class MlflowSweepCallback(Callback):
             raise SystemExit(f"error: the sweep's MLflow parent run: {error!r}") from error
 
     def _start(self, config: DictConfig) -> None:
-        from peftlab import app, console, tracking
+        from peftlab import console, tracking
 
         HydraConfig.instance().set_config(config)  # lets ${hydra:...} resolve before any job
-        app.require_writable("hydra.sweep.dir", Path(config.hydra.sweep.dir))
+        sweep_dir = Path(config.hydra.sweep.dir)
+        require_writable("hydra.sweep.dir", sweep_dir)
         console.quiet_libraries()
         cfg = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))
         try:
             experiment_id = tracking.use_store(cfg)
+            self._client = tracking.client(cfg.uri)
+            self._study = shared_study(config)
+            if self._study is None:
+                self._parent_id = self._create_parent(config, experiment_id)
+            else:
+                from peftlab import study as studies
+
+                self._parent_id = studies.parent_run_id(
+                    self._study.study,
+                    self._study.created,
+                    lambda: self._create_parent(config, experiment_id, self._study.tags),
+                )
+                self._client.update_run(self._parent_id, status="RUNNING")  # a search continued
         except PeftlabError as error:
             raise SystemExit(f"error: {error}") from None
         overrides = list(config.hydra.overrides.task)
         swept = swept_keys(overrides, config.hydra.sweeper.get("params"))
-        sweep_dir = Path(config.hydra.sweep.dir)
-        self._client = tracking.client(cfg.uri)
-        parent = self._client.create_run(
-            experiment_id,
-            run_name=" ".join(["sweep", *swept_overrides(overrides, swept)]),
-            tags={
-                SWEEP_TAG: "true",
-                "sweep_dir": str(sweep_dir.resolve()),
-                "swept_keys": ",".join(swept),
-            },
-        )
-        self._parent_id = parent.info.run_id
-        params = {"sweep.overrides": " ".join(overrides), **tracking.flatten(base_config(config))}
-        for key, value in params.items():
-            self._client.log_param(self._parent_id, key, value)
         sweep_dir.mkdir(parents=True, exist_ok=True)
         fixed = [_key(o) for o in overrides if _key(o) not in swept]
         (sweep_dir / SWEEP_FILE).write_text(
@@ -81,12 +89,40 @@ class MlflowSweepCallback(Callback):
         atexit.register(self._close, "FAILED")
         log.info("MLflow sweep run %s (%d swept keys)", self._parent_id, len(swept))
 
+    def _create_parent(
+        self, config: DictConfig, experiment_id: str, extra_tags: dict[str, str] | None = None
+    ) -> str:
+        """The sweep's parent run, its params the sweep's resolved base config."""
+        from peftlab import tracking
+
+        overrides = list(config.hydra.overrides.task)
+        swept = swept_keys(overrides, config.hydra.sweeper.get("params"))
+        parent = self._client.create_run(
+            experiment_id,
+            run_name=" ".join(["sweep", *swept_overrides(overrides, swept)]),
+            tags={
+                SWEEP_TAG: "true",
+                "sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
+                "swept_keys": ",".join(swept),
+                **(extra_tags or {}),
+            },
+        )
+        params = {"sweep.overrides": " ".join(overrides), **tracking.flatten(base_config(config))}
+        for key, value in redact_values(params).items():
+            self._client.log_param(parent.info.run_id, key, value)
+        return parent.info.run_id
+
     def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
         self._close("FINISHED")
 
     def _close(self, status: str) -> None:
-        """The sweep's result on its parent run (what its collapsed row in the UI shows)."""
+        """The sweep's result on its parent run (what its collapsed row in the UI shows). A
+        study's parent is shared: the worker that ends its last trial closes it."""
         if self._client is None or self._parent_id is None:
+            return
+        if self._study is not None and self._study.others_running():
+            log.info("Other workers still run trials of this study: they close its parent run")
+            self._parent_id = None
             return
         client, parent_id, self._parent_id = self._client, self._parent_id, None
         experiment_id = client.get_run(parent_id).info.experiment_id
@@ -95,15 +131,54 @@ class MlflowSweepCallback(Callback):
         failed = [child for child in children if child.info.status == "FAILED"]
         client.set_tag(parent_id, "finished_jobs", str(len(finished)))
         client.set_tag(parent_id, "failed_jobs", str(len(failed)))
-        scored = [child for child in finished if "eval_loss" in child.data.metrics]
-        if scored:
-            best = min(scored, key=lambda child: child.data.metrics["eval_loss"])
+        client.set_tag(
+            parent_id, "pruned_jobs", str(sum(PRUNED_TAG in c.data.tags for c in finished))
+        )
+        best = best_run(finished)
+        if best is not None:
             client.log_metric(parent_id, "best_eval_loss", best.data.metrics["eval_loss"])
             client.set_tag(parent_id, "best_run_id", best.info.run_id)
             client.set_tag(parent_id, "best_run_name", best.info.run_name)
         if any(child.info.status == "KILLED" for child in children):
             status = "KILLED"  # a job was interrupted, and the sweep with it
         client.set_terminated(parent_id, status)
+
+
+def best_run(finished: list[Run]) -> Run | None:
+    """The finished run of lowest eval_loss; a run the pruner stopped early ranks only when no
+    run trained to its end."""
+    scored = [run for run in finished if "eval_loss" in run.data.metrics]
+    completed = [run for run in scored if PRUNED_TAG not in run.data.tags] or scored
+    return min(completed, key=lambda run: run.data.metrics["eval_loss"], default=None)
+
+
+class SharedStudy:
+    """The Optuna study of a search, as the sweep's parent run needs it."""
+
+    def __init__(self, config: DictConfig) -> None:
+        from peftlab import study as studies
+
+        sweeper = config.hydra.sweeper
+        self.settings = studies.StudySettings.of(sweeper, Path(config.hydra.sweep.dir))
+        studies.check_search(sweeper, OmegaConf.select(config, "trainer.eval_strategy"))
+        self.study, self.created = studies.create_or_load(self.settings)
+        self.tags = {
+            STUDY_TAG: self.settings.study_name,
+            STORAGE_TAG: self.settings.shown_storage,
+        }
+
+    def others_running(self) -> bool:
+        from peftlab import study as studies
+
+        trials = studies.trials(self.study)
+        return any(studies.is_live(t, self.settings.heartbeat_s) for t in trials)
+
+
+def shared_study(config: DictConfig) -> SharedStudy | None:
+    """The search's study, for sweepers that keep one (``hydra.sweeper.study_name``)."""
+    if OmegaConf.select(config, "hydra.sweeper.study_name") is None:
+        return None
+    return SharedStudy(config)
 
 
 def swept_keys(overrides: list[str], sweeper_params: Any) -> list[str]:
@@ -158,6 +233,15 @@ def job_identity(hydra_cfg: DictConfig) -> tuple[str | None, dict[str, str]]:
         "job_num": str(hydra_cfg.job.num),
     }
     return name or f"job {hydra_cfg.job.num}", tags
+
+
+def trial_of_job(hydra_cfg: DictConfig) -> TrialLink | None:
+    """The Optuna trial a job of a search runs, to report its evaluations to; None otherwise."""
+    if OmegaConf.select(hydra_cfg, "sweeper.trial") is None:
+        return None
+    from peftlab import study
+
+    return study.trial_link(hydra_cfg.sweeper, Path(hydra_cfg.sweep.dir))
 
 
 def _key(override: str) -> str:

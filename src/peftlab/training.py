@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import mlflow
 import torch
@@ -28,6 +29,9 @@ from transformers.trainer_utils import EvalLoopOutput, get_last_checkpoint
 
 from peftlab import interrupts, tracking
 from peftlab.config import Precision, TrainerConfig
+
+if TYPE_CHECKING:
+    from peftlab.study import TrialLink
 
 log = logging.getLogger(__name__)
 
@@ -124,6 +128,28 @@ class MlflowCurvesCallback(TrainerCallback):
         except tracking.STORE_ERRORS as error:
             self.store_lost = True
             log.warning("MLflow store unreachable, training goes on: %s", tracking.short(error))
+
+
+class ReportToTrial(TrainerCallback):
+    """Each held-out evaluation during training goes to the search's Optuna trial, whose pruner
+    may end the training there (the run then ends as usual, tagged ``pruned``)."""
+
+    def __init__(self, trial: TrialLink) -> None:
+        self.trial = trial
+        self.training = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.training = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.training = False
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        if not (self.training and metrics and "eval_loss" in metrics):
+            return
+        if self.trial.report(metrics["eval_loss"], state.global_step):
+            log.info("Pruned at step %d (eval_loss %.4f)", state.global_step, metrics["eval_loss"])
+            control.should_training_stop = True
 
 
 class CheckpointOnInterrupt(TrainerCallback):
@@ -243,6 +269,7 @@ def build_trainer(
     eval_dataset: Dataset | None = None,
     group_by_length: bool = False,
     early_stopping_patience: int | None = None,
+    trial: TrialLink | None = None,
 ) -> Trainer:
     # Trainer writes its use_cache into the model's config: keep the shared base model's own.
     args = replace(args, use_cache=model.config.use_cache)
@@ -258,6 +285,8 @@ def build_trainer(
     )
     if early_stopping_patience is not None:
         trainer.add_callback(EarlyStoppingCallback(early_stopping_patience))
+    if trial is not None:
+        trainer.add_callback(ReportToTrial(trial))
     if trainer.pop_callback(ProgressCallback) is not None:
         trainer.add_callback(LossInProgressBar())
     return trainer

@@ -1,0 +1,1 @@
+"""peftlab's Optuna sweeper, found by Hydra's plugin scan of the ``hydra_plugins`` package."""

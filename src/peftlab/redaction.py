@@ -1,0 +1,22 @@
+"""Passwords in URIs (``postgresql://user:secret@host/db``) never reach a log, a run or a file
+peftlab writes: every such text passes through :func:`redact` first."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+# scheme://user:password@host: the password runs from the ':' after the user name to the last
+# '@' of the URI (a password may hold an unescaped '@').
+_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^\s]*@(?P<host>[^@\s]*)")
+MASK = "***"
+
+
+def redact(text: str) -> str:
+    """``text`` with every URI's password replaced by ``***``."""
+    return _CREDENTIALS.sub(lambda m: f"{m['head']}{MASK}@{m['host']}", text)
+
+
+def redact_values(values: dict[str, Any]) -> dict[str, Any]:
+    """A mapping whose string values are redacted (params, tags)."""
+    return {key: redact(v) if isinstance(v, str) else v for key, v in values.items()}

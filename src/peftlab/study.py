@@ -1,0 +1,389 @@
+"""The Optuna study of a search, shared by its workers and by the jobs that run its trials.
+
+A search (``train.py -m hparams_search=...``) keeps its study in a storage every process can
+reach: a journal file (the default, in the sweep folder; ``journal:PATH`` on a shared file
+system) or a database (``postgresql+psycopg://...``, ``mysql://...``, ``sqlite:///...``). The
+same command started on N machines runs one study: the budget of trials is the study's, the
+first worker creates the study's MLflow parent run and the others find it in the study.
+
+Jobs open the same study to report their held-out losses (:class:`TrialLink`), so pruning works
+whatever process a trial runs in. Optuna is imported here, never by the config schemas.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlparse
+
+import optuna
+from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
+from optuna.storages import BaseStorage, JournalStorage, RDBStorage
+from optuna.storages.journal import JournalFileBackend
+from optuna.trial import FrozenTrial, TrialState
+
+from peftlab.errors import PeftlabError
+from peftlab.redaction import redact
+
+log = logging.getLogger(__name__)
+
+JOURNAL_FILE = "optuna.journal"  # the default storage, in the sweep folder
+JOURNAL_PREFIX = "journal:"
+RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
+CONNECT_TIMEOUT_S = 5
+# Study user attributes.
+PARENT_ATTR = "mlflow_parent_run_id"
+CREATOR_ATTR = "created_by"  # host:pid of the worker that created the study
+# Trial user and system attributes.
+PRUNED_ATTR = "pruned_step"  # set by the job whose training the pruner stopped
+NOT_COUNTED_ATTR = "not_counted"  # a failed trial that is no trial of the budget (why)
+ERROR_ATTR = "error"
+HEARTBEAT_ATTR = "peftlab:heartbeat"  # seconds since the epoch, written by the trial's worker
+STALE_AFTER_BEATS = 3  # a RUNNING trial without a heartbeat for this many intervals is dead
+PARENT_WAIT_S = 60.0  # how long a worker waits for the first worker's parent run
+
+
+def storage_spec(storage: str | None, sweep_dir: Path) -> str:
+    """The storage as an absolute spec: ``journal:/abs/path`` or a database URL."""
+    if not storage:
+        return f"{JOURNAL_PREFIX}{(sweep_dir / JOURNAL_FILE).resolve()}"
+    if storage.startswith(JOURNAL_PREFIX):
+        return f"{JOURNAL_PREFIX}{Path(storage[len(JOURNAL_PREFIX) :]).expanduser().resolve()}"
+    return storage
+
+
+def open_storage(spec: str) -> BaseStorage:
+    """The storage behind ``spec``, reachable, or one line saying why not (within seconds)."""
+    try:
+        if spec.startswith(JOURNAL_PREFIX):
+            path = Path(spec[len(JOURNAL_PREFIX) :])
+            path.parent.mkdir(parents=True, exist_ok=True)
+            return JournalStorage(JournalFileBackend(str(path)))
+        scheme = urlparse(spec).scheme.split("+")[0]
+        if scheme not in RDB_SCHEMES:
+            raise PeftlabError(
+                f"hydra.sweeper.storage={redact(spec)!r} is not allowed: journal:PATH (a file, "
+                "shared file systems too), sqlite:///PATH, postgresql+psycopg://USER@HOST/DB or "
+                "mysql://USER@HOST/DB"
+            )
+        return RDBStorage(_with_driver(spec), engine_kwargs=_engine_kwargs(scheme))
+    except PeftlabError:
+        raise
+    except Exception as error:  # the database's driver, network or file system, in one line
+        reason = redact(str(error).strip().splitlines()[0] if str(error).strip() else repr(error))
+        raise PeftlabError(
+            f"hydra.sweeper.storage={redact(spec)!r}: cannot open the study's storage "
+            f"({type(error).__name__}: {reason})"
+        ) from None
+
+
+def _with_driver(url: str) -> str:
+    """``postgresql://`` means psycopg 3, the driver peftlab installs (SQLAlchemy's default
+    for the bare scheme is psycopg2)."""
+    if url.startswith("postgresql://"):
+        return "postgresql+psycopg://" + url[len("postgresql://") :]
+    return url
+
+
+def _engine_kwargs(scheme: str) -> dict[str, Any]:
+    # An unreachable server fails in seconds, not after the system's TCP timeout.
+    if scheme in ("postgresql", "mysql"):
+        return {"connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
+    return {}
+
+
+@dataclass
+class StudySettings:
+    """What a worker and a job need to open the search's study: from ``hydra.sweeper``."""
+
+    storage: str  # an absolute spec (see storage_spec)
+    study_name: str
+    direction: str
+    heartbeat_s: float
+
+    @classmethod
+    def of(cls, sweeper: Any, sweep_dir: Path) -> StudySettings:
+        return cls(
+            storage=storage_spec(sweeper.storage, sweep_dir),
+            study_name=sweeper.study_name,
+            direction=sweeper.direction,
+            heartbeat_s=float(sweeper.heartbeat_s),
+        )
+
+    @property
+    def shown_storage(self) -> str:
+        return redact(self.storage)
+
+
+def create_or_load(
+    settings: StudySettings,
+    sampler: optuna.samplers.BaseSampler | None = None,
+    pruner: optuna.pruners.BasePruner | None = None,
+) -> tuple[optuna.Study, bool]:
+    """The study, and whether this call created it: of N workers started at once, exactly one
+    creates it (the storage refuses a second study of the same name)."""
+    storage = open_storage(settings.storage)
+    try:
+        study = optuna.create_study(
+            storage=storage,
+            study_name=settings.study_name,
+            direction=settings.direction,
+            sampler=sampler,
+            pruner=pruner,
+        )
+        study.set_user_attr(CREATOR_ATTR, this_process())
+        return study, True
+    except DuplicatedStudyError:
+        study = optuna.load_study(
+            study_name=settings.study_name, storage=storage, sampler=sampler, pruner=pruner
+        )
+    if study.direction.name.lower() != settings.direction:
+        raise PeftlabError(
+            f"hydra.sweeper.direction={settings.direction!r}: study {settings.study_name!r} in "
+            f"{settings.shown_storage} was made to {study.direction.name.lower()}; pass that "
+            "direction, or another hydra.sweeper.study_name for a new study"
+        )
+    return study, False
+
+
+def this_process() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+def created_here(study: optuna.Study) -> bool:
+    """Whether this process created the study (its first worker), rather than joined it."""
+    return study.user_attrs.get(CREATOR_ATTR) == this_process()
+
+
+def parent_run_id(study: optuna.Study, created: bool, create: Callable[[], str]) -> str:
+    """The study's MLflow parent run: made by the worker that created the study, found by the
+    others (and by a search started again on the same study)."""
+    if created:
+        run_id = create()
+        study.set_user_attr(PARENT_ATTR, run_id)
+        return run_id
+    deadline = time.monotonic() + PARENT_WAIT_S
+    while time.monotonic() < deadline:
+        found = study.user_attrs.get(PARENT_ATTR)  # each read fetches the storage anew
+        if found:
+            return found
+        time.sleep(0.5)
+    # The worker that created the study died before its parent run existed: take its place.
+    log.warning("Study %s has no MLflow parent run: creating one", study.study_name)
+    run_id = create()
+    study.set_user_attr(PARENT_ATTR, run_id)
+    return run_id
+
+
+def counts_toward_budget(trial: FrozenTrial) -> bool:
+    """Trials that ran to an end: completed, pruned, or failed by their job's error. Not: one
+    abandoned by a dead worker (retried), one asked past the budget by a racing worker."""
+    if trial.state in (TrialState.COMPLETE, TrialState.PRUNED):
+        return True
+    return trial.state == TrialState.FAIL and NOT_COUNTED_ATTR not in trial.user_attrs
+
+
+def is_live(trial: FrozenTrial, heartbeat_s: float, now: float | None = None) -> bool:
+    """A RUNNING trial whose worker has beaten recently."""
+    if trial.state != TrialState.RUNNING:
+        return False
+    beat = trial.system_attrs.get(HEARTBEAT_ATTR)
+    if beat is None:  # asked, first beat not yet written
+        beat = trial.datetime_start.timestamp() if trial.datetime_start else time.time()
+    return (now or time.time()) - beat < STALE_AFTER_BEATS * heartbeat_s
+
+
+def trials(study: optuna.Study) -> list[FrozenTrial]:
+    return study.get_trials(deepcopy=False)
+
+
+def budget_left(study: optuna.Study, n_trials: int, heartbeat_s: float) -> int:
+    """Trials still to ask for: the budget less those done and those running anywhere."""
+    taken = [t for t in trials(study) if counts_toward_budget(t) or is_live(t, heartbeat_s)]
+    return n_trials - len(taken)
+
+
+def over_budget(study: optuna.Study, trial_number: int, n_trials: int, heartbeat_s: float) -> bool:
+    """Whether a trial just asked is one too many: workers racing for the last trials each ask
+    one; trial numbers are handed out in order, so the lowest numbers keep their place."""
+    before = [
+        t
+        for t in trials(study)
+        if t.number < trial_number and (counts_toward_budget(t) or is_live(t, heartbeat_s))
+    ]
+    return len(before) >= n_trials
+
+
+def fail_abandoned(study: optuna.Study, heartbeat_s: float) -> list[int]:
+    """Fail the trials whose worker stopped beating (killed) and ask for their parameters again:
+    they are retried, not counted as done. Returns the failed trials' numbers."""
+    now = time.time()
+    abandoned = [
+        t
+        for t in trials(study)
+        if t.state == TrialState.RUNNING and not is_live(t, heartbeat_s, now)
+    ]
+    failed = []
+    for trial in abandoned:
+        try:
+            study._storage.set_trial_user_attr(trial._trial_id, NOT_COUNTED_ATTR, "abandoned")
+            study.tell(trial.number, state=TrialState.FAIL)
+        except (UpdateFinishedTrialError, ValueError, RuntimeError):
+            continue  # its worker, or another one, finished it meanwhile
+        study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
+        failed.append(trial.number)
+    if failed:
+        log.warning(
+            "Trials %s were left running by a stopped worker: failed, to be retried", failed
+        )
+    return failed
+
+
+@contextmanager
+def heartbeats(study: optuna.Study, trial_ids: list[int], interval_s: float) -> Iterator[None]:
+    """Within: the trials' heartbeat is written every ``interval_s``, marking them as alive."""
+    stop = threading.Event()
+
+    def beat() -> None:
+        while True:
+            for trial_id in trial_ids:
+                try:
+                    study._storage.set_trial_system_attr(trial_id, HEARTBEAT_ATTR, time.time())
+                except (UpdateFinishedTrialError, KeyError):
+                    pass  # told already
+                except Exception as error:  # a storage hiccup costs a beat, not the search
+                    log.warning("Optuna heartbeat not written: %s", redact(str(error))[:200])
+            if stop.wait(interval_s):
+                return
+
+    thread = threading.Thread(target=beat, name="optuna-heartbeat", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+
+
+def search_done(study: optuna.Study, n_trials: int, heartbeat_s: float) -> bool:
+    """Whether the study's budget is spent and no worker still runs one of its trials."""
+    found = trials(study)
+    done = sum(counts_toward_budget(t) for t in found)
+    return done >= n_trials and not any(is_live(t, heartbeat_s) for t in found)
+
+
+def trial_link(sweeper: Any, sweep_dir: Path) -> TrialLink | None:
+    """The trial a job of a search runs (``hydra.sweeper.trial``, set by the sweeper on each
+    job it launches), on the study with its pruner; None for any other job."""
+    if sweeper.get("trial") is None or sweeper.get("study_name") is None:
+        return None
+    settings = StudySettings.of(sweeper, sweep_dir)
+    pruner = make_pruner(sweeper.pruner, dict(sweeper.pruner_settings), eval_strategy=None)
+    study = optuna.load_study(
+        study_name=settings.study_name, storage=open_storage(settings.storage), pruner=pruner
+    )
+    return TrialLink(study, sweeper.trial)
+
+
+class TrialLink:
+    """A job's handle on the trial it runs: reports each held-out evaluation and asks the
+    study's pruner whether to stop, through the storage (the trial may be another process's)."""
+
+    def __init__(self, study: optuna.Study, trial_number: int) -> None:
+        self.study = study
+        trial_id = study._storage.get_trial_id_from_study_id_trial_number(
+            study._study_id, trial_number
+        )
+        self.trial = optuna.trial.Trial(study, trial_id)
+        self.number = trial_number
+        self.pruned_step: int | None = None
+
+    def report(self, eval_loss: float, step: int) -> bool:
+        """Report an evaluation; True when the pruner says this trial should stop here."""
+        self.trial.report(eval_loss, step)
+        if self.trial.should_prune():
+            self.pruned_step = step
+            self.trial.set_user_attr(PRUNED_ATTR, step)
+            return True
+        return False
+
+
+# Samplers and pruners by the names `hydra.sweeper.sampler` / `.pruner` take; each gets its
+# `*_settings` as keyword arguments of the Optuna class.
+def _tpe(seed, settings, parallel, grid):
+    # multivariate + group: TPE models keys jointly, also in a space conditional on the method;
+    # constant liar keeps parallel workers from asking for the same point.
+    options = {"multivariate": True, "group": True, "constant_liar": parallel, **settings}
+    return optuna.samplers.TPESampler(seed=seed, **options)
+
+
+def _random(seed, settings, parallel, grid):
+    return optuna.samplers.RandomSampler(seed=seed, **settings)
+
+
+def _gp(seed, settings, parallel, grid):
+    return optuna.samplers.GPSampler(seed=seed, **settings)
+
+
+def _grid(seed, settings, parallel, grid):
+    if not grid:
+        raise PeftlabError(
+            "hydra.sweeper.sampler='grid' needs a search space of choices only "
+            "(hydra.sweeper.params or a,b,c overrides), not a custom search space"
+        )
+    return optuna.samplers.GridSampler(grid, seed=seed, **settings)
+
+
+SAMPLERS = {"tpe": _tpe, "random": _random, "gp": _gp, "grid": _grid}
+PRUNERS = {
+    "median": optuna.pruners.MedianPruner,
+    "percentile": lambda **s: optuna.pruners.PercentilePruner(**{"percentile": 25.0, **s}),
+    "hyperband": optuna.pruners.HyperbandPruner,
+    "none": optuna.pruners.NopPruner,
+}
+
+
+def make_sampler(
+    name: str, seed: int | None, settings: dict, parallel: bool, grid: dict | None
+) -> optuna.samplers.BaseSampler:
+    _require_known("hydra.sweeper.sampler", name, SAMPLERS)
+    return _construct(
+        "hydra.sweeper.sampler_settings", lambda: SAMPLERS[name](seed, settings, parallel, grid)
+    )
+
+
+def make_pruner(name: str, settings: dict, eval_strategy: str | None) -> optuna.pruners.BasePruner:
+    """The pruner; one that has no held-out evaluations to act on is a mistake."""
+    _require_known("hydra.sweeper.pruner", name, PRUNERS)
+    if name != "none" and eval_strategy == "no":
+        raise PeftlabError(
+            f"hydra.sweeper.pruner={name!r} needs held-out evaluations during training to act "
+            "on: set trainer.eval_strategy=epoch (or steps with trainer.eval_steps=N)"
+        )
+    return _construct("hydra.sweeper.pruner_settings", lambda: PRUNERS[name](**settings))
+
+
+def check_search(sweeper: Any, eval_strategy: str | None) -> None:
+    """The sampler's and pruner's names and the pruner's settings, before anything starts."""
+    _require_known("hydra.sweeper.sampler", sweeper.sampler, SAMPLERS)
+    make_pruner(sweeper.pruner, dict(sweeper.pruner_settings), eval_strategy)
+
+
+def _require_known(key: str, name: str, known: dict) -> None:
+    if name not in known:
+        raise PeftlabError(f"{key}={name!r} is not allowed: one of {', '.join(known)}")
+
+
+def _construct(key: str, build: Callable[[], Any]) -> Any:
+    try:
+        return build()
+    except (TypeError, ValueError) as error:  # a misspelled or out-of-range setting
+        raise PeftlabError(f"{key}: {error}") from None
