@@ -11,7 +11,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from peftlab.errors import PeftlabError
-from peftlab.sweep import PARENT_TAG, SWEEP_TAG
+from peftlab.sweep import PARENT_TAG, PRUNED_TAG, SWEEP_TAG
 
 METRICS = [
     "eval_loss",
@@ -31,7 +31,8 @@ NOT_COMPARED = ("output_dir", "tracking.")
 
 @dataclass
 class Comparison:
-    table: pd.DataFrame  # one row per finished run, best (lowest eval_loss) first
+    # One row per finished run, best (lowest eval_loss) first, runs stopped by a pruner last.
+    table: pd.DataFrame
     swept: list[str]
     runs: list[Run]
     parent: Run | None
@@ -81,16 +82,20 @@ def _comparison(runs: list[Run], parent: Run | None) -> Comparison:
         row = {"run": run.info.run_name, "run_id": run.info.run_id}
         row |= {key: setting(run, key) for key in swept}
         row["method"] = run.data.params.get(METHOD)
+        row["pruned"] = run.data.tags.get(PRUNED_TAG)  # the step a search's pruner stopped it
         row |= {key: metrics.get(key) for key in METRICS if key not in DERIVED}
         untuned = metrics.get("eval_loss_untuned", float("nan"))
         row["improvement"] = untuned - metrics["eval_loss"]
         row["improvement_pct"] = 100 * row["improvement"] / untuned
         rows.append(row)
-    table = pd.DataFrame(rows).sort_values("eval_loss", kind="stable").reset_index(drop=True)
+    # A run the pruner stopped early never ranks above one that trained to its end.
+    table = pd.DataFrame(rows)
+    table = table.assign(_pruned=table["pruned"].notna())
+    table = table.sort_values(["_pruned", "eval_loss"], kind="stable").reset_index(drop=True)
     counts = ["trainable_params", "adapter_bytes"]  # MLflow stores every metric as a float
     table[counts] = table[counts].round().astype("Int64")
     table.index = pd.RangeIndex(1, len(table) + 1, name="rank")
-    columns = ["run", *swept, "method", *METRICS, "run_id"]
+    columns = ["run", *swept, "method", "pruned", *METRICS, "run_id"]
     return Comparison(table[columns], swept, finished, parent)
 
 

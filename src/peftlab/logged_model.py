@@ -24,6 +24,7 @@ from omegaconf import OmegaConf
 
 from peftlab import adapters
 from peftlab.config import GenerationSettings, TrainConfig, register_configs
+from peftlab.redaction import copy_redacted
 
 NAME = "model"
 MODEL_CODE = Path(__file__).with_name("mlflow_model_code.py")
@@ -85,7 +86,7 @@ def log(settings: TrainConfig, adapter_dir: Path, config_dir: Path | None) -> No
         (run / ".hydra").mkdir()
         if saved is not None and saved.is_file():
             # As written by Hydra: `${peftlab.package_dir:...}` resolves where the model loads.
-            shutil.copy(saved, run / ".hydra" / "config.yaml")
+            copy_redacted(saved, run / ".hydra" / "config.yaml")
         else:
             sections = {"model": settings.model, "generation": settings.generation}
             OmegaConf.save(OmegaConf.structured(sections), run / ".hydra" / "config.yaml")

@@ -29,6 +29,7 @@ from peftlab import (
 )
 from peftlab.config import GenerationSettings, TrainConfig
 from peftlab.errors import PeftlabError
+from peftlab.redaction import copy_redacted, redact_values
 
 if TYPE_CHECKING:
     from peftlab.study import TrialLink
@@ -95,10 +96,12 @@ def run(settings: TrainConfig, context: RunContext) -> RunResult:
         (context.run_dir / RUN_FILE).write_text(json.dumps({"run_id": context.run_id}))
         if settings.resume is None:  # a resumed run has all this already
             with interrupts.deferred():
-                mlflow.log_params(tracking.flatten(params(settings)))
+                mlflow.log_params(redact_values(tracking.flatten(params(settings))))
                 mlflow.log_text(tracking.installed_packages(), "environment/requirements.txt")
                 if context.config_dir is not None and context.config_dir.is_dir():
-                    mlflow.log_artifacts(str(context.config_dir), ".hydra")
+                    with tempfile.TemporaryDirectory() as staging:
+                        copy = copy_redacted(context.config_dir, Path(staging, ".hydra"))
+                        mlflow.log_artifacts(str(copy), ".hydra")
         result = _train_and_log(settings, context)
         return RunResult(
             run_id=active.info.run_id, ui_hint=tracking.ui_hint(settings.tracking, active), **result

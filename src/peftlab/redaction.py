@@ -4,6 +4,7 @@ peftlab writes: every such text passes through :func:`redact` first."""
 from __future__ import annotations
 
 import re
+from pathlib import Path
 from typing import Any
 
 # scheme://user:password@host: the password runs from the ':' after the user name to the last
@@ -20,3 +21,15 @@ def redact(text: str) -> str:
 def redact_values(values: dict[str, Any]) -> dict[str, Any]:
     """A mapping whose string values are redacted (params, tags)."""
     return {key: redact(v) if isinstance(v, str) else v for key, v in values.items()}
+
+
+def copy_redacted(source: Path, target: Path) -> Path:
+    """A copy of the file or folder ``source`` at ``target``, every password in it redacted
+    (Hydra's saved configs hold the URIs as typed)."""
+    if source.is_dir():
+        target.mkdir(parents=True, exist_ok=True)
+        for item in source.iterdir():
+            copy_redacted(item, target / item.name)
+    else:
+        target.write_text(redact(source.read_text()))
+    return target
