@@ -7,7 +7,7 @@ PORT ?= 5000
 SERVE_PORT ?= 5001
 MODEL ?= runs:/$(RUN)/model
 
-.PHONY: setup lock browser train test test-fast ui demo serve lint clean
+.PHONY: setup lock browser train test test-fast ui demo dashboard serve lint clean
 
 setup: $(VENV)/.installed
 
@@ -49,6 +49,10 @@ ui: setup
 
 demo: setup
 	$(VENV)/bin/peftlab demo $(ARGS)
+
+# optuna-dashboard on http://127.0.0.1:8080 for the latest search's study (ARGS="--study NAME").
+dashboard: setup
+	$(VENV)/bin/peftlab dashboard $(ARGS)
 
 # A run's logged model over HTTP on loopback: make serve RUN=<run id> (or MODEL=models:/NAME@champion).
 # The scoring server starts `uvicorn` from PATH: this environment's bin/ goes first.

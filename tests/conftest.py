@@ -322,3 +322,45 @@ def runs_of_every_method(tiny_llama: Path, tmp_path_factory: pytest.TempPathFact
         for option, overrides in METHODS.items()
     ]
     return MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db"), results
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster on loopback for the session (see services.py)."""
+    from services import postgres_cluster
+
+    with postgres_cluster(free_port()) as server:
+        yield server
+
+
+# Two learning rates far apart: the low one barely moves the held-out loss, so once a trial of
+# the high one has completed, the pruner stops the low one at its first evaluation.
+LEARNING_RATES = "trainer.learning_rate=0.00001,0.05"
+SEARCH = [
+    "hparams_search=optuna",
+    "hydra.sweeper.params=null",  # the search space: the learning rates below only
+    LEARNING_RATES,
+    "hydra.sweeper.sampler=random",
+    "trainer.eval_strategy=epoch",
+    "trainer.num_train_epochs=3",
+]
+
+
+@pytest.fixture(scope="session")
+def pruned_search(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 trials, 2 at a time in joblib's worker processes, with the percentile pruner."""
+    work = tmp_path_factory.mktemp("pruned-search")
+    result = run_sweep(
+        tiny_bloom,
+        work,
+        *SEARCH,
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.n_jobs=2",
+        "hydra/launcher=joblib",
+        "hydra.launcher.n_jobs=2",
+        "hydra.sweeper.pruner=percentile",
+        "+hydra.sweeper.pruner_settings.percentile=50",
+        "+hydra.sweeper.pruner_settings.n_startup_trials=1",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work

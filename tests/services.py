@@ -88,7 +88,17 @@ def postgres_cluster(port: int) -> Iterator[Postgres]:
             f"--pwfile={password_file}", "--no-sync",
         )  # fmt: skip
         options = f"-p {port} -c listen_addresses=127.0.0.1 -k {home} -c fsync=off"
-        run(str(bin_dir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(home / "log"), "-w", "start")
+        run(
+            str(bin_dir / "pg_ctl"),
+            "-D",
+            str(data),
+            "-o",
+            options,
+            "-l",
+            str(home / "log"),
+            "-w",
+            "start",
+        )
         try:
             yield Postgres("127.0.0.1", port, "peftlab", password)
         finally:

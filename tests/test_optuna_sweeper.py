@@ -11,47 +11,23 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import ROOT, free_port, peftlab, run_sweep, store_runs, sweep_parts, tiny_overrides
-from services import postgres_cluster
+from conftest import (
+    ROOT,
+    SEARCH,
+    free_port,
+    peftlab,
+    run_sweep,
+    store_runs,
+    sweep_parts,
+    tiny_overrides,
+)
 
 from peftlab import study as studies
-
-# Two learning rates far apart: the low one barely moves the held-out loss, so once a trial of
-# the high one has completed, the pruner stops the low one at its first evaluation.
-LEARNING_RATES = "trainer.learning_rate=0.00001,0.05"
-SEARCH = [
-    "hparams_search=optuna",
-    "hydra.sweeper.params=null",  # the search space: the learning rates below only
-    LEARNING_RATES,
-    "hydra.sweeper.sampler=random",
-    "trainer.eval_strategy=epoch",
-    "trainer.num_train_epochs=3",
-]
 
 
 def journal_study(work: Path, name: str = "peftlab") -> optuna.Study:
     (journal,) = (work / "multirun").glob(f"*/*/{studies.JOURNAL_FILE}")
     return optuna.load_study(study_name=name, storage=studies.open_storage(f"journal:{journal}"))
-
-
-@pytest.fixture(scope="module")
-def pruned_search(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """4 trials, 2 at a time in joblib's worker processes, with the percentile pruner."""
-    work = tmp_path_factory.mktemp("pruned-search")
-    result = run_sweep(
-        tiny_bloom,
-        work,
-        *SEARCH,
-        "hydra.sweeper.n_trials=4",
-        "hydra.sweeper.n_jobs=2",
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-        "hydra.sweeper.pruner=percentile",
-        "+hydra.sweeper.pruner_settings.percentile=50",
-        "+hydra.sweeper.pruner_settings.n_startup_trials=1",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return work
 
 
 def test_a_pruned_trial_stops_training_at_that_evaluation(pruned_search: Path):
@@ -91,3 +67,165 @@ def test_compare_marks_pruned_runs_and_ranks_them_after_completed_ones(pruned_se
     assert "" in pruned and any(p for p in pruned)
     first_pruned = next(i for i, p in enumerate(pruned) if p)
     assert all(pruned[first_pruned:]), pruned  # no completed run ranks below a pruned one
+
+
+def test_a_failed_trial_is_told_fail_and_the_search_goes_on(tiny_bloom: Path, tmp_path: Path):
+    result = run_sweep(
+        tiny_bloom,
+        tmp_path,
+        "hparams_search=optuna",
+        "hydra.sweeper.params=null",
+        "dataset.text_column=prompt,nope",
+        "hydra.sweeper.sampler=grid",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = journal_study(tmp_path)
+    by_column = {t.params["dataset.text_column"]: t for t in study.trials}
+    assert by_column["prompt"].state == optuna.trial.TrialState.COMPLETE
+    assert by_column["nope"].state == optuna.trial.TrialState.FAIL
+    assert "'nope' is not a column" in by_column["nope"].user_attrs["error"]
+    _, parent, children = sweep_parts(tmp_path)
+    assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED"]
+    assert parent.info.status == "FINISHED"
+
+
+def start_worker(model_dir: Path, work: Path, *overrides: str) -> subprocess.Popen:
+    """One worker of a search: ``train.py -m`` with its own sweep folder, into ``work``'s store."""
+    return subprocess.Popen(
+        [
+            sys.executable,
+            str(ROOT / "train.py"),
+            "-m",
+            *tiny_overrides(model_dir, work),
+            *overrides,
+        ],
+        cwd=work,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+
+
+def run_workers(count: int, model_dir: Path, work: Path, *overrides: str) -> list[str]:
+    """``count`` workers started at once; returns what each printed, once all have ended."""
+    workers = [start_worker(model_dir, work, *overrides) for _ in range(count)]
+    outputs = [worker.communicate(timeout=600)[0] for worker in workers]
+    for worker, output in zip(workers, outputs, strict=True):
+        assert worker.returncode == 0, output[-3000:]
+    return outputs
+
+
+@pytest.mark.parametrize("backend", ["journal", "postgresql"])
+def test_workers_started_at_once_run_one_study(backend, tiny_bloom, tmp_path, request):
+    if backend == "journal":
+        storage, shown = f"journal:{tmp_path}/shared/study.journal", None
+    else:
+        server = request.getfixturevalue("postgres")
+        storage = server.create_database(f"study_{tmp_path.name[-12:].lower()}")
+        shown = storage.replace(server.password, "***")
+    outputs = run_workers(
+        2,
+        tiny_bloom,
+        tmp_path,
+        *SEARCH[:4],
+        "trainer.num_train_epochs=1",
+        "hydra.sweeper.n_trials=4",
+        f"hydra.sweeper.storage='{storage}'",
+    )
+    study = optuna.load_study(study_name="peftlab", storage=studies.open_storage(storage))
+    numbers = sorted(t.number for t in study.trials if studies.counts_toward_budget(t))
+    assert numbers == [0, 1, 2, 3]  # the budget is the study's, each trial run once
+    _, runs = store_runs(tmp_path)
+    (parent,) = [r for r in runs if r.data.tags.get("peftlab.sweep") == "true"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) == len(runs) - 1 == 4
+    assert sorted(int(c.data.tags["job_num"]) for c in children) == numbers
+    assert study.user_attrs[studies.PARENT_ATTR] == parent.info.run_id
+    assert parent.info.status == "FINISHED"
+    assert parent.data.metrics["best_eval_loss"] == pytest.approx(study.best_value)
+    if shown is not None:  # the storage's password is in no run and no printed line
+        assert parent.data.tags["optuna_storage"] == shown
+        written = json.dumps([[r.data.params, r.data.tags] for r in runs]) + "".join(outputs)
+        assert server.password not in written
+        for run in runs:
+            for artifact in (Path(run.info.artifact_uri.removeprefix("file://")) / ".hydra").glob(
+                "*"
+            ):
+                assert server.password not in artifact.read_text(), artifact
+
+
+def test_a_search_started_again_continues_and_retries_abandoned_trials(tiny_bloom, tmp_path):
+    storage = f"journal:{tmp_path}/study.journal"
+    search = [*SEARCH[:4], "trainer.num_train_epochs=1", f"hydra.sweeper.storage={storage}"]
+    assert run_sweep(tiny_bloom, tmp_path, *search, "hydra.sweeper.n_trials=2").returncode == 0
+    # A worker killed mid-trial leaves it RUNNING, its heartbeat stopped.
+    study = optuna.load_study(study_name="peftlab", storage=studies.open_storage(storage))
+    abandoned = study.ask(
+        {"trainer.learning_rate": optuna.distributions.CategoricalDistribution([0.00001, 0.05])}
+    )
+    time.sleep(1.5)  # three heartbeats of 0.5 s
+    result = run_sweep(
+        tiny_bloom, tmp_path, *search, "hydra.sweeper.n_trials=3", "hydra.sweeper.heartbeat_s=0.5"
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    trials = optuna.load_study(study_name="peftlab", storage=studies.open_storage(storage)).trials
+    left = trials[abandoned.number]
+    assert left.state == optuna.trial.TrialState.FAIL and not studies.counts_toward_budget(left)
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == abandoned.number]
+    assert retry.params == abandoned.params and retry.state == optuna.trial.TrialState.COMPLETE
+    assert sum(studies.counts_toward_budget(t) for t in trials) == 3
+    _, runs = store_runs(tmp_path)
+    (parent,) = [r for r in runs if r.data.tags.get("peftlab.sweep") == "true"]  # the same one
+    assert len(runs) == 1 + 3 and parent.info.status == "FINISHED"
+
+
+def maximising_study(work: Path) -> str:
+    storage = f"journal:{work}/max.journal"
+    optuna.create_study(
+        study_name="peftlab", storage=studies.open_storage(storage), direction="maximize"
+    )
+    return storage
+
+
+BAD_SEARCHES = {
+    "unknown sampler": (
+        lambda work: ["hydra.sweeper.sampler=annealing"],
+        "hydra.sweeper.sampler='annealing' is not allowed: one of tpe, random, gp, grid",
+    ),
+    "unknown pruner": (
+        lambda work: ["hydra.sweeper.pruner=sometimes"],
+        "hydra.sweeper.pruner='sometimes' is not allowed: one of median, percentile, hyperband",
+    ),
+    "pruner without evaluations": (
+        lambda work: ["hydra.sweeper.pruner=median", "trainer.eval_strategy=no"],
+        "needs held-out evaluations during training to act on: set trainer.eval_strategy=epoch",
+    ),
+    "unreachable storage": (
+        lambda work: [f"hydra.sweeper.storage=postgresql://u:pw@127.0.0.1:{free_port()}/db"],
+        "hydra.sweeper.storage='postgresql://u:***@127.0.0.1:",
+    ),
+    "storage of another kind": (
+        lambda work: ["hydra.sweeper.storage=redis://127.0.0.1/0"],
+        "hydra.sweeper.storage='redis://127.0.0.1/0' is not allowed: journal:PATH",
+    ),
+    "study with another direction": (
+        lambda work: [f"hydra.sweeper.storage={maximising_study(work)}"],
+        "study 'peftlab' in journal:",
+    ),
+}
+
+
+@pytest.mark.parametrize("case", BAD_SEARCHES)
+def test_bad_search_settings_are_one_line_before_any_run(case, tiny_bloom, tmp_path):
+    overrides, expected = BAD_SEARCHES[case]
+    started = time.monotonic()
+    result = run_sweep(tiny_bloom, tmp_path, "hparams_search=optuna", *overrides(tmp_path))
+    elapsed = time.monotonic() - started
+    assert result.returncode != 0
+    lines = result.stderr.strip().splitlines()
+    assert lines[-1].startswith("error: ") and expected in lines[-1], result.stderr[-2000:]
+    assert "Traceback" not in result.stderr and ":pw@" not in result.stdout + result.stderr
+    assert elapsed < 30  # the imports, and a refused connection: no model, no retries
+    if (tmp_path / "mlruns").exists():
+        _, runs = store_runs(tmp_path)
+        assert runs == []  # no parent run was started, so none is left RUNNING

@@ -66,6 +66,15 @@ def parser() -> argparse.ArgumentParser:
     rerunning.add_argument(
         "overrides", nargs="*", help="Hydra overrides on top of the saved config"
     )
+    dashboard = commands.add_parser(
+        "dashboard", help="optuna-dashboard on the study of the latest search (or the one named)"
+    )
+    dashboard.add_argument(
+        "--storage", help="the study's storage (default: the latest search's, from its run)"
+    )
+    dashboard.add_argument("--study", help="the study's name (default: the latest search's)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
+    dashboard.add_argument("--port", type=int, default=8080)
     resuming = commands.add_parser(
         "resume", help="continue an interrupted run from its last checkpoint, as the same run"
     )
@@ -80,7 +89,12 @@ def main(argv: list[str] | None = None) -> int:
     register_configs()
     console.quiet_libraries()
     client = tracking.client(args.tracking_uri or default_tracking_uri())
-    commands = {"compare": run_compare, "generate": run_generate, "demo": run_demo}
+    commands = {
+        "compare": run_compare,
+        "generate": run_generate,
+        "demo": run_demo,
+        "dashboard": run_dashboard,
+    }
     try:
         if args.command == "rerun":
             return rerun(client, args.run_id, args.overrides)
@@ -121,6 +135,49 @@ def run_demo(client: MlflowClient, args: argparse.Namespace) -> int:
 
     demo.build(client, args.experiment).launch(server_name=args.host, server_port=args.port)
     return 0
+
+
+def run_dashboard(client: MlflowClient, args: argparse.Namespace) -> int:
+    """optuna-dashboard on loopback, opened on the search's study."""
+    import optuna_dashboard
+
+    from peftlab import study
+    from peftlab.redaction import redact
+
+    storage, name = args.storage, args.study
+    if storage is None or name is None:
+        recorded_storage, recorded_name = latest_search(client)
+        storage, name = storage or recorded_storage, name or recorded_name
+    if "***" in storage:
+        raise PeftlabError(
+            f"the latest search's storage {storage} needs its password: pass it with "
+            "--storage URL (e.g. postgresql+psycopg://USER:$PGPASSWORD@HOST/DB)"
+        )
+    opened = study.open_storage(study.storage_spec(storage, Path.cwd()))
+    try:
+        study_id = opened.get_study_id_from_name(name)
+    except KeyError as error:
+        raise PeftlabError(f"--study={name!r}: no such study in {redact(storage)}") from error
+    url = f"http://{args.host}:{args.port}/dashboard/studies/{study_id}"
+    print(f"optuna-dashboard for study {name!r} on {url} (Ctrl-C stops it)", flush=True)
+    optuna_dashboard.run_server(opened, host=args.host, port=args.port)
+    return 0
+
+
+def latest_search(client: MlflowClient) -> tuple[str, str]:
+    """The storage and study name recorded on the latest search's parent run."""
+    from peftlab.sweep import STORAGE_TAG, STUDY_TAG
+
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(
+        experiments, f"tags.`{STUDY_TAG}` != ''", order_by=["start_time DESC"], max_results=1
+    )
+    if not found:
+        raise PeftlabError(
+            "no search found in this store: run one with `python train.py -m "
+            "hparams_search=optuna`, or pass --storage and --study"
+        )
+    return found[0].data.tags[STORAGE_TAG], found[0].data.tags[STUDY_TAG]
 
 
 def run_compare(client: MlflowClient, args: argparse.Namespace) -> int:

@@ -132,8 +132,8 @@ class OptunaSweeper(Sweeper):
             with studies.heartbeats(study, [t._trial_id for t in batch], heartbeat_s):
                 returns = self.launcher.launch(jobs, initial_job_idx=batch[0].number)
             for trial, job in zip(batch, returns, strict=True):
-                _tell(study, trial, job)
                 told.add(trial.number)
+                _tell(study, trial, job)
         finally:  # interrupted: the trials not told are no trials of the budget
             for trial in batch:
                 if trial.number not in told:
@@ -195,15 +195,25 @@ def _tell(study, trial, job: JobReturn) -> None:
 
     if job.status != JobStatus.COMPLETED:
         trial.set_user_attr(studies.ERROR_ATTR, redact(f"{job._return_value!r}")[:1000])
-        study.tell(trial, state=studies.TrialState.FAIL)
+        _told(study, trial, state=studies.TrialState.FAIL)
         log.warning("Trial %d failed: %s", trial.number, redact(str(job._return_value))[:300])
         return
     pruned = study._storage.get_trial(trial._trial_id).user_attrs.get(studies.PRUNED_ATTR)
     if pruned is not None:
-        study.tell(trial, state=studies.TrialState.PRUNED)
+        _told(study, trial, state=studies.TrialState.PRUNED)
         log.info("Trial %d pruned at step %s", trial.number, pruned)
     else:
-        study.tell(trial, job.return_value)
+        _told(study, trial, job.return_value)
+
+
+def _told(study, trial, *args, **kwargs) -> None:
+    """``study.tell``; the grid sampler then calls ``study.stop()`` once every point is taken,
+    which Optuna allows only inside ``optimize``: the budget stops this loop already."""
+    try:
+        study.tell(trial, *args, **kwargs)
+    except RuntimeError as error:
+        if "Study.stop" not in str(error):
+            raise
 
 
 def _grid(space: dict[str, BaseDistribution]) -> dict[str, list] | None:
