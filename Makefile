@@ -7,7 +7,7 @@ PORT ?= 5000
 SERVE_PORT ?= 5001
 MODEL ?= runs:/$(RUN)/model
 
-.PHONY: setup lock browser train test test-fast ui demo dashboard serve lint clean
+.PHONY: setup lock browser services train test test-fast ui demo dashboard serve lint clean
 
 setup: $(VENV)/.installed
 
@@ -34,10 +34,18 @@ browser:
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
 		>/dev/null; } || echo "note: no chromium here: sudo apt-get install chromium"
 
+# The shared-study tests start a throwaway PostgreSQL cluster of their own (tests/services.py)
+# from Debian's server package: installed here where this user may, else those tests skip.
+services:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
+		&& command -v apt-get >/dev/null && apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
+		|| echo "note: no PostgreSQL server here: sudo apt-get install postgresql"
+
 train: setup
 	$(PY) train.py $(ARGS)
 
-test: setup browser
+test: setup browser services
 	$(PY) -m pytest $(ARGS)
 
 test-fast: setup

@@ -1,0 +1,36 @@
+"""Passwords in URIs are masked in whatever peftlab writes."""
+
+from pathlib import Path
+
+import pytest
+
+from peftlab.redaction import copy_redacted, redact
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("postgresql+psycopg://u:s3cret@db:5432/x", "postgresql+psycopg://u:***@db:5432/x"),
+        ("mysql://root:pa@ss@h/db", "mysql://root:***@h/db"),  # an unescaped '@' in it
+        ("a http://u:p@h b https://v:q@k/", "a http://u:***@h b https://v:***@k/"),
+        ("uri: postgresql://u:p%40ss@h/db\n", "uri: postgresql://u:***@h/db\n"),
+        ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),  # a port is no password
+        ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
+        ("journal:/shared/study.journal", "journal:/shared/study.journal"),
+    ],
+)
+def test_a_uris_password_is_masked_and_nothing_else(text: str, expected: str):
+    assert redact(text) == expected
+
+
+def test_a_copied_config_folder_holds_no_password(tmp_path: Path):
+    source = tmp_path / ".hydra"
+    source.mkdir()
+    (source / "config.yaml").write_text("tracking:\n  uri: postgresql://u:hunter2@h/db\n")
+    (source / "overrides.yaml").write_text("- hydra.sweeper.storage=mysql://u:hunter2@h/db\n")
+    copy = copy_redacted(source, tmp_path / "copy")
+    texts = [path.read_text() for path in sorted(copy.iterdir())]
+    assert texts == [
+        "tracking:\n  uri: postgresql://u:***@h/db\n",
+        "- hydra.sweeper.storage=mysql://u:***@h/db\n",
+    ]

@@ -1,0 +1,97 @@
+"""The search's study: storages, the shared budget, abandoned trials, samplers and pruners."""
+
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+from conftest import free_port
+from optuna.distributions import CategoricalDistribution
+from optuna.trial import TrialState
+
+from peftlab import study as studies
+from peftlab.errors import PeftlabError
+
+SPACE = {"x": CategoricalDistribution([1, 2, 3])}
+
+
+def journal(tmp_path: Path) -> optuna.Study:
+    storage = studies.open_storage(f"journal:{tmp_path}/s.journal")
+    return optuna.create_study(study_name="s", storage=storage)
+
+
+def test_the_default_storage_is_a_journal_in_the_sweep_folder(tmp_path: Path):
+    assert studies.storage_spec(None, tmp_path) == f"journal:{tmp_path}/optuna.journal"
+    assert studies.storage_spec("journal:rel/s.journal", tmp_path) == (
+        f"journal:{Path('rel/s.journal').resolve()}"
+    )
+    assert studies.storage_spec("sqlite:///a.db", tmp_path) == "sqlite:///a.db"
+
+
+def test_an_unreachable_database_is_one_line_within_seconds():
+    started = time.monotonic()
+    with pytest.raises(PeftlabError) as error:
+        studies.open_storage(f"postgresql://u:pw@127.0.0.1:{free_port()}/db")
+    assert time.monotonic() - started < 10
+    message = str(error.value)
+    assert message.startswith("hydra.sweeper.storage='postgresql://u:***@127.0.0.1:")
+    assert "cannot open the study's storage" in message and "\n" not in message
+
+
+def test_the_budget_counts_done_and_running_trials_not_abandoned_ones(tmp_path: Path):
+    study = journal(tmp_path)
+    done = study.ask(SPACE)
+    study.tell(done, 1.0)
+    running = study.ask(SPACE)
+    assert studies.budget_left(study, 3, heartbeat_s=60) == 1
+    # No heartbeat for three intervals: its worker is gone, the trial is retried.
+    time.sleep(0.1)
+    assert studies.fail_abandoned(study, heartbeat_s=0.01) == [running.number]
+    trials = study.get_trials()
+    assert trials[running.number].state == TrialState.FAIL
+    assert trials[running.number].user_attrs[studies.NOT_COUNTED_ATTR] == "abandoned"
+    assert studies.budget_left(study, 3, heartbeat_s=60) == 2
+    retry = study.ask(SPACE)  # the abandoned trial's parameters, asked again
+    assert retry.params == running.params and retry.user_attrs["retry_of"] == running.number
+
+
+def test_a_live_trial_keeps_its_place_while_its_worker_beats(tmp_path: Path):
+    study = journal(tmp_path)
+    trial = study.ask(SPACE)
+    with studies.heartbeats(study, [trial._trial_id], interval_s=0.05):
+        time.sleep(0.3)  # six beats: alive though started long ago in heartbeats
+        assert studies.fail_abandoned(study, heartbeat_s=0.05) == []
+    assert study.get_trials()[0].state == TrialState.RUNNING
+
+
+def test_the_lowest_trial_numbers_keep_the_last_places_of_the_budget(tmp_path: Path):
+    study = journal(tmp_path)
+    first, second = study.ask(SPACE), study.ask(SPACE)  # two workers racing for one place
+    assert not studies.over_budget(study, first.number, 1, heartbeat_s=60)
+    assert studies.over_budget(study, second.number, 1, heartbeat_s=60)
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: studies.make_sampler("cmaes", 0, {}, False, None), "one of tpe, random, gp"),
+        (lambda: studies.make_sampler("tpe", 0, {"n_startup": 3}, False, None), "n_startup"),
+        (lambda: studies.make_sampler("grid", 0, {}, False, None), "choices only"),
+        (lambda: studies.make_pruner("median", {}, "no"), "set trainer.eval_strategy=epoch"),
+        (lambda: studies.make_pruner("median", {"warmup": 1}, "epoch"), "warmup"),
+    ],
+)
+def test_bad_sampler_and_pruner_settings_name_the_key(make, message):
+    with pytest.raises(PeftlabError, match=message) as error:
+        make()
+    assert str(error.value).startswith("hydra.sweeper.")
+
+
+def test_samplers_and_pruners_by_name_are_optunas_own():
+    tpe = studies.make_sampler("tpe", 7, {}, parallel=True, grid=None)
+    assert isinstance(tpe, optuna.samplers.TPESampler) and tpe._constant_liar
+    grid = studies.make_sampler("grid", 7, {}, parallel=False, grid={"x": [1, 2]})
+    assert isinstance(grid, optuna.samplers.GridSampler)
+    percentile = studies.make_pruner("percentile", {}, "epoch")
+    assert isinstance(percentile, optuna.pruners.PercentilePruner)
+    assert isinstance(studies.make_pruner("none", {}, "no"), optuna.pruners.NopPruner)
