@@ -17,6 +17,7 @@ import os
 import socket
 import threading
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -322,7 +323,9 @@ def _tpe(seed, settings, parallel, grid):
     # multivariate + group: TPE models keys jointly, also in a space conditional on the method;
     # constant liar keeps parallel workers from asking for the same point.
     options = {"multivariate": True, "group": True, "constant_liar": parallel, **settings}
-    return optuna.samplers.TPESampler(seed=seed, **options)
+    with warnings.catch_warnings():  # `group` is flagged experimental, as it has been since 2.8
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=seed, **options)
 
 
 def _random(seed, settings, parallel, grid):
