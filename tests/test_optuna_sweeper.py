@@ -4,6 +4,7 @@ several workers (a journal file, a real PostgreSQL), a search continued, bad inp
 from __future__ import annotations
 
 import json
+import signal
 import subprocess
 import sys
 import time
@@ -229,3 +230,46 @@ def test_bad_search_settings_are_one_line_before_any_run(case, tiny_bloom, tmp_p
     if (tmp_path / "mlruns").exists():
         _, runs = store_runs(tmp_path)
         assert runs == []  # no parent run was started, so none is left RUNNING
+
+
+def test_an_interrupted_search_ends_its_trial_killed_and_not_counted(tiny_bloom, tmp_path):
+    from test_faults import LONG, start_train, wait_until_training
+
+    (tmp_path / "model").symlink_to(tiny_bloom)
+    work = tmp_path / "work"
+    work.mkdir()
+    process = start_train(work, *SEARCH[:4], LONG, "hydra.sweeper.n_trials=3", multirun=True)
+    wait_until_training(work, process)
+    process.send_signal(signal.SIGINT)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    _, parent, children = sweep_parts(work)
+    assert parent.info.status == "KILLED"
+    assert [child.info.status for child in children] == ["KILLED"]  # checkpointed, resumable
+    study = optuna.load_study(
+        study_name="peftlab",
+        storage=studies.open_storage(f"journal:{work}/multirun/{studies.JOURNAL_FILE}"),
+    )
+    (trial,) = study.trials
+    assert trial.state == optuna.trial.TrialState.FAIL
+    assert trial.user_attrs[studies.NOT_COUNTED_ATTR] == "interrupted"
+
+
+def test_trials_run_as_submitit_jobs_report_to_the_study(tiny_bloom: Path, tmp_path: Path):
+    result = run_sweep(
+        tiny_bloom,
+        tmp_path,
+        *SEARCH[:5],
+        "trainer.num_train_epochs=2",
+        "hydra.sweeper.n_trials=2",
+        "hydra.sweeper.pruner=median",
+        "hydra/launcher=submitit_local",
+        "hydra.launcher.timeout_min=10",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    study = journal_study(tmp_path)
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    assert all(sorted(t.intermediate_values) == [4, 8] for t in study.trials)
+    (sweep_dir,) = (tmp_path / "multirun").glob("*/*")
+    assert len([p for p in (sweep_dir / ".submitit").iterdir() if p.name.isdigit()]) == 2
