@@ -46,6 +46,21 @@ def wait_until_training(work: Path, process: subprocess.Popen) -> str:
     raise TimeoutError("the run did not start training within 180 s")
 
 
+def wait_until_sigint_is_default(process: subprocess.Popen) -> None:
+    """Until the process no longer catches SIGINT (its handler put the default back): read from
+    the kernel's record of the process (/proc/PID/status, SigCgt), not guessed with a sleep."""
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        caught = int(
+            next(line for line in status.splitlines() if line.startswith("SigCgt:"))[7:], 16
+        )
+        if not caught & (1 << (signal.SIGINT - 1)):
+            return
+        time.sleep(0.01)
+    raise TimeoutError("the process still catches SIGINT after 60 s")
+
+
 @pytest.fixture
 def work(tiny_bloom: Path, tmp_path: Path) -> Path:
     (tmp_path / "model").symlink_to(tiny_bloom)
@@ -77,7 +92,7 @@ def test_a_second_ctrl_c_ends_the_process_at_once(work: Path):
     process = start_train(work, LONG)
     wait_until_training(work, process)
     process.send_signal(signal.SIGINT)
-    time.sleep(0.3)  # the first one is being handled: the run ends, the process winds down
+    wait_until_sigint_is_default(process)  # the first one is handled: the run winds down
     process.send_signal(signal.SIGINT)
     process.communicate(timeout=120)
     assert process.returncode == -signal.SIGINT  # ended by the signal, not by the cleanup

@@ -1,4 +1,5 @@
-"""The ``peftlab`` command: compare sweeps, rerun runs, generate with tuned adapters, demo."""
+"""The peftlab command: compare sweeps, rerun and resume runs, generate with tuned adapters,
+demo, dashboard."""
 
 from __future__ import annotations
 
