@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -230,8 +231,8 @@ def mlflow_server(work: Path):
         yield base
 
 
-CHROMIUM = "/usr/bin/chromium"  # Debian's package, installed by `make test` where it can be
-SCREENSHOTS = ROOT / "test-artifacts"
+# Debian's package (installed by `make test` where it can be) or any other build on PATH.
+CHROMIUM_NAMES = ("chromium", "chromium-browser", "google-chrome")
 # Chromium as root in a container, with no network to try.
 CHROMIUM_ARGS = [
     "--no-sandbox",
@@ -244,13 +245,36 @@ CHROMIUM_ARGS = [
 
 
 def chromium() -> str:
-    """Debian's Chromium; without it this test is skipped, saying how, except in CI."""
-    if Path(CHROMIUM).is_file():
-        return CHROMIUM
-    message = f"no {CHROMIUM} for the browser tests: sudo apt-get install chromium"
+    """A Chromium on PATH; without one this test is skipped, saying how, except in CI."""
+    for name in CHROMIUM_NAMES:
+        found = shutil.which(name)
+        if found:
+            return found
+    message = "no chromium on PATH for the browser tests: sudo apt-get install chromium"
     if os.environ.get("PEFTLAB_REQUIRE_BROWSER") == "1":
         pytest.fail(message)
     pytest.skip(message)
+
+
+@pytest.fixture(scope="session")
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the browser tests save what they saw: PEFTLAB_SCREENSHOTS, else a temp folder."""
+    chosen = os.environ.get("PEFTLAB_SCREENSHOTS")
+    if chosen:
+        Path(chosen).mkdir(parents=True, exist_ok=True)
+        return Path(chosen)
+    return tmp_path_factory.mktemp("screenshots")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_caches(tmp_path_factory: pytest.TempPathFactory):
+    """The tests' model conversions and Hugging Face files stay in their own temp folder,
+    never in the user's ~/.cache (the variables reach the subprocesses too)."""
+    cache = tmp_path_factory.mktemp("cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("PEFTLAB_CACHE", str(cache / "peftlab"))
+        patch.setenv("HF_HOME", str(cache / "huggingface"))
+        yield
 
 
 def run_train(*overrides: str, cwd: Path, env: dict[str, str] | None = None):

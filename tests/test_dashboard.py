@@ -3,11 +3,11 @@
 import sys
 from pathlib import Path
 
-from conftest import CHROMIUM_ARGS, SCREENSHOTS, chromium, free_port, peftlab, serving
+from conftest import CHROMIUM_ARGS, chromium, free_port, peftlab, serving
 from playwright.sync_api import expect, sync_playwright
 
 
-def test_the_dashboard_shows_the_latest_searchs_trials_and_history(pruned_search: Path):
+def test_the_dashboard_shows_the_latest_searchs_trials_and_history(pruned_search, screenshots):
     executable = chromium()
     port = free_port()
     command = [
@@ -25,13 +25,12 @@ def test_the_dashboard_shows_the_latest_searchs_trials_and_history(pruned_search
         expect(page.locator(".js-plotly-plot .scatterlayer .point").first).to_be_visible(
             timeout=30_000
         )
-        SCREENSHOTS.mkdir(exist_ok=True)
-        page.screenshot(path=str(SCREENSHOTS / "optuna-dashboard.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "optuna-dashboard.png"), full_page=True)
         page.goto(f"{base}/dashboard/studies/0/trials")
         for number in range(4):
             expect(page.get_by_text(f"Trial {number}", exact=True).first).to_be_visible()
         expect(page.get_by_text("Pruned").first).to_be_visible()
-        page.screenshot(path=str(SCREENSHOTS / "optuna-dashboard-trials.png"), full_page=True)
+        page.screenshot(path=str(screenshots / "optuna-dashboard-trials.png"), full_page=True)
         browser.close()
 
 

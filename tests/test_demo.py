@@ -3,7 +3,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM_ARGS, SCREENSHOTS, chromium, free_port, run_tiny
+from conftest import CHROMIUM_ARGS, chromium, free_port, run_tiny
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import expect, sync_playwright
 
@@ -55,7 +55,7 @@ def test_without_runs_it_says_how_to_make_one(tmp_path: Path):
     assert "make train" in demo.empty_message("peftlab")
 
 
-def test_browser_picks_an_adapter_and_sees_base_and_tuned_outputs(store):
+def test_browser_picks_an_adapter_and_sees_base_and_tuned_outputs(store, screenshots):
     client, best, _ = store
     executable = chromium()
     port = free_port()
@@ -72,8 +72,7 @@ def test_browser_picks_an_adapter_and_sees_base_and_tuned_outputs(store):
             expect(outputs).to_have_count(2, timeout=60_000)
             titles = outputs.locator("h3").all_inner_texts()
             texts = outputs.locator("p").all_inner_texts()
-            SCREENSHOTS.mkdir(exist_ok=True)
-            page.screenshot(path=SCREENSHOTS / "demo.png", full_page=True)
+            page.screenshot(path=screenshots / "demo.png", full_page=True)
             browser.close()
     finally:
         app.close()

@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 from conftest import (
     CHROMIUM_ARGS,
-    SCREENSHOTS,
     chromium,
     mlflow_server,
     run_sweep,
@@ -24,7 +23,7 @@ def two_job_sweep(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
     return work
 
 
-def test_the_ui_shows_the_sweep_its_children_and_their_curves(two_job_sweep: Path):
+def test_the_ui_shows_the_sweep_its_children_and_their_curves(two_job_sweep, screenshots):
     client, parent, children = sweep_parts(two_job_sweep)
     executable = chromium()
     with mlflow_server(two_job_sweep) as base, sync_playwright() as p:
@@ -67,8 +66,7 @@ def test_the_ui_shows_the_sweep_its_children_and_their_curves(two_job_sweep: Pat
         points = curves.evaluate_all("ts => ts.map(t => t.querySelectorAll('path.point').length)")
         steps = [len(client.get_metric_history(c.info.run_id, "train_loss")) for c in children]
         assert sorted(points) == sorted(steps)  # a point per logged step
-        SCREENSHOTS.mkdir(exist_ok=True)
-        page.screenshot(path=SCREENSHOTS / "mlflow-ui.png")
+        page.screenshot(path=screenshots / "mlflow-ui.png")
         browser.close()
 
 
