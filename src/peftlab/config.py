@@ -15,6 +15,7 @@ from typing import TypeVar
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import MISSING, DictConfig, OmegaConf
+from omegaconf.errors import InterpolationResolutionError
 
 from peftlab.errors import PeftlabError
 from peftlab.methods import REGISTRY, PeftMethod
@@ -249,6 +250,13 @@ def to_settings(cfg: DictConfig) -> TrainConfig:
     require(method in REGISTRY, "peft.method", method, f"one of {', '.join(REGISTRY)}")
     schema = OmegaConf.structured(TrainConfig)
     schema.peft = OmegaConf.structured(REGISTRY[method])
-    settings = OmegaConf.to_object(OmegaConf.merge(schema, cfg))
+    try:
+        settings = OmegaConf.to_object(OmegaConf.merge(schema, cfg))
+    except InterpolationResolutionError as error:
+        # OmegaConf keeps only the text of a resolver's error: our resolvers' are one line.
+        ours = f"{PeftlabError.__name__} raised while resolving interpolation: "
+        if str(error).startswith(ours):
+            raise PeftlabError(str(error)[len(ours) :].splitlines()[0]) from None
+        raise
     assert isinstance(settings, TrainConfig)
     return settings
