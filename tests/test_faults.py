@@ -200,8 +200,9 @@ def test_a_resumed_run_continues_as_the_same_run_and_ends_as_if_uninterrupted(wo
     process = start_train(work, epochs)
     run_id = wait_until_training(work, process)
     process.send_signal(signal.SIGTERM)
-    process.communicate(timeout=120)
+    _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143
+    checkpoint_step = int(re.search(r"checkpoint-([0-9]+)", stderr)[1])
     result = peftlab("resume", run_id, cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
 
@@ -212,6 +213,16 @@ def test_a_resumed_run_continues_as_the_same_run_and_ends_as_if_uninterrupted(wo
     )
     steps = [m.step for m in client.get_metric_history(run_id, "train_loss")]
     assert sorted(steps) == list(range(1, 161))  # every step once: none lost, none repeated
+    # Throughput of the resumed part: its own steps' tokens over its own runtime.
+    tokens_per_epoch = (
+        expected.data.metrics["train_tokens_per_second"]
+        * expected.data.metrics["train_runtime"]
+        / 40
+    )
+    resumed_epochs = (160 - checkpoint_step) / 4
+    assert run.data.metrics["train_tokens_per_second"] * run.data.metrics[
+        "train_runtime"
+    ] == pytest.approx(tokens_per_epoch * resumed_epochs, rel=1e-3)
 
 
 def test_a_submitit_job_run_again_in_its_folder_resumes_its_unfinished_run(work: Path):

@@ -127,6 +127,7 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
             mlflow.log_metric("dataset_skipped_lines", texts.skipped_lines)
     args = training.training_arguments(settings.trainer, context.run_dir / "trainer")
     checkpoint = resume_checkpoint(settings, context)
+    start_epoch = training.epoch_of(checkpoint)  # read now: training rotates checkpoints away
 
     context.phase = "measuring the untuned model"
     baseline = untuned_baseline(settings, loaded, splits, args)
@@ -167,8 +168,10 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
     untuned = list(baseline.samples)
     samples = [Sample(p, u, t) for p, u, t in zip(prompts, untuned, tuned, strict=True)]
     runtime = train_output.metrics["train_runtime"]
-    # The epochs trained, not those planned: early stopping and a pruner end training sooner.
-    trained_tokens = data.real_tokens(splits.train) * trainer.state.epoch
+    # The epochs this call trained: early stopping and a pruner end sooner than planned, and a
+    # resumed run's runtime counts from its checkpoint.
+    epochs = trainer.state.epoch - start_epoch
+    trained_tokens = data.real_tokens(splits.train) * epochs
     metrics = {
         "eval_loss": eval_loss,
         "eval_loss_untuned": baseline.eval_loss,

@@ -23,8 +23,10 @@ from transformers import (
     ProgressCallback,
     Trainer,
     TrainerCallback,
+    TrainerState,
     TrainingArguments,
 )
+from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import EvalLoopOutput, get_last_checkpoint
 
 from peftlab import interrupts, tracking
@@ -164,6 +166,13 @@ class CheckpointOnInterrupt(TrainerCallback):
 def last_checkpoint(output_dir: Path) -> Path | None:
     found = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
     return Path(found) if found else None
+
+
+def epoch_of(checkpoint: str | None) -> float:
+    """How far training had gone at a checkpoint, in epochs (0 for none)."""
+    if checkpoint is None:
+        return 0.0
+    return TrainerState.load_from_json(str(Path(checkpoint) / TRAINER_STATE_NAME)).epoch or 0.0
 
 
 class LossInProgressBar(ProgressCallback):
