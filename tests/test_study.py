@@ -92,6 +92,12 @@ def test_samplers_and_pruners_by_name_are_optunas_own():
     assert isinstance(tpe, optuna.samplers.TPESampler) and tpe._constant_liar
     grid = studies.make_sampler("grid", 7, {}, parallel=False, grid={"x": [1, 2]})
     assert isinstance(grid, optuna.samplers.GridSampler)
+    assert isinstance(studies.make_sampler("gp", 7, {}, False, None), optuna.samplers.GPSampler)
+    assert isinstance(
+        studies.make_sampler("random", 7, {}, True, None), optuna.samplers.RandomSampler
+    )
     percentile = studies.make_pruner("percentile", {}, "epoch")
     assert isinstance(percentile, optuna.pruners.PercentilePruner)
     assert isinstance(studies.make_pruner("none", {}, "no"), optuna.pruners.NopPruner)
+    hyperband = studies.make_pruner("hyperband", {"min_resource": 4}, "steps")
+    assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
