@@ -388,3 +388,19 @@ def pruned_search(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory) ->
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return work
+
+
+@pytest.fixture(scope="session")
+def mlflow_on_postgres(postgres, tmp_path_factory: pytest.TempPathFactory):
+    """A team's tracking server: ``mlflow server`` over PostgreSQL, artifacts proxied to a
+    folder, on loopback; yields its base URL."""
+    store = postgres.create_database("mlflow")
+    artifacts = tmp_path_factory.mktemp("server-artifacts")
+    base = f"http://127.0.0.1:{free_port()}"
+    command = [
+        sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
+        "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
+        "--port", base.rsplit(":", 1)[1], "--workers", "2",
+    ]  # fmt: skip
+    with serving(command, f"{base}/health"):
+        yield base

@@ -1,4 +1,6 @@
 import json
+import subprocess
+import sys
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -120,3 +122,43 @@ def test_the_tests_run_in_the_locked_environment():
     installed = pins(tracking.installed_packages())
     drifted = {n: (v, installed.get(n)) for n, v in locked.items() if installed.get(n) != v}
     assert not drifted, f"installed differs from constraints.txt (run `make lock`): {drifted}"
+
+
+LOG_AT_ONCE = """
+import sys
+import mlflow
+from datasets import Dataset
+from peftlab import tracking
+from peftlab.config import DatasetConfig, TrackingConfig
+
+cfg = TrackingConfig(uri=sys.argv[1], experiment=sys.argv[2], artifact_location=None)
+tracking.use_store(cfg)
+rows = Dataset.from_dict({"prompt": ["a", "b", "c"]})
+source = DatasetConfig(name="d", data_files="/x.csv", text_column="prompt")
+with mlflow.start_run():
+    tracking.log_dataset(rows, source, "training")
+"""
+
+
+def test_jobs_starting_at_once_on_a_team_server_share_experiment_and_dataset(
+    mlflow_on_postgres: str,
+):
+    """Jobs of sweeps started at the same moment create one new experiment and log the same
+    rows into it: the database refuses the losers' rows; each job still ends well."""
+    for attempt in range(3):
+        experiment = f"at-once-{attempt}"
+        processes = [
+            subprocess.Popen(
+                [sys.executable, "-c", LOG_AT_ONCE, mlflow_on_postgres, experiment],
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            for _ in range(4)
+        ]
+        errors = [process.communicate(timeout=300)[1] for process in processes]
+        assert [p.returncode for p in processes] == [0] * 4, "\n".join(errors)[-3000:]
+        client = MlflowClient(mlflow_on_postgres)
+        found = client.get_experiment_by_name(experiment)
+        runs = client.search_runs([found.experiment_id])
+        assert len(runs) == 4
+        assert {len(run.inputs.dataset_inputs) for run in runs} == {1}

@@ -5,7 +5,9 @@ from __future__ import annotations
 import logging
 import os
 import platform
+import re
 import subprocess
+import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
@@ -45,6 +47,9 @@ RUN_DIR_TAG = "run_dir"  # the run's folder: where `peftlab resume` finds its ch
 # query parameter opens a page in Model training whatever the browser last chose.
 MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 VERSIONED = ("torch", "transformers", "peft", "datasets", "mlflow")
+DATASET_ATTEMPTS = 3
+# A unique key refused, as PostgreSQL, SQLite and MySQL word it.
+DUPLICATE_ROW = re.compile("UniqueViolation|UNIQUE constraint failed|Duplicate entry")
 
 
 def use_store(cfg: TrackingConfig) -> str:
@@ -66,13 +71,24 @@ def use_store(cfg: TrackingConfig) -> str:
         if experiment is not None:
             experiment_id = experiment.experiment_id
         else:
-            location = cfg.artifact_location and Path(cfg.artifact_location).resolve().as_uri()
-            experiment_id = mlflow.create_experiment(cfg.experiment, artifact_location=location)
+            experiment_id = create_experiment(cfg)
     mlflow.set_experiment(experiment_id=experiment_id)
     if EXPERIMENT_KIND not in mlflow.get_experiment(experiment_id).tags:
         # Opens the experiment in the UI's model-training view, not the GenAI one.
         mlflow.set_experiment_tag(EXPERIMENT_KIND, "finetuning")
     return experiment_id
+
+
+def create_experiment(cfg: TrackingConfig) -> str:
+    """Create the experiment. On a server's database no file lock reaches the other processes:
+    one created it at the same moment, so the store refused ours: use theirs."""
+    location = cfg.artifact_location and Path(cfg.artifact_location).resolve().as_uri()
+    try:
+        return mlflow.create_experiment(cfg.experiment, artifact_location=location)
+    except MlflowException as error:
+        if error.error_code != "RESOURCE_ALREADY_EXISTS":
+            raise
+    return mlflow.get_experiment_by_name(cfg.experiment).experiment_id
 
 
 def require_server(uri: str) -> None:
@@ -182,7 +198,17 @@ def log_dataset(rows: Dataset, cfg: DatasetConfig, context: str) -> None:
     else:
         source = HuggingFaceDatasetSource(path=cfg.path, split=cfg.split, revision=cfg.revision)
     frame = rows.select_columns([cfg.text_column]).to_pandas()
-    mlflow.log_input(mlflow.data.from_pandas(frame, source=source, name=cfg.name), context)
+    dataset = mlflow.data.from_pandas(frame, source=source, name=cfg.name)
+    for attempt in range(DATASET_ATTEMPTS):
+        try:
+            mlflow.log_input(dataset, context)
+            return
+        except MlflowException as error:
+            # Jobs that log the same rows at the same moment race to insert one dataset row in
+            # the experiment; the losers' database refuses theirs. Again, they find it there.
+            if attempt + 1 == DATASET_ATTEMPTS or not DUPLICATE_ROW.search(str(error)):
+                raise
+            time.sleep(0.2 * (attempt + 1))
 
 
 def environment_tags() -> dict[str, str]:
