@@ -1,6 +1,8 @@
 """The search's study: storages, the shared budget, abandoned trials, samplers and pruners."""
 
+import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import optuna
@@ -101,3 +103,18 @@ def test_samplers_and_pruners_by_name_are_optunas_own():
     assert isinstance(studies.make_pruner("none", {}, "no"), optuna.pruners.NopPruner)
     hyperband = studies.make_pruner("hyperband", {"min_resource": 4}, "steps")
     assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
+
+
+def test_workers_opening_a_new_database_at_once_all_get_its_tables(postgres):
+    """The first creates Optuna's tables; the database refuses the others' CREATEs at once."""
+    for attempt in range(3):
+        url = postgres.create_database(f"at_once_{attempt}")
+        start = threading.Barrier(4)
+
+        def open_at_once(url=url, start=start):
+            start.wait()
+            return studies.open_storage(url)
+
+        with ThreadPoolExecutor(4) as pool:
+            storages = list(pool.map(lambda _: open_at_once(), range(4)))
+        assert all(s.get_all_studies() == [] for s in storages)

@@ -26,6 +26,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 import optuna
+import sqlalchemy.exc
 from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
@@ -40,6 +41,7 @@ JOURNAL_FILE = "optuna.journal"  # the default storage, in the sweep folder
 JOURNAL_PREFIX = "journal:"
 RDB_SCHEMES = ("sqlite", "postgresql", "mysql")
 CONNECT_TIMEOUT_S = 5
+SCHEMA_ATTEMPTS = 4
 # Study user attributes.
 PARENT_ATTR = "mlflow_parent_run_id"
 CREATOR_ATTR = "created_by"  # host:pid of the worker that created the study
@@ -75,7 +77,7 @@ def open_storage(spec: str) -> BaseStorage:
                 "shared file systems too), sqlite:///PATH, postgresql+psycopg://USER@HOST/DB or "
                 "mysql://USER@HOST/DB"
             )
-        return RDBStorage(_with_driver(spec), engine_kwargs=_engine_kwargs(scheme))
+        return _rdb_storage(_with_driver(spec), scheme)
     except PeftlabError:
         raise
     except Exception as error:  # the database's driver, network or file system, in one line
@@ -84,6 +86,18 @@ def open_storage(spec: str) -> BaseStorage:
             f"hydra.sweeper.storage={redact(spec)!r}: cannot open the study's storage "
             f"({type(error).__name__}: {reason})"
         ) from None
+
+
+def _rdb_storage(url: str, scheme: str) -> RDBStorage:
+    """A database storage, its tables created by the first worker. Workers started at once on
+    a new database race to create them: the database refuses all but one, and the others find
+    the tables on a second look."""
+    for attempt in range(1, SCHEMA_ATTEMPTS):
+        try:
+            return RDBStorage(url, engine_kwargs=_engine_kwargs(scheme))
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            time.sleep(0.5 * attempt)
+    return RDBStorage(url, engine_kwargs=_engine_kwargs(scheme))  # its error is the one shown
 
 
 def _with_driver(url: str) -> str:
