@@ -41,7 +41,9 @@ SERVER_RETRIES = {
 # What a store that went away raises: MLflow's errors, or the HTTP client's underneath.
 STORE_ERRORS = (MlflowException, requests.RequestException, OSError)
 log = logging.getLogger(__name__)
+# Opens an experiment in the UI's model-training view, not the GenAI one.
 EXPERIMENT_KIND = "mlflow.experimentKind"
+EXPERIMENT_KIND_VALUE = "finetuning"
 RUN_DIR_TAG = "run_dir"  # the run's folder: where `peftlab resume` finds its checkpoints
 # MLflow 3.17's UI keeps a GenAI / Model training switch per browser, GenAI until flipped; this
 # query parameter opens a page in Model training whatever the browser last chose.
@@ -73,9 +75,12 @@ def use_store(cfg: TrackingConfig) -> str:
         else:
             experiment_id = create_experiment(cfg)
     mlflow.set_experiment(experiment_id=experiment_id)
-    if EXPERIMENT_KIND not in mlflow.get_experiment(experiment_id).tags:
-        # Opens the experiment in the UI's model-training view, not the GenAI one.
-        mlflow.set_experiment_tag(EXPERIMENT_KIND, "finetuning")
+    if EXPERIMENT_KIND not in mlflow.get_experiment(experiment_id).tags:  # made elsewhere
+        try:
+            mlflow.set_experiment_tag(EXPERIMENT_KIND, EXPERIMENT_KIND_VALUE)
+        except MlflowException as error:  # another process tagged it at the same moment
+            if not DUPLICATE_ROW.search(str(error)):
+                raise
     return experiment_id
 
 
@@ -84,7 +89,11 @@ def create_experiment(cfg: TrackingConfig) -> str:
     one created it at the same moment, so the store refused ours: use theirs."""
     location = cfg.artifact_location and Path(cfg.artifact_location).resolve().as_uri()
     try:
-        return mlflow.create_experiment(cfg.experiment, artifact_location=location)
+        return mlflow.create_experiment(
+            cfg.experiment,
+            artifact_location=location,
+            tags={EXPERIMENT_KIND: EXPERIMENT_KIND_VALUE},
+        )
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
