@@ -167,18 +167,15 @@ def run_dashboard(client: MlflowClient, args: argparse.Namespace) -> int:
 
 def latest_search(client: MlflowClient) -> tuple[str, str]:
     """The storage and study name recorded on the latest search's parent run."""
-    from peftlab.sweep import STORAGE_TAG, STUDY_TAG
+    from peftlab.sweep import STORAGE_TAG, STUDY_TAG, latest_parent
 
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    found = client.search_runs(
-        experiments, f"tags.`{STUDY_TAG}` != ''", order_by=["start_time DESC"], max_results=1
-    )
-    if not found:
+    found = latest_parent(client, STUDY_TAG)
+    if found is None:
         raise PeftlabError(
             "no search found in this store: run one with `python train.py -m "
             "hparams_search=optuna`, or pass --storage and --study"
         )
-    return found[0].data.tags[STORAGE_TAG], found[0].data.tags[STUDY_TAG]
+    return found.data.tags[STORAGE_TAG], found.data.tags[STUDY_TAG]
 
 
 def run_compare(client: MlflowClient, args: argparse.Namespace) -> int:

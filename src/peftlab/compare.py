@@ -11,7 +11,7 @@ from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
 from peftlab.errors import PeftlabError
-from peftlab.sweep import PARENT_TAG, PRUNED_TAG, SWEEP_TAG
+from peftlab.sweep import PARENT_TAG, PRUNED_TAG, SWEEP_TAG, latest_parent
 
 METRICS = [
     "eval_loss",
@@ -59,16 +59,13 @@ def _parent(client: MlflowClient, sweep: str | None) -> Run:
             return client.get_run(sweep)
         except Exception as error:
             raise PeftlabError(f"--sweep={sweep!r}: no such MLflow run") from error
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    latest = client.search_runs(
-        experiments, f"tags.`{SWEEP_TAG}` = 'true'", order_by=["start_time DESC"], max_results=1
-    )
-    if not latest:
+    latest = latest_parent(client, SWEEP_TAG)
+    if latest is None:
         raise PeftlabError(
             "no sweep found in this store: run one with `python train.py -m ...`, "
             "or pass --experiment NAME"
         )
-    return latest[0]
+    return latest
 
 
 def _comparison(runs: list[Run], parent: Run | None) -> Comparison:

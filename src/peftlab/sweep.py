@@ -181,6 +181,15 @@ def shared_study(config: DictConfig) -> SharedStudy | None:
     return SharedStudy(config)
 
 
+def latest_parent(client: MlflowClient, tag: str) -> Run | None:
+    """The most recently started sweep parent run that carries ``tag``, in any experiment."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(
+        experiments, f"tags.`{tag}` != ''", order_by=["start_time DESC"], max_results=1
+    )
+    return found[0] if found else None
+
+
 def swept_keys(overrides: list[str], sweeper_params: Any) -> list[str]:
     """Keys the sweep varies: sweep overrides (``a=1,2``) and a sweeper's search space."""
     parsed = OverridesParser.create().parse_overrides(overrides)
