@@ -11,6 +11,7 @@ Each search is ``train.py -m hparams_search=optuna-methods`` in its own folder a
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import subprocess
 import sys
@@ -85,7 +86,7 @@ def main() -> None:
     for pruner in ("none", "median"):
         with tempfile.TemporaryDirectory(prefix=f"peftlab-bench-{pruner}-") as work:
             results[pruner] = search(Path(work), pruner, args)
-    print(f"CPU: {cpu_name()}, {len(__import__('os').sched_getaffinity(0))} threads; "
+    print(f"CPU: {cpu_name()}, {len(os.sched_getaffinity(0))} threads; "
           f"optuna {optuna.__version__}; Python {platform.python_version()}")  # fmt: skip
     print(f"search: {vars(args)}")
     print("\n| search | best held-out loss | trials completed / pruned | training steps | wall s |")

@@ -90,7 +90,20 @@ def training_arguments(cfg: TrainerConfig, output_dir: Path) -> TrainingArgument
 CURVES = {"loss": "train_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
 
 
-class MlflowCurvesCallback(TrainerCallback):
+class DuringTraining(TrainerCallback):
+    """Knows whether the Trainer is training: evaluations outside ``train()`` (the untuned
+    baseline, the final one) are no part of the training's curve or its trial's reports."""
+
+    training = False
+
+    def on_train_begin(self, args, state, control, **kwargs):
+        self.training = True
+
+    def on_train_end(self, args, state, control, **kwargs):
+        self.training = False
+
+
+class MlflowCurvesCallback(DuringTraining):
     """Logs the training loss, learning rate and gradient norm at every logging step, and the
     held-out loss at every evaluation during training, to the active MLflow run (curves).
 
@@ -100,14 +113,7 @@ class MlflowCurvesCallback(TrainerCallback):
     """
 
     def __init__(self) -> None:
-        self.training = False
         self.store_lost = False
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.training = True
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.training = False
 
     def on_log(self, args, state, control, logs=None, **kwargs):
         # Without an active run, mlflow.log_metric would start one (and a store) on its own.
@@ -132,19 +138,12 @@ class MlflowCurvesCallback(TrainerCallback):
             log.warning("MLflow store unreachable, training goes on: %s", tracking.short(error))
 
 
-class ReportToTrial(TrainerCallback):
+class ReportToTrial(DuringTraining):
     """Each held-out evaluation during training goes to the search's Optuna trial, whose pruner
     may end the training there (the run then ends as usual, tagged ``pruned``)."""
 
     def __init__(self, trial: TrialLink) -> None:
         self.trial = trial
-        self.training = False
-
-    def on_train_begin(self, args, state, control, **kwargs):
-        self.training = True
-
-    def on_train_end(self, args, state, control, **kwargs):
-        self.training = False
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if not (self.training and metrics and "eval_loss" in metrics):
