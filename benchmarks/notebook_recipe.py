@@ -105,19 +105,22 @@ def load_model(path: str | None = None):
 
 def load_workload(args: argparse.Namespace) -> Workload:
     """The embedded model and the CSV rows, tokenized as peftlab does."""
-    from datasets import load_dataset
-
     from peftlab import data
     from peftlab.config import DatasetConfig
 
     loaded = load_model(args.model)
-    table = load_dataset("csv", data_files=str(args.csv), split="train")
     dataset_cfg = DatasetConfig(name="bench", data_files=str(args.csv), text_column=args.column)
+    examples = data.load_examples(dataset_cfg).rows
+
+    def tokenized(selected: range):
+        chosen = [examples[i] for i in selected]
+        return data.tokenize(chosen, loaded.tokenizer, dataset_cfg, train_on="all")[0]
+
     return Workload(
         model=loaded.model,
         tokenizer=loaded.tokenizer,
-        train=data.tokenize(table.select(rows(args.train_rows)), loaded.tokenizer, dataset_cfg),
-        held_out=data.tokenize(table.select(rows(args.eval_rows)), loaded.tokenizer, dataset_cfg),
+        train=tokenized(rows(args.train_rows)),
+        held_out=tokenized(rows(args.eval_rows)),
     )
 
 

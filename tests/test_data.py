@@ -4,11 +4,12 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from transformers import AutoTokenizer, DataCollatorForLanguageModeling
+from transformers import AutoTokenizer
 
 from peftlab import data, data_files
 from peftlab.config import SAMPLES_DIR, DatasetConfig
 from peftlab.errors import PeftlabError
+from peftlab.training import PadToLongest
 
 
 def prompts_config(**overrides) -> DatasetConfig:
@@ -30,29 +31,57 @@ def test_shipped_samples_follow_the_hub_datasets_schemas():
     assert all(isinstance(tags, list) and tags for tags in quotes["tags"])
 
 
+def texts(rows) -> list[str]:
+    return [example.reference for example in rows]
+
+
 def test_split_is_disjoint_deterministic_and_takes_first_and_last_rows():
     cfg = prompts_config(train_rows=50, eval_rows=30)
-    texts = data.load_texts(cfg).rows
-    first, second = data.split(texts, cfg), data.split(texts, cfg)
-    assert first.train["prompt"] == texts["prompt"][:50] == second.train["prompt"]
-    assert first.eval["prompt"] == texts["prompt"][-30:] == second.eval["prompt"]
-    assert not set(first.train["prompt"]) & set(first.eval["prompt"])
+    rows = texts(data.load_examples(cfg).rows)
+    (train, held_out), (again, held_out_again) = data.split(rows, cfg), data.split(rows, cfg)
+    assert train == rows[:50] == again
+    assert held_out == rows[-30:] == held_out_again
+
+
+def test_a_split_seed_shuffles_reproducibly_and_disjointly():
+    rows = texts(data.load_examples(prompts_config()).rows)
+    train, held_out = data.split(rows, prompts_config(train_rows=50, eval_rows=30, split_seed=7))
+    again, held_out_again = data.split(rows, prompts_config(train_rows=50, eval_rows=30,
+                                                            split_seed=7))  # fmt: skip
+    other, _ = data.split(rows, prompts_config(train_rows=50, eval_rows=30, split_seed=8))
+    assert (train, held_out) == (again, held_out_again)
+    assert train != rows[:50] and train != other
+    assert not set(train) & set(held_out) and len(set(train) | set(held_out)) == 80
+
+
+def test_a_separate_held_out_file_is_read_as_the_held_out_rows(tmp_path: Path):
+    path = tmp_path / "held_out.jsonl"
+    path.write_text("".join(json.dumps({"prompt": f"held out {i}"}) + "\n" for i in range(5)))
+    cfg = prompts_config(train_rows=20, eval_rows=4, eval_data_files=str(path))
+    splits = data.load_splits(cfg)
+    assert texts(splits.eval) == [f"held out {i}" for i in range(4)]
+    assert texts(splits.train) == texts(data.load_examples(cfg).rows)[:20]
+    with pytest.raises(PeftlabError, match=r"dataset.eval_rows=6 exceeds the 5 usable rows of "):
+        data.load_splits(prompts_config(eval_rows=6, eval_data_files=str(path)))
+    with pytest.raises(PeftlabError, match=r"^dataset.eval_data_files='.*nope.csv': no such file"):
+        data.check(prompts_config(eval_data_files=str(tmp_path / "nope.csv")))
 
 
 def test_too_many_rows_asked_for_is_an_error_naming_both_keys():
     cfg = prompts_config(train_rows=80, eval_rows=30)
     with pytest.raises(PeftlabError, match=r"dataset.train_rows=80 \+ dataset.eval_rows=30"):
-        data.split(data.load_texts(cfg).rows, cfg)
+        data.split(data.load_examples(cfg).rows, cfg)
 
 
 def test_every_example_ends_in_eos_which_stays_in_the_labels(tiny_llama: Path):
     tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
     tokenizer.pad_token = "<pad>"
     cfg = prompts_config(train_rows=8, eval_rows=4, max_length=16)
-    splits = data.load_splits(cfg, tokenizer)
+    splits = data.load_tokenized(cfg, tokenizer)
     rows = splits.train["input_ids"]
     assert all(row[-1] == tokenizer.eos_token_id and len(row) <= 16 for row in rows)
-    batch = DataCollatorForLanguageModeling(tokenizer, mlm=False)(list(splits.train))
+    assert max(len(row) for row in rows) == 16  # long texts are cut, not dropped
+    batch = PadToLongest(tokenizer.pad_token_id)(list(splits.train))
     last = batch["attention_mask"].sum(dim=1) - 1
     assert (batch["labels"][range(len(rows)), last] == tokenizer.eos_token_id).all()
 
@@ -69,7 +98,7 @@ def test_local_files_of_each_format_load(tmp_path: Path, suffix: str):
     }
     writers[suffix]()
     cfg = DatasetConfig(name="mine", data_files=str(path), text_column="text")
-    assert data.load_texts(cfg).rows["text"] == list(rows["text"])
+    assert texts(data.load_examples(cfg).rows) == list(rows["text"])
 
 
 def test_empty_texts_are_dropped(tmp_path: Path):
@@ -77,25 +106,25 @@ def test_empty_texts_are_dropped(tmp_path: Path):
     with open(path, "w", newline="") as f:
         csv.writer(f).writerows([["text"], ["kept"], [""], ["   "], ["also kept"]])
     cfg = DatasetConfig(name="gaps", data_files=str(path), text_column="text")
-    assert data.load_texts(cfg).rows["text"] == ["kept", "also kept"]
+    assert texts(data.load_examples(cfg).rows) == ["kept", "also kept"]
 
 
 def test_missing_file_is_a_one_line_error(tmp_path: Path):
     missing = tmp_path / "nope.csv"
     with pytest.raises(PeftlabError, match=f"dataset.data_files='{missing}': no such file"):
-        data.load_texts(prompts_config(data_files=str(missing)))
+        data.load_examples(prompts_config(data_files=str(missing)))
 
 
 def test_unsupported_file_type_lists_the_allowed_ones(tmp_path: Path):
     path = tmp_path / "notes.txt"
     path.write_text("hello\n")
     with pytest.raises(PeftlabError, match=r"unsupported file type '.txt'; allowed: .csv, .json"):
-        data.load_texts(prompts_config(data_files=str(path)))
+        data.load_examples(prompts_config(data_files=str(path)))
 
 
 def test_unknown_column_names_the_columns_there_are():
     with pytest.raises(PeftlabError) as error:
-        data.load_texts(prompts_config(text_column="quote"))
+        data.load_examples(prompts_config(text_column="quote"))
     assert "dataset.text_column='quote' is not a column" in str(error.value)
     assert "columns: act, prompt" in str(error.value)
 
@@ -111,10 +140,10 @@ def test_quotes_sample_is_valid_jsonl():
     assert all(set(json.loads(line)) == {"quote", "author", "tags"} for line in lines)
 
 
-def load(tmp_path: Path, name: str, content: bytes | str, **overrides) -> data.Texts:
+def load(tmp_path: Path, name: str, content: bytes | str, **overrides) -> data.Examples:
     path = tmp_path / name
     path.write_bytes(content.encode() if isinstance(content, str) else content)
-    return data.load_texts(DatasetConfig(name="f", data_files=str(path), text_column="text",
+    return data.load_examples(DatasetConfig(name="f", data_files=str(path), text_column="text",
                                          **overrides))  # fmt: skip
 
 
@@ -131,7 +160,7 @@ def load(tmp_path: Path, name: str, content: bytes | str, **overrides) -> data.T
          "broken.jsonl' line 2: not valid JSON (Expecting ',' delimiter); fix the line, or set "
          "dataset.on_bad_lines=skip"),
         ("broken.json", '[{"text": "a"},\n {"text": }]', "broken.json' line 2: not valid JSON"),
-        ("numbers.csv", "text,id\n1,a\n2,b\n", "dataset.text_column='text': row 1 of "),
+        ("numbers.csv", "text,id\n1,a\n2,b\n", "text' holds 1 (int), not text, in row 1 of "),
         ("mixed.jsonl", '{"text": "a"}\n{"text": 7}\n', "row 2 of "),
         ("nulls.jsonl", '{"text": null}\n{"text": ""}\n', "every row of "),
         ("fields.csv", 'text,id\n"a",1\nb,2,3\n"c",4\n',
@@ -152,12 +181,12 @@ def test_a_parquet_file_without_the_column_names_the_columns(tmp_path: Path):
     pd.DataFrame({"prompt": ["a", "b"], "id": [1, 2]}).to_parquet(path)
     with pytest.raises(PeftlabError, match=r"'text' is not a column of .*rows.parquet; columns: "
                                            r"prompt, id"):  # fmt: skip
-        data.load_texts(DatasetConfig(name="p", data_files=str(path), text_column="text"))
+        data.load_examples(DatasetConfig(name="p", data_files=str(path), text_column="text"))
 
 
 def test_a_space_after_the_comma_before_a_quoted_field_reads_as_intended(tmp_path: Path):
     content = 'act,text\nCoach, "I want you to act as a coach, a good one."\nPoet,"Write."\n'
-    assert load(tmp_path, "spaced.csv", content).rows["text"] == [
+    assert texts(load(tmp_path, "spaced.csv", content).rows) == [
         "I want you to act as a coach, a good one.",
         "Write.",
     ]
@@ -171,6 +200,6 @@ def test_a_space_after_the_comma_before_a_quoted_field_reads_as_intended(tmp_pat
     ],
 )
 def test_with_on_bad_lines_skip_bad_rows_are_left_out_and_counted(tmp_path, name, content):
-    texts = load(tmp_path, name, content, on_bad_lines="skip")
-    assert texts.rows["text"] == ["a", "c"]
-    assert texts.skipped_lines == 1
+    examples = load(tmp_path, name, content, on_bad_lines="skip")
+    assert texts(examples.rows) == ["a", "c"]
+    assert examples.skipped_lines == 1

@@ -94,7 +94,7 @@ def test_saved_adapter_reloads_to_the_runs_loss_and_samples(method_run):
     cfg = to_settings(
         compose_config([*tiny_overrides(model_dir, work), *in_process_overrides(work)])
     )
-    splits = data.load_splits(cfg.dataset, loaded.tokenizer)
+    splits = data.load_tokenized(cfg.dataset, loaded.tokenizer)
     args = training.training_arguments(cfg.trainer, work / "reload")
     assert training.evaluate_loss(reloaded, loaded.tokenizer, args, splits.eval) == pytest.approx(
         result.eval_loss, rel=1e-6
@@ -171,7 +171,7 @@ def test_held_out_loss_is_the_token_mean_whatever_the_eval_batch(option, model_f
         "dataset.max_length=512",
         "trainer.precision=fp32",
     )
-    rows = data.load_splits(cfg.dataset, loaded.tokenizer).eval
+    rows = data.load_tokenized(cfg.dataset, loaded.tokenizer).eval
     assert len({len(ids) for ids in rows["input_ids"]}) > 1  # rows of different lengths
 
     def held_out_loss(model, dataset, batch_size: int) -> float:

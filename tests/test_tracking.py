@@ -6,9 +6,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import mlflow
+import pandas as pd
 import pytest
 from conftest import ROOT
-from datasets import Dataset
 from mlflow.tracking import MlflowClient
 
 from peftlab import tracking
@@ -76,22 +76,36 @@ def test_a_hub_dataset_is_logged_with_its_id_split_and_revision(tmp_path: Path):
     tracking.use_store(cfg)
     hub = DatasetConfig(
         name="awesome-chatgpt-prompts", path="fka/awesome-chatgpt-prompts", revision="v1.0",
-        text_column="prompt",
+        text_column="prompt", eval_split="test",
     )  # fmt: skip
-    rows = Dataset.from_dict({"act": ["a", "b", "c"], "prompt": ["x", "y", "z"]})
+    rows = pd.DataFrame({"prompt": ["x", "y", "z"]})
     with tracking.run(cfg, "data", {}) as active:
         tracking.log_dataset(rows, hub, "training")
-    (logged,) = MlflowClient(cfg.uri).get_run(active.info.run_id).inputs.dataset_inputs
-    source = json.loads(logged.dataset.source)
-    assert logged.dataset.source_type == "hugging_face"
-    assert (source["path"], source["split"], source["revision"]) == (
+        tracking.log_dataset(rows.head(2), hub, "evaluation")
+    inputs = MlflowClient(cfg.uri).get_run(active.info.run_id).inputs.dataset_inputs
+    logged = {i.tags[0].value: i.dataset for i in inputs}  # by context
+    sources = {context: json.loads(d.source) for context, d in logged.items()}
+    assert {d.source_type for d in logged.values()} == {"hugging_face"}
+    assert (sources["training"]["path"], sources["training"]["revision"]) == (
         "fka/awesome-chatgpt-prompts",
-        "train",
         "v1.0",
     )
-    profile = json.loads(logged.dataset.profile)
-    assert profile["num_rows"] == 3
-    assert json.loads(logged.dataset.schema)["mlflow_colspec"][0]["name"] == "prompt"  # only it
+    assert (sources["training"]["split"], sources["evaluation"]["split"]) == ("train", "test")
+    assert json.loads(logged["training"].profile)["num_rows"] == 3
+    assert json.loads(logged["evaluation"].profile)["num_rows"] == 2
+
+
+def test_a_chat_dataset_is_logged_with_its_messages_as_json(tmp_path: Path):
+    cfg = store(tmp_path)
+    tracking.use_store(cfg)
+    chats = DatasetConfig(name="chats", data_files="/x.jsonl", format="chat")
+    messages = [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}]
+    with tracking.run(cfg, "data", {}) as active:
+        tracking.log_dataset(pd.DataFrame({"messages": [messages]}), chats, "training")
+    (logged,) = MlflowClient(cfg.uri).get_run(active.info.run_id).inputs.dataset_inputs
+    assert json.loads(logged.dataset.schema)["mlflow_colspec"] == [
+        {"type": "string", "name": "messages", "required": True}
+    ]
 
 
 @pytest.mark.parametrize("enabled", [True, False])
@@ -127,13 +141,13 @@ def test_the_tests_run_in_the_locked_environment():
 LOG_AT_ONCE = """
 import sys
 import mlflow
-from datasets import Dataset
+import pandas as pd
 from peftlab import tracking
 from peftlab.config import DatasetConfig, TrackingConfig
 
 cfg = TrackingConfig(uri=sys.argv[1], experiment=sys.argv[2], artifact_location=None)
 tracking.use_store(cfg)
-rows = Dataset.from_dict({"prompt": ["a", "b", "c"]})
+rows = pd.DataFrame({"prompt": ["a", "b", "c"]})
 source = DatasetConfig(name="d", data_files="/x.csv", text_column="prompt")
 with mlflow.start_run():
     tracking.log_dataset(rows, source, "training")

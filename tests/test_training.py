@@ -17,7 +17,7 @@ def llama_and_rows(tiny_llama: Path):
         name="p", data_files=str(SAMPLES_DIR / "prompts.csv"), text_column="prompt",
         train_rows=45, eval_rows=8, max_length=512,
     )  # fmt: skip
-    return loaded, data.load_splits(cfg, loaded.tokenizer).train
+    return loaded, data.load_tokenized(cfg, loaded.tokenizer).train
 
 
 def one_epoch(loaded, rows, tmp_path: Path, group_by_length: bool) -> list[dict]:

@@ -1,7 +1,8 @@
 """Glue between Hydra's job and the pipeline: settings, run context, errors.
 
-torch, transformers, peft and mlflow are imported only once the config has validated, so a
-mistyped value is answered in a second or two, not after the libraries have loaded.
+torch, transformers, peft and mlflow are imported only once the config and the data have
+validated, so a mistyped value or a faulty data file is answered in a second or two, not after
+the libraries have loaded.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from omegaconf import DictConfig
 if TYPE_CHECKING:
     from peftlab import pipeline
 
-from peftlab import interrupts, sweep
+from peftlab import data, interrupts, sweep
 from peftlab.config import to_settings
 from peftlab.errors import PeftlabError
 
@@ -35,7 +36,8 @@ def run_job(cfg: DictConfig) -> float:
     try:
         with interrupts.interruptible():
             settings = to_settings(cfg)
-            from peftlab import console, pipeline  # heavy: only for a valid config
+            data.check(settings.dataset)  # a data file's faults too, before any model loads
+            from peftlab import console, pipeline  # heavy: only for a valid config and data
 
             console.quiet_libraries()
             context = run_context(hydra_cfg)

@@ -18,8 +18,11 @@ from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import InterpolationResolutionError
 
 from peftlab.errors import PeftlabError
+from peftlab.formats import REGISTRY as FORMATS
+from peftlab.formats.base import TRAIN_ON
 from peftlab.methods import REGISTRY, PeftMethod
 from peftlab.methods.base import require
+from peftlab.metrics import REGISTRY as METRICS
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 EVAL_STRATEGIES = ("no", "epoch", "steps")
@@ -57,13 +60,43 @@ class DatasetConfig:
     revision: str | None = None  # of a Hub dataset: a branch, tag or commit
     data_files: str | None = None
     split: str = "train"
-    text_column: str = MISSING
+    # How rows become examples: a module of peftlab/formats (text, completion, chat).
+    format: str = "text"
+    text_column: str = "text"  # format=text
+    prompt_template: str | None = None  # format=completion: "Role: {act}\nPrompt:"
+    completion_column: str = "completion"  # format=completion
+    messages_column: str = "messages"  # format=chat: lists of {role, content}
+    train_on: str | None = None  # "completion" (the answer's tokens) or "all"; null: the format's
     train_rows: int = 50
     eval_rows: int = 30
+    split_seed: int | None = None  # null: first rows train, last rows held out; else shuffled
+    eval_data_files: str | None = None  # a file of held-out rows (its first eval_rows)
+    eval_split: str | None = None  # of a Hub dataset: the split of held-out rows
     max_length: int = 128
     on_bad_lines: str = "error"  # or "skip": rows of a local file that do not parse
 
     def __post_init__(self) -> None:
+        require(
+            self.format in FORMATS, "dataset.format", self.format, f"one of {', '.join(FORMATS)}"
+        )
+        require(
+            self.train_on in (None, *TRAIN_ON),
+            "dataset.train_on",
+            self.train_on,
+            f"null (the format's default) or one of {', '.join(TRAIN_ON)}",
+        )
+        require(
+            self.train_on != "completion" or FORMATS[self.format].has_prompt,
+            "dataset.train_on",
+            self.train_on,
+            f"all with dataset.format={self.format} (its rows have no prompt)",
+        )
+        require(
+            self.eval_data_files is None or self.eval_split is None,
+            "dataset.eval_split",
+            self.eval_split,
+            "null when dataset.eval_data_files is set (one held-out source)",
+        )
         require(
             self.on_bad_lines in ("error", "skip"),
             "dataset.on_bad_lines",
@@ -155,13 +188,28 @@ class GenerationSettings:
         ]
     )
     max_new_tokens: int = 48
+    # Held-out generations, scored (formats with prompts): how many rows (null: all), how long.
+    eval_rows: int | None = None
+    eval_max_new_tokens: int = 96
+    eval_batch_size: int = 16
+    metrics: list[str] = field(default_factory=lambda: list(METRICS))
     repetition_penalty: float = 1.5
     do_sample: bool = False
     temperature: float = 1.0
     top_p: float = 1.0
 
     def __post_init__(self) -> None:
-        require(self.max_new_tokens >= 1, "generation.max_new_tokens", self.max_new_tokens, ">= 1")
+        for key in ("max_new_tokens", "eval_max_new_tokens", "eval_batch_size"):
+            value = getattr(self, key)
+            require(value >= 1, f"generation.{key}", value, "an integer >= 1")
+        unknown = [name for name in self.metrics if name not in METRICS]
+        require(not unknown, "generation.metrics", unknown, f"names of {', '.join(METRICS)}")
+        require(
+            self.eval_rows is None or self.eval_rows >= 0,
+            "generation.eval_rows",
+            self.eval_rows,
+            "null (every held-out row) or an integer >= 0 (0: no scored generations)",
+        )
         require(
             self.repetition_penalty > 0,
             "generation.repetition_penalty",

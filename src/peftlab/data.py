@@ -1,77 +1,102 @@
-"""Text datasets: load from a local file or the Hub, split train/held-out, tokenize."""
+"""Datasets: rows from a local file or the Hub, examples of the configured format, the train and
+held-out split, and token ids with the labels the loss is taken on.
+
+Everything up to the split imports neither torch nor transformers: a data file's faults are
+found in seconds, before any model loads (:func:`check`).
+"""
 
 from __future__ import annotations
 
 import logging
-import math
-from dataclasses import dataclass, replace
+from collections.abc import Sequence
+from dataclasses import dataclass
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
-from datasets import Dataset, load_dataset
-from transformers import PreTrainedTokenizerBase
+import numpy as np
 
-from peftlab import data_files, hub
+from peftlab import data_files, formats
 from peftlab.config import DatasetConfig
 from peftlab.errors import PeftlabError
+from peftlab.formats import BadRow, DataFormat, Example
+
+if TYPE_CHECKING:
+    import pandas as pd
+    from datasets import Dataset
+    from transformers import PreTrainedTokenizerBase
 
 log = logging.getLogger(__name__)
+IGNORED = -100  # the label of a token the loss leaves out
+
+
+@dataclass
+class Examples:
+    rows: list[Example]  # in file order, rows with nothing in them left out
+    skipped_lines: int  # of the file, under dataset.on_bad_lines=skip
+    source: str
 
 
 @dataclass
 class Splits:
-    train: Dataset
-    eval: Dataset
-    skipped_lines: int = 0  # of the file, under dataset.on_bad_lines=skip
+    train: list[Example]
+    eval: list[Example]
+    skipped_lines: int = 0
 
 
 @dataclass
-class Texts:
-    rows: Dataset  # the text column, rows with text only, in file order
-    skipped_lines: int
+class Tokenized:
+    train: Dataset
+    eval: Dataset
+    dropped: int = 0  # examples whose answer did not fit in dataset.max_length
 
 
-def load_texts(cfg: DatasetConfig) -> Texts:
-    """The dataset's text column, rows with empty text left out."""
-    if cfg.data_files:
-        read = data_files.read(cfg)
-        table, skipped = read.table, read.skipped
+def load_examples(cfg: DatasetConfig, held_out: bool = False) -> Examples:
+    """The rows of the dataset (or of its separate held-out source) as examples."""
+    key = "dataset.eval_data_files" if held_out and cfg.eval_data_files else "dataset.data_files"
+    where = getattr(cfg, key.removeprefix("dataset."))
+    if where:
+        read = data_files.read(cfg, key)
+        table, skipped, name = read.table, read.skipped, where
     else:
-        table, skipped = _load_hub(cfg).to_pandas(), 0
-    column = cfg.text_column
-    if column not in table.columns:
-        raise PeftlabError(
-            f"dataset.text_column={column!r} is not a column of {source(cfg)}; "
-            f"columns: {', '.join(map(str, table.columns))}"
-        )
-    texts = [None if _is_null(value) else value for value in table[column]]
-    _require_text(texts, cfg)
-    rows = Dataset.from_dict({column: [t for t in texts if t is not None and t.strip()]})
-    return Texts(rows, skipped)
+        split_name = cfg.eval_split if held_out else cfg.split
+        table, skipped, name = _load_hub(cfg, split_name).to_pandas(), 0, cfg.path
+    fmt = formats.of(cfg)
+    _require_columns(table, fmt, name)
+    rows = []
+    for number, row in enumerate(table.to_dict("records"), start=1):
+        try:
+            example = fmt.example(row)
+        except BadRow as error:
+            if cfg.on_bad_lines == "error":
+                raise PeftlabError(
+                    f"{error}, in row {number} of {name}; fix it, or set dataset.on_bad_lines=skip"
+                ) from None
+            skipped += 1
+            continue
+        if example is not None:
+            rows.append(example)
+    if not rows:
+        key, column = fmt.columns()[-1]
+        raise PeftlabError(f"{key}={column!r}: every row of {name} is empty there")
+    return Examples(rows, skipped, name)
 
 
-def _is_null(value) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _require_text(texts: list, cfg: DatasetConfig) -> None:
-    """Every value is text or empty, and some are text: a column of numbers is a wrong column."""
-    for row, value in enumerate(texts, start=1):
-        if value is not None and not isinstance(value, str):
+def _require_columns(table: pd.DataFrame, fmt: DataFormat, name: str) -> None:
+    for key, column in fmt.columns():
+        if column not in table.columns:
+            value = getattr(fmt.cfg, key.removeprefix("dataset."))
+            field = "" if value == column else f": {{{column}}}"
             raise PeftlabError(
-                f"dataset.text_column={cfg.text_column!r}: row {row} of {source(cfg)} holds "
-                f"{value!r} ({type(value).__name__}), not text; pick the column with the texts"
+                f"{key}={value!r}{field} is not a column of {name}; "
+                f"columns: {', '.join(map(str, table.columns))}"
             )
-    if all(value is None or not value.strip() for value in texts):
-        raise PeftlabError(
-            f"dataset.text_column={cfg.text_column!r}: every row of {source(cfg)} is empty there"
-        )
 
 
-def source(cfg: DatasetConfig) -> str:
-    return cfg.data_files or cfg.path or ""
+def _load_hub(cfg: DatasetConfig, split_name: str):
+    from datasets import load_dataset
 
+    from peftlab import hub
 
-def _load_hub(cfg: DatasetConfig) -> Dataset:
     path = hub.resolve(
         cfg.path,
         key="dataset.path",
@@ -79,55 +104,135 @@ def _load_hub(cfg: DatasetConfig) -> Dataset:
         offline_alternative="dataset=prompts-sample (or dataset.data_files=<your file>)",
         revision=cfg.revision,
     )
-    return load_dataset(path, split=cfg.split, revision=cfg.revision)
+    return load_dataset(path, split=split_name, revision=cfg.revision)
 
 
-def split(dataset: Dataset, cfg: DatasetConfig) -> Splits:
-    """First ``train_rows`` rows to train, last ``eval_rows`` held out: disjoint, deterministic."""
+def source(cfg: DatasetConfig) -> str:
+    return cfg.data_files or cfg.path or ""
+
+
+def split(rows: Sequence[Example], cfg: DatasetConfig) -> tuple[list, list]:
+    """``train_rows`` to train and ``eval_rows`` held out, disjoint and deterministic: the first
+    and last rows, or with ``split_seed`` a seeded shuffle's first and last."""
     needed = cfg.train_rows + cfg.eval_rows
-    if needed > len(dataset):
+    if needed > len(rows):
         raise PeftlabError(
             f"dataset.train_rows={cfg.train_rows} + dataset.eval_rows={cfg.eval_rows} exceeds the "
-            f"{len(dataset)} usable rows of {source(cfg)}; lower one of them"
+            f"{len(rows)} usable rows of {source(cfg)}; lower one of them"
         )
-    rows = len(dataset)
-    return Splits(
-        train=dataset.select(range(cfg.train_rows)),
-        eval=dataset.select(range(rows - cfg.eval_rows, rows)),
-    )
+    order = _order(len(rows), cfg.split_seed)
+    return [rows[i] for i in order[: cfg.train_rows]], [rows[i] for i in order[-cfg.eval_rows :]]
 
 
-def tokenize(dataset: Dataset, tokenizer: PreTrainedTokenizerBase, cfg: DatasetConfig) -> Dataset:
-    """Token ids of each text, truncated to ``max_length`` and always ending in EOS."""
+def _order(count: int, seed: int | None) -> list[int]:
+    if seed is None:
+        return list(range(count))
+    return np.random.default_rng(seed).permutation(count).tolist()
 
-    def encode(batch: dict) -> dict:
-        encoded = tokenizer(batch[cfg.text_column], truncation=True, max_length=cfg.max_length - 1)
-        ids = [row + [tokenizer.eos_token_id] for row in encoded["input_ids"]]
-        return {"input_ids": ids, "attention_mask": [[1] * len(row) for row in ids]}
 
-    return dataset.map(
-        encode, batched=True, remove_columns=dataset.column_names, keep_in_memory=True
-    )
+def _first(rows: Sequence[Example], count: int, key: str, cfg: DatasetConfig, name: str) -> list:
+    if count > len(rows):
+        raise PeftlabError(f"{key}={count} exceeds the {len(rows)} usable rows of {name}; lower it")
+    return [rows[i] for i in _order(len(rows), cfg.split_seed)[:count]]
 
 
 @lru_cache(maxsize=1)
-def load_text_splits(cfg: DatasetConfig) -> Splits:
-    """Train and held-out rows as text; shared by the jobs of a sweep in one process."""
-    texts = load_texts(cfg)
-    if texts.skipped_lines:
-        log.warning("Skipped %d lines of %s that did not parse", texts.skipped_lines, source(cfg))
-    return replace(split(texts.rows, cfg), skipped_lines=texts.skipped_lines)
+def load_splits(cfg: DatasetConfig) -> Splits:
+    """Train and held-out examples; shared by the jobs of a sweep in one process."""
+    examples = load_examples(cfg)
+    if cfg.eval_data_files is None and cfg.eval_split is None:
+        train, held_out = split(examples.rows, cfg)
+        skipped = examples.skipped_lines
+    else:
+        evaluation = load_examples(cfg, held_out=True)
+        train = _first(examples.rows, cfg.train_rows, "dataset.train_rows", cfg, examples.source)
+        held_out = _first(
+            evaluation.rows, cfg.eval_rows, "dataset.eval_rows", cfg, evaluation.source
+        )
+        skipped = examples.skipped_lines + evaluation.skipped_lines
+    if skipped:
+        log.warning("Skipped %d rows of %s that could not be used", skipped, source(cfg))
+    return Splits(train, held_out, skipped)
+
+
+def check(cfg: DatasetConfig) -> None:
+    """Read and split the data now: its faults are one line before any model loads."""
+    load_splits(cfg)
+
+
+def table(rows: Sequence[Example]) -> pd.DataFrame:
+    """The examples' columns as they were in the file (what a run logs as its dataset)."""
+    import pandas as pd
+
+    return pd.DataFrame([dict(example.fields) for example in rows])
+
+
+def tokenize(
+    rows: Sequence[Example],
+    tokenizer: PreTrainedTokenizerBase,
+    cfg: DatasetConfig,
+    train_on: str,
+) -> tuple[Dataset, int]:
+    """Token ids and labels of each example, with how many were dropped for not fitting.
+
+    Plain text is cut to ``max_length`` and ends in EOS. Examples with a prompt are never cut:
+    one whose answer would not fit is dropped. Each segment is tokenized alone, so a prompt's
+    ids are the same here as when a tuned model generates from it; an answer ends in EOS.
+    """
+    from datasets import Dataset
+
+    fmt = formats.of(cfg)
+    fmt.check_tokenizer(tokenizer)
+    encoded, dropped = [], 0
+    for example in rows:
+        ids, labels = _encode(fmt.segments(example, tokenizer), tokenizer, train_on)
+        if fmt.has_prompt and len(ids) > cfg.max_length:
+            dropped += 1
+            continue
+        ids, labels = ids[: cfg.max_length], labels[: cfg.max_length]
+        if not fmt.has_prompt and ids[-1] != tokenizer.eos_token_id:  # cut: EOS back at the end
+            ids[-1] = labels[-1] = tokenizer.eos_token_id
+        encoded.append({"input_ids": ids, "attention_mask": [1] * len(ids), "labels": labels})
+    return Dataset.from_list(encoded), dropped
+
+
+def _encode(segments, tokenizer, train_on: str) -> tuple[list[int], list[int]]:
+    ids, labels = [], []
+    for i, segment in enumerate(segments):
+        # Special tokens (a BOS) as the tokenizer adds them to a text: before the first only.
+        part = tokenizer(segment.text, add_special_tokens=i == 0)["input_ids"]
+        if segment.answer and tokenizer.eos_token_id not in part:  # a chat's end-of-turn may be EOS
+            part = [*part, tokenizer.eos_token_id]
+        ids += part
+        labels += part if segment.answer or train_on == "all" else [IGNORED] * len(part)
+    return ids, labels
 
 
 @lru_cache(maxsize=1)
-def load_splits(cfg: DatasetConfig, tokenizer: PreTrainedTokenizerBase) -> Splits:
-    """Tokenized train and held-out rows; shared by the jobs of a sweep in one process."""
-    splits = load_text_splits(cfg)
-    return replace(
-        splits,
-        train=tokenize(splits.train, tokenizer, cfg),
-        eval=tokenize(splits.eval, tokenizer, cfg),
-    )
+def load_tokenized(cfg: DatasetConfig, tokenizer: PreTrainedTokenizerBase) -> Tokenized:
+    """Tokenized train and held-out rows; shared by the jobs of a sweep in one process.
+
+    The held-out loss is over the answers only, whatever ``train_on`` says about training.
+    """
+    splits = load_splits(cfg)
+    fmt = formats.of(cfg)
+    train, dropped_train = tokenize(splits.train, tokenizer, cfg, fmt.train_on)
+    held_out, dropped_eval = tokenize(splits.eval, tokenizer, cfg, "completion")
+    for name, kept in (("train", train), ("held-out", held_out)):
+        if not len(kept):
+            raise PeftlabError(
+                f"dataset.max_length={cfg.max_length}: no {name} example fits (prompt and answer "
+                "are never cut); raise it"
+            )
+    if dropped_train + dropped_eval:
+        log.warning(
+            "Dropped %d train and %d held-out examples longer than dataset.max_length=%d "
+            "(answers are never cut)",
+            dropped_train,
+            dropped_eval,
+            cfg.max_length,
+        )
+    return Tokenized(train, held_out, dropped_train + dropped_eval)
 
 
 def real_tokens(dataset: Dataset) -> int:

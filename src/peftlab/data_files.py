@@ -28,52 +28,61 @@ class Rows:
     skipped: int  # lines that did not parse, left out under dataset.on_bad_lines=skip
 
 
-def read(cfg: DatasetConfig) -> Rows:
-    path = Path(cfg.data_files).expanduser()
+@dataclass(frozen=True)
+class Source:
+    key: str  # the config key naming the file: dataset.data_files or dataset.eval_data_files
+    name: str  # the file as the config names it
+    on_bad_lines: str
+
+
+def read(cfg: DatasetConfig, key: str = "dataset.data_files") -> Rows:
+    """The rows of the file the config ``key`` names."""
+    name = getattr(cfg, key.removeprefix("dataset."))
+    source = Source(key, name, cfg.on_bad_lines)
+    path = Path(name).expanduser()
     if not path.is_file():
-        raise PeftlabError(f"dataset.data_files={cfg.data_files!r}: no such file")
+        raise PeftlabError(f"{key}={name!r}: no such file")
     reader = READERS.get(path.suffix.lower())
     if reader is None:
         raise PeftlabError(
-            f"dataset.data_files={cfg.data_files!r}: unsupported file type {path.suffix!r}; "
-            f"allowed: {', '.join(READERS)}"
+            f"{key}={name!r}: unsupported file type {path.suffix!r}; allowed: {', '.join(READERS)}"
         )
-    rows = reader(path, cfg)
+    rows = reader(path, source)
     if rows.table.empty:
-        raise PeftlabError(f"{_where(cfg)}: no rows (only a header, or nothing but blank lines)")
+        raise PeftlabError(f"{_where(source)}: no rows (only a header, or nothing but blank lines)")
     return rows
 
 
-def _where(cfg: DatasetConfig, line: int | None = None) -> str:
-    return f"dataset.data_files={cfg.data_files!r}" + (f" line {line}" if line else "")
+def _where(source: Source, line: int | None = None) -> str:
+    return f"{source.key}={source.name!r}" + (f" line {line}" if line else "")
 
 
-def _text(path: Path, cfg: DatasetConfig) -> str:
+def _text(path: Path, source: Source) -> str:
     """The file's text: an empty, binary or non-UTF-8 file is an error naming its line."""
     raw = path.read_bytes()
     if not raw.strip():
-        raise PeftlabError(f"{_where(cfg)}: the file is empty")
+        raise PeftlabError(f"{_where(source)}: the file is empty")
     if b"\x00" in raw:
         line = raw[: raw.index(b"\x00")].count(b"\n") + 1
-        raise PeftlabError(f"{_where(cfg, line)}: a binary file, not text (a NUL byte)")
+        raise PeftlabError(f"{_where(source, line)}: a binary file, not text (a NUL byte)")
     try:
         return raw.decode("utf-8-sig")
     except UnicodeDecodeError as error:
         line = raw[: error.start].count(b"\n") + 1
         raise PeftlabError(
-            f"{_where(cfg, line)}: not UTF-8 text (byte 0x{raw[error.start]:02x}); "
+            f"{_where(source, line)}: not UTF-8 text (byte 0x{raw[error.start]:02x}); "
             "save the file as UTF-8"
         ) from None
 
 
-def _read_csv(path: Path, cfg: DatasetConfig) -> Rows:
-    text = _text(path, cfg)
+def _read_csv(path: Path, source: Source) -> Rows:
+    text = _text(path, source)
     bad: list[list[str]] = []
 
     def on_bad_line(fields: list[str]) -> None:
-        if cfg.on_bad_lines == "error":
+        if source.on_bad_lines == "error":
             raise PeftlabError(
-                f"{_where(cfg, _line_of(text, fields))}: {len(fields)} fields where the header "
+                f"{_where(source, _line_of(text, fields))}: {len(fields)} fields where the header "
                 "has fewer; quote fields that hold commas, or set dataset.on_bad_lines=skip"
             )
         bad.append(fields)
@@ -84,7 +93,7 @@ def _read_csv(path: Path, cfg: DatasetConfig) -> Rows:
             io.StringIO(text), skipinitialspace=True, engine="python", on_bad_lines=on_bad_line
         )
     except pd.errors.ParserError as error:  # e.g. an unclosed quote
-        raise PeftlabError(f"{_where(cfg)}: {str(error).strip().splitlines()[-1]}") from None
+        raise PeftlabError(f"{_where(source)}: {str(error).strip().splitlines()[-1]}") from None
     return Rows(table, skipped=len(bad))
 
 
@@ -97,23 +106,25 @@ def _line_of(text: str, fields: list[str]) -> int | None:
     return None
 
 
-def _read_json(path: Path, cfg: DatasetConfig) -> Rows:
+def _read_json(path: Path, source: Source) -> Rows:
     """A JSON array of objects, or one object per line (as Hugging Face datasets reads .json)."""
-    text = _text(path, cfg)
+    text = _text(path, source)
     if not text.lstrip().startswith("["):
-        return _records_per_line(text, cfg)
+        return _records_per_line(text, source)
     try:
         records = json.loads(text)
     except json.JSONDecodeError as error:
-        raise PeftlabError(f"{_where(cfg, error.lineno)}: not valid JSON ({error.msg})") from None
+        raise PeftlabError(
+            f"{_where(source, error.lineno)}: not valid JSON ({error.msg})"
+        ) from None
     return Rows(pd.DataFrame.from_records(records), skipped=0)
 
 
-def _read_jsonl(path: Path, cfg: DatasetConfig) -> Rows:
-    return _records_per_line(_text(path, cfg), cfg)
+def _read_jsonl(path: Path, source: Source) -> Rows:
+    return _records_per_line(_text(path, source), source)
 
 
-def _records_per_line(text: str, cfg: DatasetConfig) -> Rows:
+def _records_per_line(text: str, source: Source) -> Rows:
     records, skipped = [], 0
     for number, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
@@ -121,23 +132,23 @@ def _records_per_line(text: str, cfg: DatasetConfig) -> Rows:
         try:
             records.append(json.loads(line))
         except json.JSONDecodeError as error:
-            if cfg.on_bad_lines == "error":
+            if source.on_bad_lines == "error":
                 raise PeftlabError(
-                    f"{_where(cfg, number)}: not valid JSON ({error.msg}); fix the line, or set "
+                    f"{_where(source, number)}: not valid JSON ({error.msg}); fix the line, or set "
                     "dataset.on_bad_lines=skip"
                 ) from None
             skipped += 1
     return Rows(pd.DataFrame.from_records(records), skipped=skipped)
 
 
-def _read_parquet(path: Path, cfg: DatasetConfig) -> Rows:
+def _read_parquet(path: Path, source: Source) -> Rows:
     try:
         return Rows(pd.read_parquet(path), skipped=0)
     except (OSError, ValueError) as error:  # pyarrow's errors for files that are not Parquet
-        raise PeftlabError(f"{_where(cfg)}: not a Parquet file ({error})") from None
+        raise PeftlabError(f"{_where(source)}: not a Parquet file ({error})") from None
 
 
-READERS: dict[str, Callable[[Path, DatasetConfig], Rows]] = {
+READERS: dict[str, Callable[[Path, Source], Rows]] = {
     ".csv": _read_csv,
     ".json": _read_json,
     ".jsonl": _read_jsonl,

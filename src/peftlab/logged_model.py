@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import fields
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -34,6 +33,8 @@ REQUIREMENTS = (
     "omegaconf", "datasets", "huggingface_hub",
 )  # fmt: skip
 PARAM_TYPES = {int: "long", float: "double", bool: "boolean"}
+# The generation settings a caller may change at predict time.
+PREDICT_PARAMS = ("max_new_tokens", "repetition_penalty", "do_sample", "temperature", "top_p")
 
 
 class TunedLanguageModel(mlflow.pyfunc.PythonModel):
@@ -66,9 +67,8 @@ def prompts(model_input) -> list[str]:
 def signature(settings: GenerationSettings) -> ModelSignature:
     """Prompts in, continuations out; the generation settings as params, the run's as defaults."""
     params = [
-        ParamSpec(f.name, PARAM_TYPES[type(getattr(settings, f.name))], getattr(settings, f.name))
-        for f in fields(settings)
-        if f.name != "prompts"
+        ParamSpec(name, PARAM_TYPES[type(getattr(settings, name))], getattr(settings, name))
+        for name in PREDICT_PARAMS
     ]
     return ModelSignature(
         inputs=Schema([ColSpec("string")]),

@@ -23,6 +23,7 @@ from peftlab import (
     interrupts,
     logged_model,
     modeling,
+    scoring,
     sweep,
     tracking,
     training,
@@ -46,12 +47,14 @@ class Sample:
 
 @dataclass(frozen=True)
 class Baseline:
-    """The untuned base model's held-out loss and samples."""
+    """The untuned base model's held-out loss, samples and scored held-out generations."""
 
     eval_loss: float
     samples: tuple[str, ...]
+    generations: scoring.Scores | None
 
 
+GENERATIONS_TABLE = "generations.json"  # the held-out generations, an MLflow table
 RUN_FILE = "mlflow_run.json"  # in the run's folder: the MLflow run a job run again continues
 # Jobs of a sweep over PEFT or trainer knobs share one untuned baseline: see untuned_baseline.
 _baselines: dict[str, Baseline] = {}
@@ -117,20 +120,23 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
     context.phase = "loading the model and data"
     loaded = modeling.load_shared(settings.model)
     model, tokenizer = loaded.model, loaded.tokenizer
-    splits = data.load_splits(settings.dataset, tokenizer)
+    examples = data.load_splits(settings.dataset)
+    splits = data.load_tokenized(settings.dataset, tokenizer)
     log.info("Data: %d train / %d held-out rows", len(splits.train), len(splits.eval))
-    texts = data.load_text_splits(settings.dataset)
+    held_out = scoring.held_out(examples.eval, settings.dataset, settings.generation, tokenizer)
     if settings.resume is None:
         with interrupts.deferred():
-            tracking.log_dataset(texts.train, settings.dataset, "training")
-            tracking.log_dataset(texts.eval, settings.dataset, "evaluation")
-            mlflow.log_metric("dataset_skipped_lines", texts.skipped_lines)
+            tracking.log_dataset(data.table(examples.train), settings.dataset, "training")
+            tracking.log_dataset(data.table(examples.eval), settings.dataset, "evaluation")
+            mlflow.log_metrics(
+                {"dataset_skipped_lines": examples.skipped_lines, "dataset_dropped": splits.dropped}
+            )
     args = training.training_arguments(settings.trainer, context.run_dir / "trainer")
     checkpoint = resume_checkpoint(settings, context)
     start_epoch = training.epoch_of(checkpoint)  # read now: training rotates checkpoints away
 
     context.phase = "measuring the untuned model"
-    baseline = untuned_baseline(settings, loaded, splits, args)
+    baseline = untuned_baseline(settings, loaded, splits, held_out, args)
     set_seed(settings.trainer.seed)  # adapter init and sampling repeat, whatever ran before
     # The base model is shared by the jobs of a sweep: it comes back unchanged from here.
     with settings.peft.attached(model, loaded.path) as peft_model:
@@ -161,6 +167,9 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
         eval_loss = trainer.evaluate()["eval_loss"]
         last_step = trainer.state.global_step
         tuned = tuned_samples(peft_model.eval(), tokenizer, settings.generation)
+        if held_out is not None:
+            context.phase = "generating from the held-out prompts"
+            generations = tuned_generations(peft_model, tokenizer, held_out, settings.generation)
         adapter_dir = save_adapter(peft_model, context.run_dir / "adapter")
 
     context.phase = "logging"
@@ -182,6 +191,10 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
         "train_steps": last_step,
         "train_tokens_per_second": trained_tokens / runtime,
     }
+    if held_out is not None:
+        metrics |= scoring.logged_metrics(baseline.generations, generations)
+        table = scoring.table(held_out, baseline.generations, generations)
+        (context.run_dir / "generations.json").write_text(json.dumps(table, indent=2))
     # In the run's folder first: a store that went away costs the logging, not the results.
     (context.run_dir / "samples.json").write_text(json.dumps([vars(s) for s in samples], indent=2))
     (context.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
@@ -197,6 +210,8 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
                 {"prompt": prompts, "untuned": untuned, "tuned": tuned},
                 artifact_file="samples.json",
             )
+            if held_out is not None:  # the UI's Evaluation view: runs' generations side by side
+                mlflow.log_table(table, artifact_file=GENERATIONS_TABLE)
     except tracking.STORE_ERRORS as error:
         raise PeftlabError(
             f"could not log the results to {settings.tracking.uri} ({tracking.short(error)}); "
@@ -246,14 +261,39 @@ def tuned_samples(peft_model: PeftModel, tokenizer, settings: GenerationSettings
     ]
 
 
+def tuned_generations(
+    peft_model: PeftModel, tokenizer, held_out: scoring.HeldOut, settings: GenerationSettings
+) -> scoring.Scores:
+    """The held-out prompts completed through the active adapter, scored."""
+    completions = generation.complete(
+        peft_model.get_base_model(),
+        tokenizer,
+        list(held_out.prompts),
+        settings,
+        generation.prefix(peft_model),
+    )
+    return scoring.score(completions, held_out.references, settings.metrics)
+
+
+def untuned_generations(
+    model, tokenizer, held_out: scoring.HeldOut | None, settings: GenerationSettings
+) -> scoring.Scores | None:
+    if held_out is None:
+        return None
+    completions = generation.complete(model, tokenizer, list(held_out.prompts), settings)
+    return scoring.score(completions, held_out.references, settings.metrics)
+
+
 def untuned_baseline(
     settings: TrainConfig,
     loaded: modeling.LoadedModel,
-    splits: data.Splits,
+    splits: data.Tokenized,
+    held_out: scoring.HeldOut | None,
     args: TrainingArguments,
 ) -> Baseline:
-    """Held-out loss and samples of the base model, computed once per process for each model,
-    data, generation and evaluation setting: the jobs of a sweep over PEFT knobs share them."""
+    """Held-out loss, samples and generations of the base model, computed once per process for
+    each model, data, generation and evaluation setting: the jobs of a sweep over PEFT knobs
+    share them."""
     trainer = settings.trainer
     evaluation = (trainer.per_device_eval_batch_size, training.use_bf16(trainer.precision))
     key = repr((settings.model, settings.dataset, settings.generation, evaluation, trainer.seed))
@@ -265,7 +305,8 @@ def untuned_baseline(
             generation.generate(model, tokenizer, prompt, settings.generation)
             for prompt in settings.generation.prompts
         )
-        _baselines[key] = Baseline(eval_loss, samples)
+        generations = untuned_generations(model, tokenizer, held_out, settings.generation)
+        _baselines[key] = Baseline(eval_loss, samples, generations)
     return _baselines[key]
 
 

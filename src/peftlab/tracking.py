@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -18,8 +19,8 @@ from typing import Any
 from urllib.parse import urlparse
 
 import mlflow
+import pandas as pd
 import requests
-from datasets import Dataset
 from filelock import FileLock
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 from mlflow.entities import Run
@@ -199,14 +200,18 @@ def flatten(config: dict[str, Any], prefix: str = "") -> dict[str, str]:
     return flat
 
 
-def log_dataset(rows: Dataset, cfg: DatasetConfig, context: str) -> None:
-    """The rows a run used, as an MLflow dataset (source, digest, row count) in ``context``
-    (``training`` or ``evaluation``): the UI's Dataset column and filter."""
-    if cfg.data_files:
-        source = str(Path(cfg.data_files).expanduser().resolve())
+def log_dataset(frame: pd.DataFrame, cfg: DatasetConfig, context: str) -> None:
+    """The rows a run used (the columns its format reads), as an MLflow dataset (source, digest,
+    row count) in ``context`` (``training`` or ``evaluation``): the UI's Dataset column and
+    filter. Lists (a chat's messages, a quote's tags) are logged as JSON text."""
+    held_out = context == "evaluation"
+    file = cfg.eval_data_files if held_out and cfg.eval_data_files else cfg.data_files
+    split = cfg.eval_split if held_out and cfg.eval_split else cfg.split
+    if file and not (held_out and cfg.eval_split):
+        source = str(Path(file).expanduser().resolve())
     else:
-        source = HuggingFaceDatasetSource(path=cfg.path, split=cfg.split, revision=cfg.revision)
-    frame = rows.select_columns([cfg.text_column]).to_pandas()
+        source = HuggingFaceDatasetSource(path=cfg.path, split=split, revision=cfg.revision)
+    frame = frame.map(lambda value: json.dumps(value) if isinstance(value, list) else value)
     dataset = mlflow.data.from_pandas(frame, source=source, name=cfg.name)
     for attempt in range(DATASET_ATTEMPTS):
         try:

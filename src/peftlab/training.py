@@ -16,7 +16,6 @@ from datasets import Dataset
 from torch.nn import functional
 from torch.utils.data import Sampler
 from transformers import (
-    DataCollatorForLanguageModeling,
     EarlyStoppingCallback,
     PreTrainedModel,
     PreTrainedTokenizerBase,
@@ -213,6 +212,25 @@ class LengthBucketSampler(Sampler[int]):
         yield from longest_first[full:]
 
 
+class PadToLongest:
+    """Batches of examples padded on the right to the longest; padding is never a label."""
+
+    def __init__(self, pad_token_id: int) -> None:
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, features: list[dict]) -> dict[str, torch.Tensor]:
+        longest = max(len(f["input_ids"]) for f in features)
+
+        def padded(key: str, value: int) -> torch.Tensor:
+            return torch.tensor([f[key] + [value] * (longest - len(f[key])) for f in features])
+
+        return {
+            "input_ids": padded("input_ids", self.pad_token_id),
+            "attention_mask": padded("attention_mask", 0),
+            "labels": padded("labels", -100),
+        }
+
+
 class LengthGroupingTrainer(Trainer):
     """HF Trainer whose training batches can be grouped by length (less padding), and whose
     held-out loss is the mean over all held-out tokens (see :meth:`evaluation_loop`)."""
@@ -285,7 +303,7 @@ def build_trainer(
         model=model,
         args=args,
         group_by_length=group_by_length,
-        data_collator=DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False),
+        data_collator=PadToLongest(tokenizer.pad_token_id),
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,
         processing_class=tokenizer,
