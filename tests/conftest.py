@@ -123,6 +123,25 @@ def tiny_llama(bpe: Tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path
     return path
 
 
+# ChatML, as SmolLM2-Instruct's template renders a conversation (without its default system).
+CHATML = (
+    "{% for m in messages %}"
+    "{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
+)
+
+
+@pytest.fixture(scope="session")
+def tiny_chat_llama(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny Llama with a chat template in its tokenizer."""
+    path = tmp_path_factory.mktemp("tiny-chat-llama")
+    shutil.copytree(tiny_llama, path, dirs_exist_ok=True)
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(path)
+    tokenizer.chat_template = CHATML
+    tokenizer.save_pretrained(path)
+    return path
+
+
 def tiny_overrides(model_dir: Path, work: Path) -> list[str]:
     """Overrides for a seconds-long run of a tiny model with its store under ``work``."""
     return [
@@ -134,6 +153,7 @@ def tiny_overrides(model_dir: Path, work: Path) -> list[str]:
         "trainer.num_train_epochs=2",
         "trainer.per_device_train_batch_size=4",
         "generation.max_new_tokens=8",
+        "generation.eval_max_new_tokens=8",
         # Exact in fp32 only: on a GPU, precision=auto would train in bf16 autocast, whose
         # losses move in the 4th digit between two evaluations of the same adapter.
         "trainer.precision=fp32",
