@@ -346,11 +346,13 @@ def sweep_run(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
 
 @pytest.fixture(scope="session")
 def method_sweep(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory):
-    """One sweep over every PEFT method (the peft config group), each at its defaults."""
+    """One sweep over every PEFT method (the peft config group), each at its defaults, on the
+    role-play task (act -> prompt): held-out generations scored."""
     from test_methods import METHODS
 
     work = tmp_path_factory.mktemp("method-sweep")
-    result = run_sweep(tiny_llama, work, f"peft={','.join(METHODS)}")
+    task = ["dataset=prompts-task", "dataset.max_length=160"]  # the tiny tokenizer's long rows
+    result = run_sweep(tiny_llama, work, f"peft={','.join(METHODS)}", *task)
     assert result.returncode == 0, result.stderr[-3000:]
     return work
 

@@ -70,3 +70,27 @@ def test_rerun_of_an_unknown_run_is_one_error_line(original):
     assert result.stderr.strip() == (
         f"error: run '0123abcd' not found in sqlite:///{work}/mlruns/mlflow.db"
     )
+
+
+def test_generate_puts_a_task_runs_input_into_its_template(method_sweep, capsys):
+    from conftest import sweep_parts
+
+    from peftlab import adapters, cli
+
+    client, _, children = sweep_parts(method_sweep)
+    (lora,) = [c for c in children if c.data.params["peft.method"] == "lora"]
+    uri = client.tracking_uri
+    assert cli.main(["--tracking-uri", uri, "generate", "--run", lora.info.run_id,
+                     "--input", "act=Poet"]) == 0  # fmt: skip
+    printed = capsys.readouterr().out
+    source = adapters.resolve(lora.info.run_id, client)
+    bank = adapters.AdapterBank.for_sources([source])
+    expected = bank.generate("Role: Poet\nPrompt:\n", source.generation, source.name)
+    assert expected and expected in printed
+    assert cli.main(["--tracking-uri", uri, "generate", "--run", lora.info.run_id,
+                     "--input", "role=Poet"]) == 1  # fmt: skip
+    error = capsys.readouterr().err.strip()
+    assert error == (
+        f"error: --run {source.label!r}: inputs role given; the run's dataset.format=completion "
+        "takes act (as NAME=VALUE)"
+    )

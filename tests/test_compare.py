@@ -85,3 +85,40 @@ def test_a_sweep_over_methods_fills_the_peft_column(method_sweep: Path, tmp_path
     assert all(f"| {option} " in markdown for option in METHODS)
     params = table["trainable_params"].iloc[0]
     assert re.search(rf"\|\s+{params}\s+\|", markdown)  # a count, not 2304.0000
+
+
+def test_a_task_sweep_ranks_by_a_generation_metric_higher_first(method_sweep: Path):
+    client, _ = store_runs(method_sweep)
+    result = compare.collect(client, metric="eval_rougeL")
+    table = result.table
+    assert table["eval_rougeL"].is_monotonic_decreasing
+    assert {"eval_chrf", "eval_exact_match", "eval_rougeL_untuned"} <= set(table.columns)
+    by_loss = compare.collect(client).table
+    assert by_loss["eval_loss"].is_monotonic_increasing
+    with pytest.raises(PeftlabError, match=r"--metric='eval_bleu': no finished run logged it; "
+                                           r"held-out metrics logged: .*eval_rougeL"):  # fmt: skip
+        compare.collect(client, metric="eval_bleu")
+
+
+def test_an_experiment_of_several_methods_prints_readably(method_sweep: Path):
+    """Only the params that differ, blank where a method does not have one, counts as
+    integers, params as set; the CSV keeps every column."""
+    result = peftlab("compare", "--experiment", "peftlab", "--metric", "eval_chrf",
+                     "--out", str(method_sweep / "compared"), cwd=method_sweep)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    lines = result.stdout.split("\n\nWrote")[0].splitlines()
+    header = [cell.strip() for cell in lines[0].strip("|").split("|")]
+    assert "nan" not in result.stdout and "pruned" not in header
+    assert "peft.r" in header and "peft.num_virtual_tokens" in header
+    assert "dataset.name" not in header  # the same for every run
+    rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
+            for line in lines[2:]]  # fmt: skip
+    lora = next(row for row in rows if row["method"] == "lora")
+    ia3 = next(row for row in rows if row["method"] == "ia3")
+    assert lora["peft.r"] == "8" and ia3["peft.r"] == ""
+    assert re.fullmatch(r"\d+", lora["trainable_params"])
+    assert re.fullmatch(r"\d+\.\d{4}", lora["eval_chrf"])
+    chrf = [float(row["eval_chrf"]) for row in rows]
+    assert chrf == sorted(chrf, reverse=True)
+    csv = pd.read_csv(method_sweep / "compared" / "comparison.csv")
+    assert len(csv.columns) > len(header)

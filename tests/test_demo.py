@@ -1,9 +1,10 @@
 """The Gradio demo, in a real headless Chromium driven by Playwright."""
 
+import json
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM_ARGS, chromium, free_port, run_tiny
+from conftest import CHROMIUM_ARGS, chromium, free_port, run_tiny, sweep_parts
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import expect, sync_playwright
 
@@ -47,6 +48,20 @@ def test_adapters_of_different_methods_give_their_own_outputs(runs_of_every_meth
     # tokens, and LoRA's rank is implied by "lora": neither tells the runs apart.
     assert all("trainer.learning_rate=" in label for label in labels)
     assert not any("peft.num_virtual_tokens=" in label or "peft.r=" in label for label in labels)
+
+
+def test_a_task_run_turns_what_is_typed_into_its_prompt(method_sweep: Path):
+    """Typing a role into the demo with a prompts-task run picked gives what that run wrote
+    for the role in its scored held-out generations, and what the base model wrote there."""
+    client, _, children = sweep_parts(method_sweep)
+    (lora,) = [c for c in children if c.data.params["peft.method"] == "lora"]
+    path = client.download_artifacts(lora.info.run_id, "generations.json")
+    table = json.loads(Path(path).read_text())
+    row = dict(zip(table["columns"], table["data"][0], strict=True))
+    act = row["prompt"].removeprefix("Role: ").split("\n")[0]
+    settings = adapters.from_run(lora, client).generation
+    outputs = demo.Generator(client).outputs([lora.info.run_id], act, settings)
+    assert [text for _, text in outputs] == [row["untuned"], row["tuned"]]
 
 
 def test_without_runs_it_says_how_to_make_one(tmp_path: Path):

@@ -74,3 +74,24 @@ def test_mlflow_models_serve_answers_with_the_same_text(lora_run):
     assert answer.status_code == 200, answer.text
     assert answer.json() == {"predictions": [sample.tuned]}
     assert sample.tuned.startswith(shorter.json()["predictions"][0])
+
+
+def test_a_task_runs_model_takes_its_columns_and_writes_its_scored_generations(method_sweep):
+    """The model of a run on prompts-task takes ``act`` and makes the run's own prompt: it
+    writes what the run wrote for its held-out rows."""
+    import json
+
+    import pandas as pd
+    from conftest import sweep_parts
+
+    client, _, children = sweep_parts(method_sweep)
+    (lora,) = [c for c in children if c.data.params["peft.method"] == "lora"]
+    mlflow.set_tracking_uri(client.tracking_uri)
+    model = mlflow.pyfunc.load_model(f"runs:/{lora.info.run_id}/model")
+    assert model.metadata.get_input_schema().input_names() == ["act"]
+    table = json.loads(Path(client.download_artifacts(lora.info.run_id, "generations.json"))
+                       .read_text())  # fmt: skip
+    rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]][:3]
+    acts = [row["prompt"].removeprefix("Role: ").split("\n")[0] for row in rows]
+    written = model.predict(pd.DataFrame({"act": acts}), params={"max_new_tokens": 8})
+    assert written == [row["tuned"] for row in rows]

@@ -9,6 +9,7 @@ attached at a time and swaps them (unloading injected layers) when another metho
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -20,8 +21,8 @@ from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 from peft import PeftModel
 
-from peftlab import generation, modeling
-from peftlab.config import GenerationSettings, ModelConfig, typed_section
+from peftlab import formats, generation, modeling
+from peftlab.config import DatasetConfig, GenerationSettings, ModelConfig, typed_section
 from peftlab.errors import PeftlabError
 
 CONFIG = ".hydra/config.yaml"  # where train.py's runs keep their resolved config
@@ -39,6 +40,41 @@ class AdapterSource:
     model: ModelConfig
     generation: GenerationSettings
     eval_loss: float | None = None
+    # The run's data: a task's format and template turn a person's inputs into its prompts.
+    dataset: DatasetConfig | None = None
+
+    def prompt(self, inputs: Mapping[str, str], tokenizer) -> str:
+        """The prompt the run's template makes of ``inputs`` (its format's ``inputs()``)."""
+        if self.dataset is None:
+            raise PeftlabError(
+                f"--run {self.label!r}: no saved config, hence no template: use a prompt"
+            )
+        try:
+            return formats.of(self.dataset).prompt_from(inputs, tokenizer)
+        except PeftlabError as error:
+            raise PeftlabError(f"--run {self.label!r}: {error}") from None
+
+    @property
+    def inputs(self) -> list[str]:
+        return formats.of(self.dataset).inputs() if self.dataset is not None else []
+
+    def prompt_for(self, text: str, tokenizer) -> str:
+        """What a person typed, as the run prompts with it: the text itself for a plain-text
+        run; for a task run its template filled with the text (its one input), or with the
+        ``NAME=VALUE`` lines of the text (several inputs)."""
+        if not self.inputs:
+            return text
+        if len(self.inputs) == 1:
+            return self.prompt({self.inputs[0]: text}, tokenizer)
+        return self.prompt(dict(name_value(line) for line in text.splitlines() if line), tokenizer)
+
+
+def name_value(item: str) -> tuple[str, str]:
+    """``act=Poet`` as ("act", "Poet")."""
+    name, equals, value = item.partition("=")
+    if not equals or not name.strip():
+        raise PeftlabError(f"input {item!r}: write NAME=VALUE, e.g. act=Poet")
+    return name.strip(), value
 
 
 def resolve(spec: str, client: MlflowClient) -> AdapterSource:
@@ -57,7 +93,8 @@ def resolve(spec: str, client: MlflowClient) -> AdapterSource:
 def from_dir(adapter_dir: Path) -> AdapterSource:
     base, peft_type = _written_by(adapter_dir, spec=str(adapter_dir))
     saved = adapter_dir.parent / CONFIG  # a run folder written by train.py
-    model, settings = _saved_settings(saved) if saved.is_file() else (None, GenerationSettings())
+    found = _saved_settings(saved) if saved.is_file() else (None, GenerationSettings(), None)
+    model, settings, dataset = found
     return AdapterSource(
         name=adapter_dir.resolve().parent.name + "/" + adapter_dir.name,
         label=str(adapter_dir),
@@ -66,6 +103,7 @@ def from_dir(adapter_dir: Path) -> AdapterSource:
         peft_type=peft_type,
         model=model or ModelConfig(name_or_path=base),
         generation=settings,
+        dataset=dataset,
     )
 
 
@@ -81,9 +119,9 @@ def from_run(run, client: MlflowClient) -> AdapterSource:
         ) from error
     base, peft_type = _written_by(adapter_dir, spec=run_id)
     try:
-        model, settings = _saved_settings(Path(_download(client, run_id, CONFIG, target)))
+        model, settings, dataset = _saved_settings(Path(_download(client, run_id, CONFIG, target)))
     except (MlflowException, OSError):  # logged by something other than train.py
-        model, settings = ModelConfig(name_or_path=base), GenerationSettings()
+        model, settings, dataset = ModelConfig(name_or_path=base), GenerationSettings(), None
     return AdapterSource(
         name=run_id,
         label=run.info.run_name or run_id,
@@ -93,6 +131,7 @@ def from_run(run, client: MlflowClient) -> AdapterSource:
         model=model,
         generation=settings,
         eval_loss=run.data.metrics.get("eval_loss"),
+        dataset=dataset,
     )
 
 
@@ -111,11 +150,15 @@ def _written_by(adapter_dir: Path, spec: str) -> tuple[str, str]:
     return written["base_model_name_or_path"], written["peft_type"]
 
 
-def _saved_settings(config_yaml: Path) -> tuple[ModelConfig, GenerationSettings]:
+def _saved_settings(
+    config_yaml: Path,
+) -> tuple[ModelConfig, GenerationSettings, DatasetConfig | None]:
     saved = OmegaConf.load(config_yaml)
+    dataset = typed_section(saved, "dataset", DatasetConfig) if "dataset" in saved else None
     return (
         typed_section(saved, "model", ModelConfig),
         typed_section(saved, "generation", GenerationSettings),
+        dataset,
     )
 
 

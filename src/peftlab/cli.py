@@ -34,11 +34,16 @@ def parser() -> argparse.ArgumentParser:
     root.add_argument("--tracking-uri", default=None, help="MLflow store (default: ./mlruns)")
     commands = root.add_subparsers(dest="command", required=True)
 
-    comparing = commands.add_parser("compare", help="rank a sweep's runs by held-out eval loss")
+    comparing = commands.add_parser("compare", help="rank a sweep's runs by a held-out metric")
     which = comparing.add_mutually_exclusive_group()
     which.add_argument("--sweep", help="the sweep's parent run id (default: the latest sweep)")
     which.add_argument("--experiment", help="compare all runs of this MLflow experiment")
     comparing.add_argument("--out", type=Path, help="output folder (default: outputs/compare/ID)")
+    comparing.add_argument(
+        "--metric",
+        default="eval_loss",
+        help="rank by this metric, best first (e.g. eval_rougeL, eval_chrf; default: eval_loss)",
+    )
     comparing.add_argument(
         "--register",
         metavar="NAME",
@@ -49,7 +54,15 @@ def parser() -> argparse.ArgumentParser:
     generating.add_argument(
         "--run", action="append", required=True, help="MLflow run id or adapter folder; repeatable"
     )
-    generating.add_argument("--prompt", required=True)
+    given = generating.add_mutually_exclusive_group(required=True)
+    given.add_argument("--prompt", help="the text to continue, as it is")
+    given.add_argument(
+        "--input",
+        action="append",
+        metavar="NAME=VALUE",
+        help="an input of a task run, put into the run's own template (e.g. act=Poet; a chat "
+        "run's user=...); repeatable",
+    )
     generating.add_argument("--compare", action="store_true", help="add the untuned base output")
     generating.add_argument("--max-new-tokens", type=int)
     generating.add_argument("--repetition-penalty", type=float)
@@ -119,15 +132,22 @@ def run_generate(client: MlflowClient, args: argparse.Namespace) -> int:
         "top_p": args.top_p,
         "do_sample": args.do_sample,
     }
+    inputs = dict(adapters.name_value(item) for item in args.input or [])
+
+    def prompt(source: adapters.AdapterSource) -> str:
+        return source.prompt(inputs, bank.loaded.tokenizer) if inputs else args.prompt
+
     outputs = []
     if args.compare:
         settings = adapters.with_overrides(sources[0].generation, **overrides)
-        outputs.append((f"untuned {bank.base}", bank.generate(args.prompt, settings)))
+        outputs.append((f"untuned {bank.base}", bank.generate(prompt(sources[0]), settings)))
     for source in sources:
         settings = adapters.with_overrides(source.generation, **overrides)
         loss = f" (eval_loss {source.eval_loss:.4f})" if source.eval_loss is not None else ""
-        outputs.append((source.label + loss, bank.generate(args.prompt, settings, source.name)))
-    print(console.side_by_side(args.prompt, outputs))
+        text = bank.generate(prompt(source), settings, source.name)
+        outputs.append((source.label + loss, text))
+    shown = args.prompt or ", ".join(f"{k}={v}" for k, v in inputs.items())
+    print(console.side_by_side(shown, outputs))
     return 0
 
 
@@ -181,7 +201,9 @@ def latest_search(client: MlflowClient) -> tuple[str, str]:
 def run_compare(client: MlflowClient, args: argparse.Namespace) -> int:
     from peftlab import compare
 
-    comparison = compare.collect(client, sweep=args.sweep, experiment=args.experiment)
+    comparison = compare.collect(
+        client, sweep=args.sweep, experiment=args.experiment, metric=args.metric
+    )
     name = comparison.parent.info.run_id if comparison.parent else args.experiment
     files = compare.write(comparison, client, args.out or Path("outputs", "compare", name))
     compare.log_to_parent(client, comparison, files)

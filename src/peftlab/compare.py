@@ -10,7 +10,9 @@ from matplotlib.figure import Figure  # pyplot-free: no display backend, no glob
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
+from peftlab import metrics
 from peftlab.errors import PeftlabError
+from peftlab.metrics.base import PREFIX, UNTUNED
 from peftlab.sweep import PARENT_TAG, PRUNED_TAG, SWEEP_TAG, latest_parent
 
 METRICS = [
@@ -24,6 +26,11 @@ METRICS = [
     "train_tokens_per_second",
 ]
 DERIVED = ("improvement", "improvement_pct")  # computed here from the logged metrics
+COUNTS = ("trainable_params", "adapter_bytes")  # MLflow stores every metric as a float
+# Scores of held-out generations, where runs logged them (tasks: completion and chat data).
+GENERATION_METRICS = [
+    f"{PREFIX}{name}{suffix}" for name in metrics.REGISTRY for suffix in ("", UNTUNED)
+]
 METHOD = "peft.method"
 # Keys that differ between any two runs without being a choice worth comparing.
 NOT_COMPARED = ("output_dir", "tracking.")
@@ -31,26 +38,34 @@ NOT_COMPARED = ("output_dir", "tracking.")
 
 @dataclass
 class Comparison:
-    # One row per finished run, best (lowest eval_loss) first, runs stopped by a pruner last.
+    # One row per finished run, best by ``metric`` first, runs stopped by a pruner last.
     table: pd.DataFrame
     swept: list[str]
     runs: list[Run]
     parent: Run | None
+    metric: str = "eval_loss"
 
 
-def collect(client: MlflowClient, sweep: str | None = None, experiment: str | None = None):
-    """Finished runs of a sweep (by parent run id), of an experiment, or of the latest sweep."""
+def collect(
+    client: MlflowClient,
+    sweep: str | None = None,
+    experiment: str | None = None,
+    metric: str = "eval_loss",
+) -> Comparison:
+    """Finished runs of a sweep (by parent run id), of an experiment, or of the latest sweep,
+    ranked by ``metric`` (higher first where higher is better: ``eval_rougeL``)."""
     if experiment is not None:
         found = client.get_experiment_by_name(experiment)
         if found is None:
             raise PeftlabError(f"--experiment={experiment!r}: no such MLflow experiment")
         runs = client.search_runs([found.experiment_id])
-        return _comparison([r for r in runs if SWEEP_TAG not in r.data.tags], parent=None)
+        runs = [r for r in runs if SWEEP_TAG not in r.data.tags]
+        return _comparison(runs, parent=None, metric=metric)
     parent = _parent(client, sweep)
     children = client.search_runs(
         [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
     )
-    return _comparison(children, parent)
+    return _comparison(children, parent, metric)
 
 
 def _parent(client: MlflowClient, sweep: str | None) -> Run:
@@ -68,32 +83,40 @@ def _parent(client: MlflowClient, sweep: str | None) -> Run:
     return latest
 
 
-def _comparison(runs: list[Run], parent: Run | None) -> Comparison:
-    finished = [r for r in runs if r.info.status == "FINISHED" and "eval_loss" in r.data.metrics]
+def _comparison(runs: list[Run], parent: Run | None, metric: str = "eval_loss") -> Comparison:
+    finished = [r for r in runs if r.info.status == "FINISHED" and metric in r.data.metrics]
     if not finished:
-        raise PeftlabError("no finished runs with an eval_loss to compare")
+        logged = sorted({key for r in runs for key in r.data.metrics if key.startswith(PREFIX)})
+        raise PeftlabError(
+            f"--metric={metric!r}: no finished run logged it; held-out metrics logged: "
+            f"{', '.join(logged) or 'none'}"
+        )
     swept = _swept_keys(finished, parent)
+    scores = [name for name in GENERATION_METRICS if any(name in r.data.metrics for r in finished)]
     rows = []
     for run in finished:
-        metrics = run.data.metrics
+        logged = run.data.metrics
         row = {"run": run.info.run_name, "run_id": run.info.run_id}
         row |= {key: setting(run, key) for key in swept}
         row["method"] = run.data.params.get(METHOD)
         row["pruned"] = run.data.tags.get(PRUNED_TAG)  # the step a search's pruner stopped it
-        row |= {key: metrics.get(key) for key in METRICS if key not in DERIVED}
-        untuned = metrics.get("eval_loss_untuned", float("nan"))
-        row["improvement"] = untuned - metrics["eval_loss"]
+        row |= {key: logged.get(key) for key in [*METRICS, *scores] if key not in DERIVED}
+        untuned = logged.get("eval_loss_untuned", float("nan"))
+        row["improvement"] = untuned - logged["eval_loss"]
         row["improvement_pct"] = 100 * row["improvement"] / untuned
         rows.append(row)
     # A run the pruner stopped early never ranks above one that trained to its end.
     table = pd.DataFrame(rows)
     table = table.assign(_pruned=table["pruned"].notna())
-    table = table.sort_values(["_pruned", "eval_loss"], kind="stable").reset_index(drop=True)
-    counts = ["trainable_params", "adapter_bytes"]  # MLflow stores every metric as a float
-    table[counts] = table[counts].round().astype("Int64")
+    table = table.sort_values(
+        ["_pruned", metric],
+        ascending=[True, not metrics.higher_is_better(metric)],
+        kind="stable",
+    ).reset_index(drop=True)
+    table[list(COUNTS)] = table[list(COUNTS)].round().astype("Int64")
     table.index = pd.RangeIndex(1, len(table) + 1, name="rank")
-    columns = ["run", *swept, "method", "pruned", *METRICS, "run_id"]
-    return Comparison(table[columns], swept, finished, parent)
+    columns = ["run", *swept, "method", "pruned", *METRICS, *scores, "run_id"]
+    return Comparison(table[columns], swept, finished, parent, metric)
 
 
 def setting(run: Run, key: str) -> str | None:
@@ -122,7 +145,7 @@ def write(comparison: Comparison, client: MlflowClient, out_dir: Path) -> list[P
     """Markdown and CSV table, and PNG plots, in ``out_dir``; returns the files."""
     out_dir.mkdir(parents=True, exist_ok=True)
     markdown, csv = out_dir / "comparison.md", out_dir / "comparison.csv"
-    markdown.write_text(comparison.table.to_markdown(floatfmt=".4f") + "\n")
+    markdown.write_text(console_table(comparison) + "\n")
     comparison.table.to_csv(csv)
     return [
         markdown,
@@ -194,5 +217,17 @@ def log_to_parent(client: MlflowClient, comparison: Comparison, files: list[Path
 
 
 def console_table(comparison: Comparison) -> str:
-    shown = comparison.table.drop(columns=["run_id"])
-    return shown.to_markdown(floatfmt=".4f")
+    """The table as a person reads it: columns with nothing in them left out, a param blank
+    where it does not apply to a run's method, counts as integers, scores to 4 decimals, params
+    as they were set (the CSV holds everything)."""
+    shown = comparison.table.drop(columns=["run_id"]).dropna(axis=1, how="all")
+    cells = shown.apply(lambda column: column.map(_cell))
+    return cells.to_markdown(disable_numparse=True)
+
+
+def _cell(value) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and pd.isna(value)):
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}"
+    return str(value)

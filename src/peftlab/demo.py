@@ -90,10 +90,13 @@ class Generator:
         if base not in self.banks:
             self.banks[base] = adapters.AdapterBank(sources[0].model, base)
         bank = self.banks[base]
-        results = [("Untuned base model", bank.generate(prompt, settings))]
-        for source in sources:
+        # A task run's template makes its prompt of what was typed; the base model gets the
+        # first run's prompt, so that the two answer the same text.
+        prompts = [source.prompt_for(prompt, bank.loaded.tokenizer) for source in sources]
+        results = [("Untuned base model", bank.generate(prompts[0], settings))]
+        for source, made in zip(sources, prompts, strict=True):
             bank.add(source)
-            results.append((source.label, bank.generate(prompt, settings, source.name)))
+            results.append((source.label, bank.generate(made, settings, source.name)))
         return results
 
 
@@ -133,7 +136,13 @@ def build(client: MlflowClient, experiment: str) -> gr.Blocks:
             return app
         choices = list(zip(run_labels(runs), [run.info.run_id for run in runs], strict=True))
         picked = gr.CheckboxGroup(choices, value=[choices[0][1]], label="Tuned adapters (runs)")
-        prompt = gr.Textbox(label="Prompt", value=PROBES[0], lines=2)
+        prompt = gr.Textbox(
+            label="Prompt",
+            info="For a task run, its input (e.g. a role): the run's template makes the prompt; "
+            "several inputs as NAME=VALUE lines",
+            value=PROBES[0],
+            lines=2,
+        )
         gr.Examples([[p] for p in PROBES], inputs=prompt)
         with gr.Accordion("Generation settings", open=False):
             max_new_tokens = gr.Slider(1, 256, value=48, step=1, label="max_new_tokens")

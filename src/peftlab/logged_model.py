@@ -1,5 +1,8 @@
 """A run's logged MLflow model, ``model``: prompts in, the tuned adapter's continuations out.
 
+A task run's model takes its inputs instead (the columns its prompt template names, e.g.
+``act``; ``user`` for a chat run) and makes its prompts as the run did.
+
 It holds the adapter and the run's config, and references the base model by the config's
 ``model`` section (a Hub id, a path, or the embedded GGUF's package) instead of copying it.
 Loading it attaches the adapter through :class:`peftlab.adapters.AdapterBank` and generates with
@@ -21,7 +24,7 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from omegaconf import OmegaConf
 
-from peftlab import adapters
+from peftlab import adapters, formats
 from peftlab.config import GenerationSettings, TrainConfig, register_configs
 from peftlab.redaction import copy_redacted
 
@@ -51,12 +54,18 @@ class TunedLanguageModel(mlflow.pyfunc.PythonModel):
         self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> list[str]:
         settings = adapters.with_overrides(self.source.generation, **(params or {}))
-        return [self.bank.generate(p, settings, self.source.name) for p in prompts(model_input)]
+        texts = prompts(model_input, self.source, self.bank.loaded.tokenizer)
+        return [self.bank.generate(p, settings, self.source.name) for p in texts]
 
 
-def prompts(model_input) -> list[str]:
-    """A list of prompts, one prompt, or a DataFrame whose first column holds them (what
-    ``mlflow models serve`` makes of ``{"inputs": [...]}``)."""
+def prompts(model_input, source: adapters.AdapterSource, tokenizer) -> list[str]:
+    """A task run's inputs as a DataFrame of its columns; else a list of prompts, one prompt, or
+    a DataFrame whose first column holds them (what ``mlflow models serve`` makes of
+    ``{"inputs": [...]}``)."""
+    names = source.inputs
+    if names and isinstance(model_input, pd.DataFrame) and set(names) <= set(model_input):
+        rows = model_input[names].astype(str).to_dict("records")
+        return [source.prompt(row, tokenizer) for row in rows]
     if isinstance(model_input, str):
         return [model_input]
     if isinstance(model_input, pd.DataFrame):
@@ -64,14 +73,15 @@ def prompts(model_input) -> list[str]:
     return [str(value) for value in model_input]
 
 
-def signature(settings: GenerationSettings) -> ModelSignature:
-    """Prompts in, continuations out; the generation settings as params, the run's as defaults."""
+def signature(settings: GenerationSettings, inputs: list[str]) -> ModelSignature:
+    """Prompts (or a task's inputs) in, continuations out; the generation settings as params,
+    the run's as defaults."""
     params = [
         ParamSpec(name, PARAM_TYPES[type(getattr(settings, name))], getattr(settings, name))
         for name in PREDICT_PARAMS
     ]
     return ModelSignature(
-        inputs=Schema([ColSpec("string")]),
+        inputs=Schema([ColSpec("string", name) for name in inputs] or [ColSpec("string")]),
         outputs=Schema([ColSpec("string")]),
         params=ParamSchema(params),
     )
@@ -94,6 +104,6 @@ def log(settings: TrainConfig, adapter_dir: Path, config_dir: Path | None) -> No
             name=NAME,
             python_model=str(MODEL_CODE),
             artifacts={"run": str(run)},
-            signature=signature(settings.generation),
+            signature=signature(settings.generation, formats.of(settings.dataset).inputs()),
             pip_requirements=[f"{name}=={metadata.version(name)}" for name in REQUIREMENTS],
         )

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from peftlab.errors import PeftlabError
+
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
@@ -80,6 +82,23 @@ class DataFormat(ABC):
     def prompt(self, example: Example, tokenizer: PreTrainedTokenizerBase) -> str:
         """The text a tuned model continues with the example's answer."""
         raise NotImplementedError(f"dataset.format={self.name} has no prompts")
+
+    def inputs(self) -> list[str]:
+        """What a person gives a tuned model of this format to get an answer (``peftlab
+        generate --input NAME=VALUE``, the demo, the logged model's columns); none for text."""
+        return []
+
+    def prompt_from(self, values: Mapping[str, str], tokenizer: PreTrainedTokenizerBase) -> str:
+        """The prompt made of a person's ``inputs()`` values, as the run made its prompts."""
+        raise PeftlabError(f"dataset.format={self.name}: the run takes a plain prompt, no inputs")
+
+    def require_inputs(self, values: Mapping[str, str]) -> None:
+        if set(values) != set(self.inputs()):
+            raise PeftlabError(
+                f"inputs {', '.join(sorted(values)) or 'none'} given; the run's "
+                f"dataset.format={self.name} takes {', '.join(self.inputs())} "
+                f"(as NAME=VALUE)"
+            )
 
 
 def is_empty(value: Any) -> bool:

@@ -47,6 +47,15 @@ class Chat(DataFormat):
         messages = example.fields[self.cfg.messages_column]
         return render(tokenizer, messages[:-1], add_generation_prompt=True)
 
+    def inputs(self) -> list[str]:
+        return ["user"]
+
+    def prompt_from(self, values, tokenizer) -> str:
+        self.require_inputs(values)
+        self.check_tokenizer(tokenizer)
+        message = {"role": "user", "content": values["user"]}
+        return render(tokenizer, [message], add_generation_prompt=True)
+
     def segments(self, example, tokenizer) -> list[Segment]:
         messages = example.fields[self.cfg.messages_column]
         segments, done = [], ""

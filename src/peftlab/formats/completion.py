@@ -36,6 +36,13 @@ class Completion(DataFormat):
         values = {key: fill(value) for key, value in example.fields.items()}
         return self.cfg.prompt_template.format(**values)
 
+    def inputs(self) -> list[str]:
+        return self.fields
+
+    def prompt_from(self, values, tokenizer=None) -> str:
+        self.require_inputs(values)
+        return self.cfg.prompt_template.format(**values)
+
     def segments(self, example, tokenizer) -> list[Segment]:
         return [Segment(self.prompt(example), False), Segment(example.reference, True)]
 

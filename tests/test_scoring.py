@@ -1,0 +1,71 @@
+"""Held-out generations scored by the registered metrics, and logged as an MLflow table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from conftest import sweep_parts
+from rouge_score.rouge_scorer import RougeScorer
+from sacrebleu.metrics import CHRF
+
+from peftlab import metrics, scoring
+from peftlab.config import GenerationSettings
+from peftlab.errors import PeftlabError
+
+REFERENCES = ["I want you to act as a poet.", "I want you to act as a chef today."]
+PREDICTIONS = ["I want you to act as a poet.", "You act as a cook."]
+
+
+def test_scores_are_the_libraries_own_on_a_0_to_100_scale():
+    scores = scoring.score(PREDICTIONS, REFERENCES, list(metrics.REGISTRY))
+    assert scores.rows["exact_match"] == [100.0, 0.0]
+    assert scores.totals["exact_match"] == 50.0
+    assert scores.rows["rougeL"][0] == pytest.approx(100.0)
+    second = RougeScorer(["rougeL"], use_stemmer=True).score(REFERENCES[1], PREDICTIONS[1])
+    assert scores.rows["rougeL"][1] == pytest.approx(100 * second["rougeL"].fmeasure)
+    assert 0 < scores.rows["rougeL"][1] < 100
+    corpus = CHRF().corpus_score(PREDICTIONS, [REFERENCES]).score
+    assert scores.totals["chrf"] == pytest.approx(corpus)
+    assert scores.totals["chrf"] != pytest.approx(sum(scores.rows["chrf"]) / 2)  # not the mean
+
+
+def test_each_metric_knows_its_direction():
+    assert metrics.higher_is_better("eval_rougeL")
+    assert metrics.higher_is_better("eval_chrf_untuned")
+    assert not metrics.higher_is_better("eval_loss")
+    assert not metrics.higher_is_better("eval_perplexity")
+
+
+def test_an_unknown_metric_is_one_line():
+    with pytest.raises(PeftlabError, match=r"^generation.metrics=\['bleu'\] is not allowed: names "
+                                           r"of rougeL, chrf, exact_match"):  # fmt: skip
+        GenerationSettings(metrics=["rougeL", "bleu"])
+
+
+def test_a_task_sweep_logs_scored_generations_once_untuned(method_sweep: Path):
+    client, parent, children = sweep_parts(method_sweep)
+    untuned = set()
+    for child in children:
+        logged = child.data.metrics
+        names = [
+            f"eval_{m}{s}" for m in ("rougeL", "chrf", "exact_match") for s in ("", "_untuned")
+        ]
+        assert set(names) <= set(logged)
+        untuned.add(logged["eval_rougeL_untuned"])
+        path = client.download_artifacts(child.info.run_id, "generations.json")
+        table = json.loads(Path(path).read_text())
+        columns = table["columns"]
+        assert columns[:4] == ["prompt", "reference", "untuned", "tuned"]
+        assert {"rougeL", "rougeL_untuned", "chrf", "exact_match"} <= set(columns)
+        rows = [dict(zip(columns, row, strict=True)) for row in table["data"]]
+        assert len(rows) == 8  # every held-out row (dataset.eval_rows)
+        assert all(r["prompt"].startswith("Role: ") and r["reference"] for r in rows)
+        mean = sum(r["rougeL"] for r in rows) / len(rows)
+        assert logged["eval_rougeL"] == pytest.approx(mean)
+        run_dir = Path(child.data.tags["run_dir"])
+        assert json.loads((run_dir / "generations.json").read_text())["tuned"] == [
+            r["tuned"] for r in rows
+        ]
+    assert len(untuned) == 1  # one base model: the same untuned score in every job
