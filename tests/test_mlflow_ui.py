@@ -1,5 +1,6 @@
 """The MLflow UI on a finished 2-job sweep, in a real headless Chromium: what a user sees."""
 
+import json
 from pathlib import Path
 
 import pytest
@@ -12,7 +13,7 @@ from conftest import (
 )
 from playwright.sync_api import expect, sync_playwright
 
-from peftlab import tracking
+from peftlab import pipeline, tracking
 
 
 @pytest.fixture(scope="module")
@@ -85,3 +86,47 @@ def run_row(page, run_name: str):
     """The runs table's row (its pinned name part) of the run named exactly ``run_name``."""
     rows = page.locator(".ag-pinned-left-cols-container .ag-row")
     return rows.filter(has=page.get_by_text(run_name, exact=True))
+
+
+def test_the_evaluation_view_puts_the_runs_generations_side_by_side(method_sweep, screenshots):
+    """A task sweep's runs logged their held-out generations as a table: the UI's evaluation
+    view shows, for each held-out prompt, each run's completion beside the others'."""
+    client, parent, children = sweep_parts(method_sweep)
+    written = {}
+    for child in children:
+        path = client.download_artifacts(child.info.run_id, pipeline.GENERATIONS_TABLE)
+        table = json.loads(Path(path).read_text())
+        rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
+        written[child.info.run_name] = rows[0]["tuned"]
+    role = rows[0]["prompt"].split("\n")[0]  # the first held-out prompt: "Role: ..."
+    executable = chromium()
+    with mlflow_server(method_sweep) as base, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
+        page = browser.new_page(viewport={"width": 2300, "height": 1000})  # 5 runs' columns
+        experiment = f"{base}/#/experiments/{parent.info.experiment_id}"
+        page.goto(f"{experiment}?{tracking.MODEL_TRAINING_VIEW}")
+        expect(page.get_by_role("link", name="Model registry")).to_be_visible(timeout=60_000)
+        page.get_by_role("button", name="Close").click()  # the assistant's panel
+        sweep_row = run_row(page, parent.info.run_name)
+        expect(sweep_row).to_be_visible(timeout=30_000)
+        sweep_row.locator("button").first.click()  # its children, whose tables the view reads
+        # The parent has no table: hidden, its column goes; the sidebar folded, room for runs.
+        sweep_row.get_by_label("Hide run").dispatch_event("click")
+        page.get_by_role("button", name="Toggle sidebar").click()
+        page.locator("label:has(input[value=ARTIFACT])").click()
+        page.get_by_test_id("dropdown-tables").click()
+        page.get_by_role("option", name=pipeline.GENERATIONS_TABLE).click()
+        page.get_by_role("option", name="samples.json").click()  # the probes: not this table
+        page.keyboard.press("Escape")
+        page.get_by_text("Compare:").click()
+        page.get_by_role("option", name="tuned", exact=True).click()
+
+        for child in children:  # in the runs list, and heading its column of completions
+            link = page.get_by_role("link", name=child.info.run_name, exact=True)
+            expect(link).to_have_count(2)
+        expect(page.get_by_text(role).first).to_be_visible(timeout=30_000)
+        shown = page.locator("body").inner_text()
+        for name, text in written.items():
+            assert " ".join(text.split()) in " ".join(shown.split()), name
+        page.screenshot(path=screenshots / "mlflow-generations.png")
+        browser.close()

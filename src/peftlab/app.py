@@ -36,7 +36,8 @@ def run_job(cfg: DictConfig) -> float:
     try:
         with interrupts.interruptible():
             settings = to_settings(cfg)
-            data.check(settings.dataset)  # a data file's faults too, before any model loads
+            if hydra_cfg.mode == RunMode.RUN:  # a sweep's job records its data fault as FAILED
+                data.check(settings.dataset)  # a data file's faults too, before torch loads
             from peftlab import console, pipeline  # heavy: only for a valid config and data
 
             console.quiet_libraries()

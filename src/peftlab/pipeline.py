@@ -118,9 +118,9 @@ def params(settings: TrainConfig) -> dict[str, Any]:
 
 def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]:
     context.phase = "loading the model and data"
+    examples = data.load_splits(settings.dataset)  # first: a data fault costs no model load
     loaded = modeling.load_shared(settings.model)
     model, tokenizer = loaded.model, loaded.tokenizer
-    examples = data.load_splits(settings.dataset)
     splits = data.load_tokenized(settings.dataset, tokenizer)
     log.info("Data: %d train / %d held-out rows", len(splits.train), len(splits.eval))
     held_out = scoring.held_out(examples.eval, settings.dataset, settings.generation, tokenizer)
