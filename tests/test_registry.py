@@ -59,3 +59,29 @@ def test_champion_loads_and_predicts_the_best_runs_samples(store, tmp_path: Path
     mlflow.set_tracking_uri(client.tracking_uri)
     model = mlflow.pyfunc.load_model(f"models:/{NAME}@champion")
     assert model.predict([first["prompt"]]) == [first["tuned"]]
+
+
+def test_with_a_higher_is_better_metric_the_champion_moves_to_a_higher_score(
+    method_sweep: Path, tmp_path: Path
+):
+    (tmp_path / "mlruns").mkdir()
+    shutil.copy(method_sweep / "mlruns" / "mlflow.db", tmp_path / "mlruns" / "mlflow.db")
+    client, runs = store_runs(tmp_path)
+    scored = sorted((r for r in runs if "eval_chrf" in r.data.metrics),
+                    key=lambda r: -r.data.metrics["eval_chrf"])  # fmt: skip
+    assert scored[0].data.metrics["eval_chrf"] > scored[1].data.metrics["eval_chrf"]
+
+    def register_by_chrf() -> str:
+        result = peftlab("compare", "--experiment", "peftlab", "--metric", "eval_chrf",
+                         "--register", NAME, cwd=tmp_path)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        return next(line for line in result.stdout.splitlines() if line.startswith("Registered"))
+
+    client.delete_run(scored[0].info.run_id)
+    assert "now models:/prompts@champion" in register_by_chrf()
+    assert champion_run(client) == scored[1].info.run_id
+    client.restore_run(scored[0].info.run_id)  # a higher score: the alias moves
+    assert f"run {scored[0].info.run_name} (eval_chrf " in register_by_chrf()
+    assert champion_run(client) == scored[0].info.run_id
+    client.delete_run(scored[0].info.run_id)  # a lower one: it stays
+    assert "champion stays on v2 (eval_chrf " in register_by_chrf()

@@ -8,7 +8,7 @@ from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 
-from peftlab import logged_model
+from peftlab import logged_model, metrics
 from peftlab.compare import Comparison
 from peftlab.errors import PeftlabError
 
@@ -17,20 +17,26 @@ CHAMPION = "champion"
 
 def register_best(client: MlflowClient, comparison: Comparison, name: str) -> str:
     """Register the best run's logged model under ``name``; move ``champion`` to it unless the
-    current champion has a lower eval_loss. Returns what happened, in one line."""
+    current champion is at least as good by the comparison's metric (a champion that never
+    logged that metric gives way). Returns what happened, in one line."""
+    metric = comparison.metric
     best = comparison.table.iloc[0]
     version = _version_of(client, name, best.run_id)
     champion = _champion(client, name)
-    label = f"run {best.run} (eval_loss {best.eval_loss:.4f})"
+    label = f"run {best.run} ({metric} {best[metric]:.4f})"
     if champion is not None and champion.version != version.version:
-        kept = client.get_run(champion.run_id).data.metrics.get("eval_loss", float("inf"))
-        if kept <= best.eval_loss:
+        kept = client.get_run(champion.run_id).data.metrics.get(metric)
+        if kept is not None and _at_least_as_good(kept, best[metric], metric):
             return (
                 f"{name} v{version.version}: {label}; {CHAMPION} stays on v{champion.version} "
-                f"(eval_loss {kept:.4f})"
+                f"({metric} {kept:.4f})"
             )
     client.set_registered_model_alias(name, CHAMPION, version.version)
     return f"{name} v{version.version}: {label}, now models:/{name}@{CHAMPION}"
+
+
+def _at_least_as_good(kept: float, new: float, metric: str) -> bool:
+    return kept >= new if metrics.higher_is_better(metric) else kept <= new
 
 
 def _version_of(client: MlflowClient, name: str, run_id: str) -> ModelVersion:

@@ -2,9 +2,10 @@
 becomes, the text segments the model reads and writes, and the prompt it generates from.
 
 A format is one subclass of :class:`DataFormat` in a module of this package, registered with
-:func:`register`. It holds no tokenizer-independent state beyond the dataset config, imports
-nothing heavy, and is asked before any model loads whether a file suits it (``columns``,
-``example``), so that data faults are one line within seconds.
+:func:`register`. It holds the dataset config and nothing else, imports nothing heavy, and is
+asked before any model loads whether a file suits it (``columns``, ``example``), so that data
+faults are one line within seconds. The tokenizer comes in only to render examples. Nothing
+outside this package tests a format's name: code asks it what it can do (``has_prompt``).
 """
 
 from __future__ import annotations
