@@ -155,3 +155,20 @@ def test_a_full_disk_while_saving_the_adapter_fails_the_run_keeping_nothing_half
     for work in (tmp_path, tmp_path / "checkpoints"):
         (run,) = MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db").search_runs(["1"])
         assert run.info.status == "FAILED"
+
+
+def test_a_task_run_scores_its_held_out_generations_and_says_so(tiny_llama, tmp_path, capsys):
+    from peftlab import console
+
+    result = run_tiny(tiny_llama, tmp_path, "dataset=prompts-task", "dataset.max_length=160",
+                      "generation.eval_rows=3")  # fmt: skip
+    written = json.loads((tmp_path / "run" / "generations.json").read_text())
+    assert len(written["prompt"]) == 3  # generation.eval_rows of the 8 held-out rows
+    logged = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert set(result.scores) == {"rougeL", "chrf", "exact_match"}
+    assert result.scores["rougeL"] == (logged["eval_rougeL_untuned"], logged["eval_rougeL"])
+    assert logged["eval_rougeL"] == pytest.approx(sum(written["rougeL"]) / 3)
+    console.report(result)
+    line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("Held-out gen"))
+    untuned, tuned = result.scores["rougeL"]
+    assert f"rougeL {untuned:.2f} -> {tuned:.2f}" in line

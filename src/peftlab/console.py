@@ -29,6 +29,9 @@ def quiet_libraries() -> None:
 def report(result: RunResult) -> None:
     untuned, tuned = result.eval_loss_untuned, result.eval_loss
     lines = [f"Held-out eval loss: untuned {untuned:.4f} -> tuned {tuned:.4f}"]
+    if result.scores:
+        scores = ", ".join(f"{name} {a:.2f} -> {b:.2f}" for name, (a, b) in result.scores.items())
+        lines.append(f"Held-out generations (untuned -> tuned): {scores}")
     for sample in result.samples:
         lines += [
             f"Prompt:  {sample.prompt}",

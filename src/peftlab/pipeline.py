@@ -82,6 +82,8 @@ class RunResult:
     samples: list[Sample]
     adapter_dir: Path
     ui_hint: str
+    # Task data: each metric's score of the held-out generations, untuned and tuned.
+    scores: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
 def run(settings: TrainConfig, context: RunContext) -> RunResult:
@@ -222,6 +224,7 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
         "eval_loss": eval_loss,
         "samples": samples,
         "adapter_dir": adapter_dir,
+        "scores": scoring.pairs(baseline.generations, generations) if held_out else {},
     }
 
 

@@ -58,6 +58,11 @@ def logged_metrics(untuned: Scores, tuned: Scores) -> dict[str, float]:
     }
 
 
+def pairs(untuned: Scores, tuned: Scores) -> dict[str, tuple[float, float]]:
+    """Each metric's score of the held-out set, untuned and tuned."""
+    return {name: (untuned.totals[name], tuned.totals[name]) for name in tuned.totals}
+
+
 def table(prompts: HeldOut, untuned: Scores, tuned: Scores) -> dict[str, list]:
     """One row per held-out prompt: what both models wrote, and each one's scores."""
     columns = {
