@@ -137,9 +137,18 @@ def prompt_tuned(model, num_virtual_tokens: int):
     return get_peft_model(model, config)
 
 
+def notebook_collator(tokenizer):
+    """The notebook's DataCollatorForLanguageModeling: labels are the padded input ids. The rows
+    tokenized as peftlab does carry their own labels, left out here."""
+    from transformers import DataCollatorForLanguageModeling
+
+    collate = DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False)
+    return lambda rows: collate([{k: v for k, v in r.items() if k != "labels"} for r in rows])
+
+
 def notebook_trainer(peft_model, tokenizer, train, epochs: float, out: Path):
     import torch
-    from transformers import DataCollatorForLanguageModeling, Trainer, TrainingArguments
+    from transformers import Trainer, TrainingArguments
 
     train_args = TrainingArguments(
         output_dir=str(out), num_train_epochs=epochs, learning_rate=3e-3,
@@ -151,7 +160,7 @@ def notebook_trainer(peft_model, tokenizer, train, epochs: float, out: Path):
         model=peft_model,
         args=train_args,
         train_dataset=train,
-        data_collator=DataCollatorForLanguageModeling(tokenizer=tokenizer, mlm=False),
+        data_collator=notebook_collator(tokenizer),
     )
 
 

@@ -50,15 +50,13 @@ class CountingCollator:
 
 def measure(args: argparse.Namespace) -> dict:
     """Train one side in this process; returns its figures."""
-    from transformers import DataCollatorForLanguageModeling
-
     from peftlab import data
 
     work = notebook_recipe.load_workload(args)
     peft_model = notebook_recipe.prompt_tuned(work.model, num_virtual_tokens=4)
     out = ROOT / "outputs" / "bench" / args.side
     if args.side == "bare":
-        collate = CountingCollator(DataCollatorForLanguageModeling(work.tokenizer, mlm=False))
+        collate = CountingCollator(notebook_recipe.notebook_collator(work.tokenizer))
         start = time.perf_counter()
         bare_loop(peft_model, collate, work.train, args.epochs)
     else:
