@@ -171,7 +171,7 @@ def test_skipped_rows_are_counted_on_the_run(work: Path):
     )
     stdout, stderr = process.communicate(timeout=300)
     assert process.returncode == 0, stderr[-3000:]
-    assert f"Skipped 1 lines of {data} that did not parse" in stdout  # Hydra's log
+    assert f"Skipped 1 rows of {data} that did not parse or hold no example" in stdout  # Hydra log
     (run,) = store_runs(work)[1]
     assert run.data.metrics["dataset_skipped_lines"] == 1
 

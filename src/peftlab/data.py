@@ -151,7 +151,9 @@ def load_splits(cfg: DatasetConfig) -> Splits:
         )
         skipped = examples.skipped_lines + evaluation.skipped_lines
     if skipped:
-        log.warning("Skipped %d rows of %s that could not be used", skipped, source(cfg))
+        log.warning(
+            "Skipped %d rows of %s that did not parse or hold no example", skipped, source(cfg)
+        )
     return Splits(train, held_out, skipped)
 
 
