@@ -136,12 +136,10 @@ def build(client: MlflowClient, experiment: str) -> gr.Blocks:
             return app
         choices = list(zip(run_labels(runs), [run.info.run_id for run in runs], strict=True))
         picked = gr.CheckboxGroup(choices, value=[choices[0][1]], label="Tuned adapters (runs)")
-        prompt = gr.Textbox(
-            label="Prompt",
-            info="For a task run, its input (e.g. a role): the run's template makes the prompt; "
-            "several inputs as NAME=VALUE lines",
-            value=PROBES[0],
-            lines=2,
+        prompt = gr.Textbox(label="Prompt", value=PROBES[0], lines=2)
+        gr.Markdown(
+            "For a task run, type its input (a role, say): the run's own template makes the "
+            "prompt; several inputs as `NAME=VALUE` lines."
         )
         gr.Examples([[p] for p in PROBES], inputs=prompt)
         with gr.Accordion("Generation settings", open=False):
