@@ -81,8 +81,9 @@ class DataFormat(ABC):
         """The example as the text the model reads, in order; answers marked."""
 
     def prompt(self, example: Example, tokenizer: PreTrainedTokenizerBase) -> str:
-        """The text a tuned model continues with the example's answer."""
-        raise NotImplementedError(f"dataset.format={self.name} has no prompts")
+        """The text a tuned model continues with the example's answer (formats with
+        ``has_prompt``; callers ask that first)."""
+        raise PeftlabError(f"dataset.format={self.name}: its rows have no prompt")
 
     def inputs(self) -> list[str]:
         """What a person gives a tuned model of this format to get an answer (``peftlab
