@@ -171,7 +171,13 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
         tuned = tuned_samples(peft_model.eval(), tokenizer, settings.generation)
         if held_out is not None:
             context.phase = "generating from the held-out prompts"
-            generations = tuned_generations(peft_model, tokenizer, held_out, settings.generation)
+            generations = scored_completions(
+                peft_model.get_base_model(),
+                tokenizer,
+                held_out,
+                settings.generation,
+                generation.prefix(peft_model),
+            )
         adapter_dir = save_adapter(peft_model, context.run_dir / "adapter")
 
     context.phase = "logging"
@@ -264,26 +270,17 @@ def tuned_samples(peft_model: PeftModel, tokenizer, settings: GenerationSettings
     ]
 
 
-def tuned_generations(
-    peft_model: PeftModel, tokenizer, held_out: scoring.HeldOut, settings: GenerationSettings
+def scored_completions(
+    model,
+    tokenizer,
+    held_out: scoring.HeldOut,
+    settings: GenerationSettings,
+    before: generation.PrefixFor,
 ) -> scoring.Scores:
-    """The held-out prompts completed through the active adapter, scored."""
-    completions = generation.complete(
-        peft_model.get_base_model(),
-        tokenizer,
-        list(held_out.prompts),
-        settings,
-        generation.prefix(peft_model),
-    )
-    return scoring.score(completions, held_out.references, settings.metrics)
-
-
-def untuned_generations(
-    model, tokenizer, held_out: scoring.HeldOut | None, settings: GenerationSettings
-) -> scoring.Scores | None:
-    if held_out is None:
-        return None
-    completions = generation.complete(model, tokenizer, list(held_out.prompts), settings)
+    """The held-out prompts completed by ``model`` (with an adapter's prefix ``before``),
+    scored against their references."""
+    prompts = list(held_out.prompts)
+    completions = generation.complete(model, tokenizer, prompts, settings, before)
     return scoring.score(completions, held_out.references, settings.metrics)
 
 
@@ -308,7 +305,11 @@ def untuned_baseline(
             generation.generate(model, tokenizer, prompt, settings.generation)
             for prompt in settings.generation.prompts
         )
-        generations = untuned_generations(model, tokenizer, held_out, settings.generation)
+        generations = None
+        if held_out is not None:
+            generations = scored_completions(
+                model, tokenizer, held_out, settings.generation, generation.no_prefix
+            )
         _baselines[key] = Baseline(eval_loss, samples, generations)
     return _baselines[key]
 
