@@ -6,8 +6,11 @@ ARGS ?=
 PORT ?= 5000
 SERVE_PORT ?= 5001
 MODEL ?= runs:/$(RUN)/model
+# Where `make cluster` keeps its daemons' files: a folder the munge and mysql users can reach.
+CLUSTER ?= /tmp/peftlab-cluster
 
-.PHONY: setup lock browser services train test test-fast ui demo dashboard serve lint clean
+.PHONY: setup lock browser services slurm train test test-fast ui demo dashboard serve lint clean \
+	cluster cluster-down
 
 setup: $(VENV)/.installed
 
@@ -42,10 +45,28 @@ services:
 		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
 		|| echo "note: no PostgreSQL server here: sudo apt-get install postgresql"
 
+# The Slurm tests and `make cluster` start a one-node Slurm with accounting (tests/cluster.py)
+# from Debian's packages: installed here where this user may, else those tests skip.
+slurm:
+	@command -v slurmctld >/dev/null && command -v slurmdbd >/dev/null \
+		&& command -v mariadbd >/dev/null || { [ "$$(id -u)" = 0 ] \
+		&& command -v apt-get >/dev/null && apt-get update -qq \
+		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq slurm-wlm slurmdbd munge \
+		mariadb-server >/dev/null; } \
+		|| echo "note: no Slurm here: sudo apt-get install slurm-wlm slurmdbd munge mariadb-server"
+
+# Try the Slurm path on this machine: `make cluster`, then the `export SLURM_CONF=...` it
+# prints, then a sweep with hydra/launcher=submitit_slurm hydra.launcher.partition=debug.
+cluster: setup slurm
+	$(PY) tests/cluster.py up $(CLUSTER)
+
+cluster-down: setup
+	$(PY) tests/cluster.py down $(CLUSTER)
+
 train: setup
 	$(PY) train.py $(ARGS)
 
-test: setup browser services
+test: setup browser services slurm
 	$(PY) -m pytest $(ARGS)
 
 test-fast: setup

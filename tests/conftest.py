@@ -9,6 +9,7 @@ import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -377,6 +378,21 @@ def postgres():
 
     with postgres_cluster(free_port()) as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A one-node Slurm cluster with accounting for the session (see cluster.py): skipped where
+    it can't be installed, naming the command; in CI (PEFTLAB_REQUIRE_CLUSTER=1) failed."""
+    import cluster
+
+    reason = cluster.missing()
+    if reason:
+        if os.environ.get("PEFTLAB_REQUIRE_CLUSTER") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with cluster.slurm_cluster(Path(tempfile.mkdtemp(prefix="peftlab-slurm-"))) as running:
+        yield running
 
 
 # Two learning rates far apart: the low one barely moves the held-out loss, so once a trial of

@@ -176,3 +176,13 @@ def test_jobs_starting_at_once_on_a_team_server_share_experiment_and_dataset(
         runs = client.search_runs([found.experiment_id])
         assert len(runs) == 4
         assert {len(run.inputs.dataset_inputs) for run in runs} == {1}
+
+
+def test_an_experiment_keeps_its_artifacts_where_its_store_is(tmp_path: Path):
+    """Beside a SQLite store's database; on a server, where the server keeps them (it proxies
+    the uploads), never a folder of the machine a job happened to start on."""
+    local = TrackingConfig(uri=f"sqlite:///{tmp_path}/runs/mlflow.db")
+    assert tracking.artifact_location(local) == (tmp_path / "runs" / "artifacts").as_uri()
+    assert tracking.artifact_location(TrackingConfig(uri="http://mlflow:5000")) is None
+    chosen = TrackingConfig(uri="http://mlflow:5000", artifact_location=str(tmp_path / "a"))
+    assert tracking.artifact_location(chosen) == (tmp_path / "a").as_uri()

@@ -52,6 +52,7 @@ def run_job(cfg: DictConfig) -> float:
 
         console.close_progress_bars()
         print(interrupted(interrupt, context), file=sys.stderr)
+        interrupt.hand_on()  # submitit's requeue signal: it requeues the job, which resumes
         raise SystemExit(interrupt.exit_code) from None
     console.report(result)
     return result.eval_loss

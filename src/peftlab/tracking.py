@@ -88,7 +88,7 @@ def use_store(cfg: TrackingConfig) -> str:
 def create_experiment(cfg: TrackingConfig) -> str:
     """Create the experiment. On a server's database no file lock reaches the other processes:
     one created it at the same moment, so the store refused ours: use theirs."""
-    location = cfg.artifact_location and Path(cfg.artifact_location).resolve().as_uri()
+    location = artifact_location(cfg)
     try:
         return mlflow.create_experiment(
             cfg.experiment,
@@ -99,6 +99,17 @@ def create_experiment(cfg: TrackingConfig) -> str:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
             raise
     return mlflow.get_experiment_by_name(cfg.experiment).experiment_id
+
+
+def artifact_location(cfg: TrackingConfig) -> str | None:
+    """The configured folder, else for a SQLite store ``artifacts/`` beside its database (MLflow
+    would use ./mlruns of whichever folder a process started in); else the store decides."""
+    if cfg.artifact_location:
+        return Path(cfg.artifact_location).resolve().as_uri()
+    parsed = urlparse(cfg.uri)
+    if parsed.scheme == "sqlite" and parsed.path not in {"", "/:memory:"}:
+        return (Path(parsed.path).parent / "artifacts").resolve().as_uri()
+    return None
 
 
 def require_server(uri: str) -> None:

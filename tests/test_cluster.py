@@ -1,0 +1,175 @@
+"""Sweeps as Slurm jobs on a one-node cluster with accounting (cluster.py), tracked by a team's
+MLflow server over PostgreSQL: one job per sweep job, failures, preemption and requeue."""
+
+from __future__ import annotations
+
+import json
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+from conftest import ROOT, run_tiny, tiny_overrides
+from mlflow.tracking import MlflowClient
+
+SLURM = [
+    "hydra/launcher=submitit_slurm",
+    "hydra.launcher.partition=debug",
+    "hydra.launcher.cpus_per_task=1",
+    "hydra.launcher.mem_gb=6",
+]
+
+
+def slurm_sweep(slurm, model: Path, work: Path, server: str, experiment: str, *overrides: str):
+    """``train.py -m`` with the Slurm launcher, tracked by ``server``; started, not waited for."""
+    return subprocess.Popen(
+        [sys.executable, str(ROOT / "train.py"), "-m", *tiny_overrides(model, work), *SLURM,
+         f"tracking.uri={server}", "tracking.artifact_location=null",
+         f"tracking.experiment={experiment}", f"hydra.sweep.dir={work}/multirun", *overrides],
+        cwd=work, env=slurm.env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def finished(process: subprocess.Popen, returncode: int = 0) -> str:
+    _, stderr = process.communicate(timeout=600)
+    assert process.returncode == returncode, stderr[-3000:]
+    return stderr
+
+
+def sweep_on(server: str, experiment: str):
+    """The sweep's parent run and its children by job number, from the server."""
+    client = MlflowClient(server)
+    runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
+    (parent,) = [r for r in runs if r.data.tags.get("peftlab.sweep") == "true"]
+    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    assert len(children) + 1 == len(runs)  # every run exactly once
+    return client, parent, sorted(children, key=lambda r: int(r.data.tags["job_num"]))
+
+
+def slurm_jobs(work: Path) -> list[str]:
+    """The Slurm job ids of the sweep's jobs (submitit's folder per job: a job array's
+    ``ARRAY_TASK``), in job order."""
+    folder = work / "multirun" / ".submitit"
+    found = [p.name for p in folder.glob("*_*") if re.fullmatch(r"\d+_\d+", p.name)]
+    return sorted(found, key=lambda name: int(name.split("_")[1]))
+
+
+def accounted(slurm, job_ids: list[str]) -> dict[str, str]:
+    """Each job's final state as Slurm's accounting (sacct, through slurmdbd) has it."""
+    out = slurm.command("sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids))
+    return dict(line.split("|") for line in out.split())
+
+
+def test_a_sweep_runs_as_slurm_jobs_tracked_by_the_team_server(
+    slurm, mlflow_on_postgres: str, tiny_bloom: Path, tmp_path: Path
+):
+    sweep = slurm_sweep(
+        slurm, tiny_bloom, tmp_path, mlflow_on_postgres, "slurm-sweep",
+        "peft=prompt-tuning,ia3", "dataset.text_column=prompt,nope",
+        "hydra.launcher.timeout_min=30",
+    )  # fmt: skip
+    stderr = finished(sweep, returncode=1)  # as any sweep with a failed job, naming its error
+    assert "dataset.text_column='nope' is not a column" in stderr
+    client, parent, children = sweep_on(mlflow_on_postgres, "slurm-sweep")
+    job_ids = slurm_jobs(tmp_path)
+    assert len(job_ids) == len(children) == 4
+    assert set(accounted(slurm, job_ids).values()) == {"COMPLETED"}
+
+    statuses = {(c.data.params["peft.method"], c.data.params["dataset.text_column"]): c
+                for c in children}  # fmt: skip
+    good = [statuses["prompt_tuning", "prompt"], statuses["ia3", "prompt"]]
+    bad = [statuses["prompt_tuning", "nope"], statuses["ia3", "nope"]]
+    assert [c.info.status for c in good] == ["FINISHED", "FINISHED"]
+    assert [c.info.status for c in bad] == ["FAILED", "FAILED"]
+    assert all("dataset.text_column='nope' is not a column" in c.data.tags["error"] for c in bad)
+    best = min(good, key=lambda c: c.data.metrics["eval_loss"])
+    assert parent.data.tags["best_run_id"] == best.info.run_id
+    assert parent.data.metrics["best_eval_loss"] == best.data.metrics["eval_loss"]
+    assert (parent.data.tags["finished_jobs"], parent.data.tags["failed_jobs"]) == ("2", "2")
+    assert parent.info.status == "FAILED"  # as the sweep's exit code says
+
+    # Through the server: curves, datasets, the adapter and a logged model that predicts.
+    for run in good:
+        assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 2
+        assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"prompts-sample"}
+        assert "adapter_model.safetensors" in {
+            Path(f.path).name for f in client.list_artifacts(run.info.run_id, "adapter")
+        }
+    mlflow.set_tracking_uri(mlflow_on_postgres)
+    model = mlflow.pyfunc.load_model(f"runs:/{best.info.run_id}/model")
+    sample = json.loads(Path(best.data.tags["run_dir"], "samples.json").read_text())[0]
+    assert model.predict([sample["prompt"]]) == [sample["tuned"]]
+
+    compared = subprocess.run(
+        [sys.executable, "-m", "peftlab.cli", "--tracking-uri", mlflow_on_postgres, "compare",
+         "--sweep", parent.info.run_id, "--out", str(tmp_path / "compare")],
+        capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert compared.returncode == 0, compared.stderr[-3000:]
+    assert (tmp_path / "compare" / "comparison.csv").is_file()
+
+
+def wait_for(condition, what: str, timeout: float = 300):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        found = condition()
+        if found:
+            return found
+        time.sleep(0.5)
+    raise TimeoutError(f"{what} within {timeout} s")
+
+
+def job_state(slurm, job_id: str) -> str:
+    return slurm.command("squeue", "-h", "-j", job_id, "-o", "%T", check=False).strip()
+
+
+def release(slurm, job_id: str) -> None:
+    """A requeued job waits ~2 minutes (its BeginTime) before it may start again: now."""
+    wait_for(lambda: job_state(slurm, job_id) == "PENDING", f"job {job_id} requeued")
+    slurm.command("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+
+
+def restarts(slurm, job_id: str) -> int:
+    shown = slurm.command("scontrol", "show", "job", job_id)
+    return int(shown.split("Restarts=")[1].split()[0])
+
+
+def test_preempted_slurm_jobs_resume_their_runs_after_the_requeue(
+    slurm, mlflow_on_postgres: str, tiny_bloom: Path, tmp_path: Path
+):
+    """Job 0 requeued by Slurm (`scontrol requeue`: SIGTERM), job 1 sent submitit's USR2 (the
+    signal of a preemption or an approaching time limit): each ends its run at a step with a
+    checkpoint and continues that same MLflow run when it starts again, to the held-out loss of
+    a run never interrupted."""
+    training = ["trainer.num_train_epochs=30", "peft.num_virtual_tokens=2"]
+    sweep = slurm_sweep(
+        slurm, tiny_bloom, tmp_path, mlflow_on_postgres, "preempted", *training,
+        "+tracking.tags.signal=requeue,usr2",
+        # submitit counts a USR2 within the last 10 minutes of a job's time as its time limit
+        "hydra.launcher.timeout_min=15",
+    )  # fmt: skip
+    job_ids = wait_for(lambda: len(slurm_jobs(tmp_path)) == 2 and slurm_jobs(tmp_path), "jobs")
+    for job in ("0", "1"):
+        checkpoints = tmp_path / "multirun" / job / "trainer"
+        wait_for(lambda c=checkpoints: list(c.glob("checkpoint-*")), "a first checkpoint")
+    slurm.command("scontrol", "requeue", job_ids[0])
+    slurm.command("scancel", "--signal=USR2", job_ids[1])
+    for job_id in job_ids:
+        release(slurm, job_id)
+    finished(sweep)
+
+    _, _, children = sweep_on(mlflow_on_postgres, "preempted")
+    assert [c.data.tags["signal"] for c in children] == ["requeue", "usr2"]
+    assert [restarts(slurm, j) for j in job_ids] == [1, 1]
+    alone = run_tiny(tiny_bloom, tmp_path, *training)
+    client = MlflowClient(mlflow_on_postgres)
+    for child in children:
+        log = Path(child.data.tags["run_dir"], "train.log").read_text()
+        assert f"Found unfinished run {child.info.run_id} (KILLED)" in log
+        assert child.info.status == "FINISHED"
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")]
+        assert len(steps) == len(set(steps))  # no step logged twice
+        assert child.data.metrics["eval_loss"] == pytest.approx(alone.eval_loss, abs=1e-4)
