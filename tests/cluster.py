@@ -225,8 +225,9 @@ def start_slurm(home: Path, munge_socket: Path, dbd_port: int) -> Cluster:
             JobCompType="jobcomp/none",
             MpiDefault="none",
             MailProg="/bin/true",
-            # submitit's USR2 before the time limit needs the job's signal option honoured
-            NodeName=f"{node} CPUs={os.cpu_count()} RealMemory={MEMORY_MB} State=UNKNOWN",
+            # Tiny jobs: a few at once even on a 2-core machine (slurmd takes the node as said).
+            SlurmdParameters="config_overrides",
+            NodeName=f"{node} CPUs={max(4, os.cpu_count())} RealMemory={MEMORY_MB} State=UNKNOWN",
             PartitionName=f"{PARTITION} Nodes={node} Default=YES MaxTime=INFINITE State=UP",
         )
     )

@@ -127,9 +127,10 @@ def job_state(slurm, job_id: str) -> str:
 
 
 def release(slurm, job_id: str) -> None:
-    """A requeued job waits ~2 minutes (its BeginTime) before it may start again: now."""
+    """A requeued job waits ~2 minutes (its BeginTime) before it may start again: now, with
+    the time it was submitted with."""
     wait_for(lambda: job_state(slurm, job_id) == "PENDING", f"job {job_id} requeued")
-    slurm.command("scontrol", "update", f"JobId={job_id}", "StartTime=now")
+    slurm.command("scontrol", "update", f"JobId={job_id}", "StartTime=now", "TimeLimit=15")
 
 
 def restarts(slurm, job_id: str) -> int:
@@ -137,33 +138,45 @@ def restarts(slurm, job_id: str) -> int:
     return int(shown.split("Restarts=")[1].split()[0])
 
 
-def test_preempted_slurm_jobs_resume_their_runs_after_the_requeue(
+def log_of_attempts(work: Path, job_id: str) -> str:
+    """What the job's processes printed, every attempt (submitit appends)."""
+    return (work / "multirun" / ".submitit" / job_id / f"{job_id}_0_log.err").read_text()
+
+
+def test_preempted_and_timed_out_slurm_jobs_resume_their_runs_after_the_requeue(
     slurm, mlflow_on_postgres: str, tiny_bloom: Path, tmp_path: Path
 ):
-    """Job 0 requeued by Slurm (`scontrol requeue`: SIGTERM), job 1 sent submitit's USR2 (the
-    signal of a preemption or an approaching time limit): each ends its run at a step with a
-    checkpoint and continues that same MLflow run when it starts again, to the held-out loss of
-    a run never interrupted."""
-    training = ["trainer.num_train_epochs=30", "peft.num_virtual_tokens=2"]
+    """Job 0 requeued by Slurm (`scontrol requeue`: SIGTERM); job 1 sent submitit's signal
+    (USR2, as a preemption); job 2 brought near its time limit, so that Slurm sends that signal
+    (`--signal`). Each ends its run at a step with a checkpoint and, requeued, continues that
+    same MLflow run to the held-out loss of a run never interrupted."""
+    training = ["trainer.num_train_epochs=60", "peft.num_virtual_tokens=2"]
     sweep = slurm_sweep(
         slurm, tiny_bloom, tmp_path, mlflow_on_postgres, "preempted", *training,
-        "+tracking.tags.signal=requeue,usr2",
-        # submitit counts a USR2 within the last 10 minutes of a job's time as its time limit
+        "+tracking.tags.signal=requeue,usr2,time_limit", "hydra.launcher.mem_gb=4",
+        # A USR2 within a job's last 10 minutes submitit counts as its time limit (requeued
+        # only max_num_timeout times: 0 here); earlier, as a preemption (always requeued).
         "hydra.launcher.timeout_min=15",
     )  # fmt: skip
-    job_ids = wait_for(lambda: len(slurm_jobs(tmp_path)) == 2 and slurm_jobs(tmp_path), "jobs")
-    for job in ("0", "1"):
+    job_ids = wait_for(lambda: len(slurm_jobs(tmp_path)) == 3 and slurm_jobs(tmp_path), "jobs")
+    for job in ("0", "1", "2"):
         checkpoints = tmp_path / "multirun" / job / "trainer"
         wait_for(lambda c=checkpoints: list(c.glob("checkpoint-*")), "a first checkpoint")
     slurm.command("scontrol", "requeue", job_ids[0])
     slurm.command("scancel", "--signal=USR2", job_ids[1])
+    # Slurm signals a job signal_delay_s (120 s) before its end: an end 125 s away is near.
+    near = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() + 125))
+    slurm.command("scontrol", "update", f"JobId={job_ids[2]}", f"EndTime={near}")
     for job_id in job_ids:
         release(slurm, job_id)
     finished(sweep)
 
     _, _, children = sweep_on(mlflow_on_postgres, "preempted")
-    assert [c.data.tags["signal"] for c in children] == ["requeue", "usr2"]
-    assert [restarts(slurm, j) for j in job_ids] == [1, 1]
+    assert [c.data.tags["signal"] for c in children] == ["requeue", "usr2", "time_limit"]
+    assert [restarts(slurm, j) for j in job_ids] == [1, 1, 1]
+    signals = ["SIGTERM", "SIGUSR2", "SIGUSR2"]
+    for job_id, sig in zip(job_ids, signals, strict=True):
+        assert f"interrupted by {sig} while training" in log_of_attempts(tmp_path, job_id)
     alone = run_tiny(tiny_bloom, tmp_path, *training)
     client = MlflowClient(mlflow_on_postgres)
     for child in children:

@@ -15,6 +15,11 @@ from peftlab.redaction import copy_redacted, redact
         ("a http://u:p@h b https://v:q@k/", "a http://u:***@h b https://v:***@k/"),
         ("uri: postgresql://u:p%40ss@h/db\n", "uri: postgresql://u:***@h/db\n"),
         ("http://127.0.0.1:5000", "http://127.0.0.1:5000"),  # a port is no password
+        # as Hydra logs an override: each ':' escaped
+        (
+            r"tracking.uri=postgresql\://u\:pw@h\:5432/x",
+            r"tracking.uri=postgresql\://u\:***@h\:5432/x",
+        ),
         ("sqlite:////tmp/mlflow.db", "sqlite:////tmp/mlflow.db"),
         ("journal:/shared/study.journal", "journal:/shared/study.journal"),
     ],

@@ -92,20 +92,6 @@ def test_failing_job_is_failed_while_the_others_finish(tiny_bloom: Path, tmp_pat
     assert parent.data.tags["best_run_id"] == good.info.run_id
 
 
-def test_parallel_joblib_sweep_logs_every_job(tiny_bloom: Path, tmp_path: Path):
-    result = run_sweep(
-        tiny_bloom,
-        tmp_path,
-        "peft.num_virtual_tokens=1,2,3,4",
-        "hydra/launcher=joblib",
-        "hydra.launcher.n_jobs=2",
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    _, parent, children = sweep_parts(tmp_path)
-    assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
-    assert parent.info.status == "FINISHED"
-
-
 def test_submitit_local_runs_each_job_in_its_own_process(tiny_bloom: Path, tmp_path: Path):
     result = run_sweep(
         tiny_bloom,

@@ -22,6 +22,7 @@ if TYPE_CHECKING:
 from peftlab import data, interrupts, sweep
 from peftlab.config import to_settings
 from peftlab.errors import PeftlabError
+from peftlab.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ def run_job(cfg: DictConfig) -> float:
             result = pipeline.run(settings, context)
     except PeftlabError as error:
         if hydra_cfg.mode == RunMode.RUN:
-            raise SystemExit(f"error: {error}") from None
+            raise SystemExit(f"error: {redact(str(error))}") from None
         raise
     except interrupts.Interrupted as interrupt:
         from peftlab import console

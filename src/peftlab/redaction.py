@@ -3,13 +3,17 @@ peftlab writes: every such text passes through :func:`redact` first."""
 
 from __future__ import annotations
 
+import logging
 import re
 from pathlib import Path
 from typing import Any
 
 # scheme://user:password@host: the password runs from the ':' after the user name to the last
-# '@' of the URI (a password may hold an unescaped '@').
-_CREDENTIALS = re.compile(r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*://[^:/@\s]*:)[^\s]*@(?P<host>[^@\s]*)")
+# '@' of the URI (a password may hold an unescaped '@'). Hydra prints overrides with each ':'
+# escaped as '\:'.
+_CREDENTIALS = re.compile(
+    r"(?P<head>[A-Za-z][A-Za-z0-9+.-]*\\?://[^:/@\s\\]*\\?:)[^\s]*@(?P<host>[^@\s]*)"
+)
 MASK = "***"
 
 
@@ -21,6 +25,15 @@ def redact(text: str) -> str:
 def redact_values(values: dict[str, Any]) -> dict[str, Any]:
     """A mapping whose string values are redacted (params, tags)."""
     return {key: redact(v) if isinstance(v, str) else v for key, v in values.items()}
+
+
+class RedactingFilter(logging.Filter):
+    """A logging filter (conf/train.yaml puts it on Hydra's handlers): each message with its
+    URIs' passwords masked. Hydra logs a sweep's job overrides as they were typed."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg, record.args = redact(record.getMessage()), None
+        return True
 
 
 def copy_redacted(source: Path, target: Path) -> Path:

@@ -31,6 +31,7 @@ from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
 from peftlab import interrupts
 from peftlab.config import DatasetConfig, TrackingConfig
 from peftlab.errors import PeftlabError
+from peftlab.redaction import redact
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 SERVER_TIMEOUT_S = 5.0
@@ -51,6 +52,11 @@ RUN_DIR_TAG = "run_dir"  # the run's folder: where `peftlab resume` finds its ch
 MODEL_TRAINING_VIEW = "workflowType=machine_learning"
 VERSIONED = ("torch", "transformers", "peft", "datasets", "mlflow")
 DATASET_ATTEMPTS = 3
+# What a server with authentication answers a user it turns away, as MLflow's error codes.
+REFUSALS = {
+    "UNAUTHENTICATED": "HTTP 401: wrong user name or password",
+    "PERMISSION_DENIED": "HTTP 403: this user may not use that experiment",
+}
 # A unique key refused, as PostgreSQL, SQLite and MySQL word it.
 DUPLICATE_ROW = re.compile("UniqueViolation|UNIQUE constraint failed|Duplicate entry")
 
@@ -62,19 +68,19 @@ def use_store(cfg: TrackingConfig) -> str:
     would otherwise race to create its schema, or the same experiment.
     """
     require_server(cfg.uri)
-    with store_lock(cfg.uri):
+    with store_lock(cfg.uri), admitted(cfg.uri):
         mlflow.set_tracking_uri(cfg.uri)
         try:
             experiment = mlflow.get_experiment_by_name(cfg.experiment)
+            if experiment is not None:
+                experiment_id = experiment.experiment_id
+            else:
+                experiment_id = create_experiment(cfg)
         except UnsupportedModelRegistryStoreURIException as error:
             schemes = "sqlite:///PATH, file:///PATH, http(s)://HOST:PORT, postgresql://..."
             raise PeftlabError(
-                f"tracking.uri={cfg.uri!r} is not allowed: an MLflow store URI ({schemes})"
+                f"tracking.uri={redact(cfg.uri)!r} is not allowed: an MLflow store URI ({schemes})"
             ) from error
-        if experiment is not None:
-            experiment_id = experiment.experiment_id
-        else:
-            experiment_id = create_experiment(cfg)
     mlflow.set_experiment(experiment_id=experiment_id)
     if EXPERIMENT_KIND not in mlflow.get_experiment(experiment_id).tags:  # made elsewhere
         try:
@@ -83,6 +89,23 @@ def use_store(cfg: TrackingConfig) -> str:
             if not DUPLICATE_ROW.search(str(error)):
                 raise
     return experiment_id
+
+
+@contextmanager
+def admitted(uri: str) -> Iterator[None]:
+    """Within: a server that turns this user away (``--app-name basic-auth``) is one line."""
+    try:
+        yield
+    except MlflowException as error:
+        if error.error_code not in REFUSALS:
+            raise
+        user = os.environ.get("MLFLOW_TRACKING_USERNAME")
+        who = f"MLFLOW_TRACKING_USERNAME={user!r}" if user else "a request without a user"
+        raise PeftlabError(
+            f"tracking.uri={redact(uri)!r}: the server refused {who} "
+            f"({REFUSALS[error.error_code]}); set MLFLOW_TRACKING_USERNAME and "
+            "MLFLOW_TRACKING_PASSWORD to an account of that server"
+        ) from None
 
 
 def create_experiment(cfg: TrackingConfig) -> str:
@@ -126,7 +149,7 @@ def require_server(uri: str) -> None:
     except (urllib.error.URLError, TimeoutError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise PeftlabError(
-            f"tracking.uri={uri!r}: no MLflow server answers there ({reason}); start one "
+            f"tracking.uri={redact(uri)!r}: no MLflow server answers there ({reason}); start one "
             "(`mlflow server --host 127.0.0.1 --port 5000`) or leave tracking.uri unset for "
             "the local store in mlruns/"
         ) from error
@@ -148,7 +171,7 @@ def store_lock(uri: str) -> Iterator[None]:
 
 def client(uri: str) -> MlflowClient:
     """A client of the store at ``uri``, its schema created or migrated under the lock."""
-    with store_lock(uri):
+    with store_lock(uri), admitted(uri):
         opened = MlflowClient(uri)
         opened.search_experiments(max_results=1)  # the first access creates the schema
     return opened
@@ -181,21 +204,21 @@ def run(
     try:
         mlflow.end_run("FINISHED")
     except STORE_ERRORS as error:
-        raise PeftlabError(f"could not end the run in {cfg.uri}: {short(error)}") from error
+        raise PeftlabError(f"could not end the run in {redact(cfg.uri)}: {short(error)}") from error
 
 
 def _end_if_reachable(cfg: TrackingConfig, status: str, error: str) -> None:
     """End the run with its error, unless the store is what failed: the error says it all."""
     try:
-        mlflow.set_tag("error", error)
+        mlflow.set_tag("error", redact(error))
         mlflow.end_run(status)
     except STORE_ERRORS as unreachable:
-        log.warning("Could not end the run in %s: %s", cfg.uri, short(unreachable))
+        log.warning("Could not end the run in %s: %s", redact(cfg.uri), short(unreachable))
 
 
 def short(error: BaseException) -> str:
-    """The first line of an error, as long as a line should be."""
-    text = str(error).strip().splitlines()
+    """The first line of an error, as long as a line should be, with no password in it."""
+    text = redact(str(error)).strip().splitlines()
     return (text[0] if text else type(error).__name__)[:300]
 
 
@@ -291,5 +314,5 @@ def ui_hint(cfg: TrackingConfig, active: Run) -> str:
     info = active.info
     where = f"#/experiments/{info.experiment_id}/runs/{info.run_id}?{MODEL_TRAINING_VIEW}"
     if urlparse(cfg.uri).scheme in {"http", "https"}:
-        return f"{cfg.uri.rstrip('/')}/{where}"
+        return f"{redact(cfg.uri).rstrip('/')}/{where}"
     return f"`make ui`, then http://127.0.0.1:5000/{where}"
