@@ -50,11 +50,11 @@ def sweep_on(server: str, experiment: str):
 
 
 def slurm_jobs(work: Path) -> list[str]:
-    """The Slurm job ids of the sweep's jobs (submitit's folder per job: a job array's
-    ``ARRAY_TASK``), in job order."""
+    """The Slurm job ids of the sweep's jobs in job order: submitit's folder per job (a job
+    array's ``ARRAY_TASK``, or a lone job's id)."""
     folder = work / "multirun" / ".submitit"
-    found = [p.name for p in folder.glob("*_*") if re.fullmatch(r"\d+_\d+", p.name)]
-    return sorted(found, key=lambda name: int(name.split("_")[1]))
+    found = [p.name for p in folder.glob("*") if re.fullmatch(r"\d+(_\d+)?", p.name)]
+    return sorted(found, key=lambda name: int(name.rpartition("_")[2]))
 
 
 def accounted(slurm, job_ids: list[str]) -> dict[str, str]:
@@ -186,3 +186,28 @@ def test_preempted_and_timed_out_slurm_jobs_resume_their_runs_after_the_requeue(
         steps = [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")]
         assert len(steps) == len(set(steps))  # no step logged twice
         assert child.data.metrics["eval_loss"] == pytest.approx(alone.eval_loss, abs=1e-4)
+
+
+def test_a_slurm_job_of_two_tasks_trains_data_parallel(
+    slurm, mlflow_on_postgres: str, tiny_bloom: Path, tmp_path: Path
+):
+    """hydra.launcher.tasks_per_node=2: one job, two processes (torch.distributed over gloo),
+    one run, trained as one process would on the same global batch."""
+    sweep = slurm_sweep(
+        slurm, tiny_bloom, tmp_path, mlflow_on_postgres, "two-tasks",
+        "hydra.launcher.tasks_per_node=2", "hydra.launcher.timeout_min=30",
+        "trainer.per_device_train_batch_size=2",
+    )  # fmt: skip
+    finished(sweep)
+    _, _, (run,) = sweep_on(mlflow_on_postgres, "two-tasks")
+    assert run.info.status == "FINISHED"
+    (job_id,) = slurm_jobs(tmp_path)
+    logs = tmp_path / "multirun" / ".submitit" / job_id
+    assert (logs / f"{job_id}_1_log.out").is_file()  # the second task's
+    alone = run_tiny(tiny_bloom, tmp_path, "trainer.per_device_train_batch_size=4")
+    assert run.data.metrics["eval_loss"] == pytest.approx(alone.eval_loss, abs=1e-4)
+    assert run.data.metrics["train_steps"] == alone_steps(tmp_path)
+
+
+def alone_steps(work: Path) -> float:
+    return json.loads((work / "run" / "metrics.json").read_text())["train_steps"]

@@ -19,7 +19,7 @@ from omegaconf import DictConfig
 if TYPE_CHECKING:
     from peftlab import pipeline
 
-from peftlab import data, interrupts, sweep
+from peftlab import data, distributed, interrupts, sweep
 from peftlab.config import to_settings
 from peftlab.errors import PeftlabError
 from peftlab.redaction import redact
@@ -42,6 +42,9 @@ def run_job(cfg: DictConfig) -> float:
             from peftlab import console, pipeline  # heavy: only for a valid config and data
 
             console.quiet_libraries()
+            distributed.join_slurm_job()
+            if not distributed.is_first():  # a data-parallel job's other processes: no run
+                return pipeline.train_alongside(settings)
             context = run_context(hydra_cfg)
             result = pipeline.run(settings, context)
     except PeftlabError as error:

@@ -19,6 +19,7 @@ from transformers import TrainingArguments, set_seed
 
 from peftlab import (
     data,
+    distributed,
     generation,
     interrupts,
     logged_model,
@@ -135,6 +136,7 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
             )
     args = training.training_arguments(settings.trainer, context.run_dir / "trainer")
     checkpoint = resume_checkpoint(settings, context)
+    distributed.shared((context.run_dir, checkpoint))  # a data-parallel job's others: see below
     start_epoch = training.epoch_of(checkpoint)  # read now: training rotates checkpoints away
 
     context.phase = "measuring the untuned model"
@@ -233,6 +235,30 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
         "adapter_dir": adapter_dir,
         "scores": scoring.pairs(baseline.generations, generations) if held_out else {},
     }
+
+
+def train_alongside(settings: TrainConfig) -> float:
+    """Another process of a data-parallel job (see :mod:`peftlab.distributed`): trains its share
+    of each batch with the first process, in the first's run folder and from its checkpoint;
+    logs and writes nothing. Returns the held-out loss (the same in every process)."""
+    loaded = modeling.load_shared(settings.model)
+    splits = data.load_tokenized(settings.dataset, loaded.tokenizer)
+    run_dir, checkpoint = distributed.shared()
+    args = training.training_arguments(settings.trainer, run_dir / "trainer")
+    set_seed(settings.trainer.seed)
+    with settings.peft.attached(loaded.model, loaded.path) as peft_model:
+        trainer = training.build_trainer(
+            peft_model,
+            loaded.tokenizer,
+            args,
+            splits.train,
+            splits.eval,
+            group_by_length=settings.trainer.group_by_length,
+            early_stopping_patience=settings.trainer.early_stopping_patience,
+        )
+        with interrupts.deferred():
+            trainer.train(resume_from_checkpoint=checkpoint)
+        return trainer.evaluate()["eval_loss"]
 
 
 def unfinished_run(run_dir: Path) -> str | None:

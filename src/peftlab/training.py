@@ -14,7 +14,7 @@ import mlflow
 import torch
 from datasets import Dataset
 from torch.nn import functional
-from torch.utils.data import Sampler
+from torch.utils.data import DataLoader, Sampler
 from transformers import (
     EarlyStoppingCallback,
     PreTrainedModel,
@@ -28,7 +28,7 @@ from transformers import (
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import EvalLoopOutput, get_last_checkpoint
 
-from peftlab import interrupts, tracking
+from peftlab import distributed, interrupts, tracking
 from peftlab.config import Precision, TrainerConfig
 
 if TYPE_CHECKING:
@@ -154,10 +154,11 @@ class ReportToTrial(DuringTraining):
 
 class CheckpointOnInterrupt(TrainerCallback):
     """An interrupt held back during training (see :func:`peftlab.interrupts.deferred`) ends it
-    at the next step's end, with a checkpoint of that step to resume from."""
+    at the next step's end, with a checkpoint of that step to resume from; in every process of
+    a data-parallel job at the same step, whichever got the signal first."""
 
     def on_step_end(self, args, state, control, **kwargs):
-        if interrupts.pending():
+        if distributed.anyone(interrupts.pending()):
             control.should_save = control.should_training_stop = True
 
 
@@ -245,13 +246,29 @@ class LengthGroupingTrainer(Trainer):
             return super()._get_train_sampler(train_dataset)
         lengths = [len(ids) for ids in dataset["input_ids"]]
         seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return LengthBucketSampler(lengths, self.args.train_batch_size, seed)
+        # Buckets of global batches: accelerate deals each process its share in turn, so a
+        # data-parallel step trains on the examples of the single-process batch.
+        global_batch = self.args.train_batch_size * self.args.world_size
+        return LengthBucketSampler(lengths, global_batch, seed)
 
     def _get_eval_sampler(self, eval_dataset: Dataset) -> Sampler | None:
         # Longest first: batches of similar lengths pad less; the token-weighted loss is the
         # same in any order.
         lengths = [len(ids) for ids in eval_dataset["input_ids"]]
         return sorted(range(len(lengths)), key=lengths.__getitem__, reverse=True)
+
+    def get_eval_dataloader(self, eval_dataset: Dataset | str | None = None) -> DataLoader:
+        """The whole held-out set, in every process of a data-parallel job: the token-weighted
+        loss is then the single-process one exactly (a set shared out across processes is
+        padded with repeated rows), at the cost of each process evaluating it all."""
+        if isinstance(eval_dataset, str) or eval_dataset is None:
+            eval_dataset = self.eval_dataset
+        return DataLoader(
+            eval_dataset,
+            batch_size=self.args.per_device_eval_batch_size,
+            sampler=self._get_eval_sampler(eval_dataset),
+            collate_fn=self.data_collator,
+        )
 
     def evaluation_loop(self, dataloader, *args, metric_key_prefix="eval", **kwargs):
         """The held-out loss as the mean over every predicted token of the set.

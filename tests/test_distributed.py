@@ -1,0 +1,33 @@
+"""One job on two processes, data-parallel through torch.distributed (gloo on this CPU):
+launched by torchrun, it trains as one process would on the same global batch."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import ROOT, run_tiny, store_runs, tiny_overrides
+
+
+def test_torchrun_trains_one_run_equal_to_a_single_process(tiny_bloom: Path, tmp_path: Path):
+    torchrun = Path(sys.executable).with_name("torchrun")
+    launched = subprocess.run(
+        [str(torchrun), "--nproc-per-node=2", str(ROOT / "train.py"),
+         *tiny_overrides(tiny_bloom, tmp_path), "trainer.per_device_train_batch_size=2",
+         f"hydra.run.dir={tmp_path}/outputs/ddp"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    client, runs = store_runs(tmp_path)
+    (run,) = runs  # logged by the first process alone
+    assert run.info.status == "FINISHED"
+    assert launched.stdout.count("MLflow run ") == 1
+
+    alone = run_tiny(tiny_bloom, tmp_path / "alone", "trainer.per_device_train_batch_size=4")
+    assert run.data.metrics["eval_loss"] == pytest.approx(alone.eval_loss, abs=1e-4)
+    assert run.data.metrics["eval_loss"] != pytest.approx(run.data.metrics["eval_loss_untuned"])
+    steps = client.get_metric_history(run.info.run_id, "train_loss")
+    assert len(steps) == run.data.metrics["train_steps"] == 8  # 16 rows, 2 epochs, 2 x 2 a step
+    assert (tmp_path / "outputs" / "ddp" / "adapter" / "adapter_model.safetensors").is_file()
