@@ -7,9 +7,11 @@ import json
 import re
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
+import cluster
 import mlflow
 import pytest
 from conftest import ROOT, run_tiny, tiny_overrides
@@ -61,6 +63,19 @@ def accounted(slurm, job_ids: list[str]) -> dict[str, str]:
     """Each job's final state as Slurm's accounting (sacct, through slurmdbd) has it."""
     out = slurm.command("sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids))
     return dict(line.split("|") for line in out.split())
+
+
+def test_the_cluster_answers_accounting_and_stops_every_daemon_it_started(slurm):
+    """A second cluster beside the session's: sacct answers (slurmdbd over MariaDB), and
+    stopping it leaves none of its processes running and nothing in its folder."""
+    home = Path(tempfile.mkdtemp(prefix="peftlab-slurm-"))
+    started = cluster.start(home)
+    pids = json.loads((home / "pids.json").read_text())
+    assert set(pids) == {"munged", "mariadbd", "slurmdbd", "slurmctld", "slurmd"}
+    assert "JobID" in started.command("sacct", "-o", "JobID")
+    cluster.stop(home)
+    assert not [name for name, pid in pids.items() if cluster.alive(pid)]
+    assert not home.exists()
 
 
 def test_a_sweep_runs_as_slurm_jobs_tracked_by_the_team_server(
@@ -176,7 +191,9 @@ def test_preempted_and_timed_out_slurm_jobs_resume_their_runs_after_the_requeue(
     assert [restarts(slurm, j) for j in job_ids] == [1, 1, 1]
     signals = ["SIGTERM", "SIGUSR2", "SIGUSR2"]
     for job_id, sig in zip(job_ids, signals, strict=True):
-        assert f"interrupted by {sig} while training" in log_of_attempts(tmp_path, job_id)
+        printed = log_of_attempts(tmp_path, job_id)
+        assert f"interrupted by {sig} while training" in printed
+        assert ("the requeued job continues it" in printed) == (sig == "SIGUSR2")
     alone = run_tiny(tiny_bloom, tmp_path, *training)
     client = MlflowClient(mlflow_on_postgres)
     for child in children:

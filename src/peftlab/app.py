@@ -76,10 +76,12 @@ def interrupted(interrupt: interrupts.Interrupted, context: pipeline.RunContext 
             f"{line}: MLflow run {context.run_id} ended KILLED before its first checkpoint; "
             f"`peftlab rerun {context.run_id}` runs it again"
         )
-    return (
-        f"{line}: MLflow run {context.run_id} ended KILLED; last checkpoint {checkpoint}; "
-        f"`peftlab resume {context.run_id}` continues it"
+    then = (
+        "the requeued job continues it"
+        if interrupt.requeues
+        else f"`peftlab resume {context.run_id}` continues it"
     )
+    return f"{line}: MLflow run {context.run_id} ended KILLED; last checkpoint {checkpoint}; {then}"
 
 
 def run_context(hydra_cfg: DictConfig) -> pipeline.RunContext:

@@ -29,6 +29,11 @@ class Interrupted(BaseException):  # not an Exception: no library's `except Exce
         self.exit_code = 128 + signum  # what a shell reports for a process the signal ended
         self._waiting = waiting
 
+    @property
+    def requeues(self) -> bool:
+        """Whether a launcher's handler waits for this signal to requeue the job."""
+        return self._waiting is not None
+
     def hand_on(self) -> None:
         """Give the signal to the handler that waited for it (submitit's requeue: it exits),
         once the run has ended; nothing for a signal no one else waits for."""

@@ -43,10 +43,16 @@ def native_bf16() -> bool:
     if torch.cuda.is_available():
         return torch.cuda.is_bf16_supported()
     try:
-        flags = Path("/proc/cpuinfo").read_text()
+        return cpu_has_bf16(Path("/proc/cpuinfo").read_text())
     except OSError:
         return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def cpu_has_bf16(cpuinfo: str) -> bool:
+    """Whether a CPU (its /proc/cpuinfo) computes bf16 in hardware: AVX512-BF16 or AMX."""
+    flags = {flag for line in cpuinfo.splitlines() if line.startswith("flags")
+             for flag in line.split(":", 1)[1].split()}  # fmt: skip
+    return bool(flags & {"avx512_bf16", "amx_bf16"})
 
 
 def use_bf16(precision: Precision) -> bool:
