@@ -56,7 +56,8 @@ def slurm_jobs(work: Path) -> list[str]:
     array's ``ARRAY_TASK``, or a lone job's id)."""
     folder = work / "multirun" / ".submitit"
     found = [p.name for p in folder.glob("*") if re.fullmatch(r"\d+(_\d+)?", p.name)]
-    return sorted(found, key=lambda name: int(name.rpartition("_")[2]))
+    tasks = [name for name in found if "_" in name]  # an array's own folder beside its tasks
+    return sorted(tasks or found, key=lambda name: int(name.rpartition("_")[2]))
 
 
 def accounted(slurm, job_ids: list[str]) -> dict[str, str]:
