@@ -6,7 +6,6 @@ import csv
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -14,9 +13,11 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 
+import cluster
 import httpx
 import pytest
 import torch
+from cluster import free_port  # one helper for the tests and `make cluster`
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
@@ -206,12 +207,6 @@ def peftlab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     )
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @contextmanager
 def serving(command: list[str], ready_url: str, env: dict[str, str] | None = None):
     """A server process, up once ``ready_url`` answers 200 (within 120 s), stopped after."""
@@ -384,8 +379,6 @@ def postgres():
 def slurm():
     """A one-node Slurm cluster with accounting for the session (see cluster.py): skipped where
     it can't be installed, naming the command; in CI (PEFTLAB_REQUIRE_CLUSTER=1) failed."""
-    import cluster
-
     reason = cluster.missing()
     if reason:
         if os.environ.get("PEFTLAB_REQUIRE_CLUSTER") == "1":

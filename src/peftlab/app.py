@@ -22,7 +22,6 @@ if TYPE_CHECKING:
 from peftlab import data, distributed, interrupts, sweep
 from peftlab.config import to_settings
 from peftlab.errors import PeftlabError
-from peftlab.redaction import redact
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +48,7 @@ def run_job(cfg: DictConfig) -> float:
             result = pipeline.run(settings, context)
     except PeftlabError as error:
         if hydra_cfg.mode == RunMode.RUN:
-            raise SystemExit(f"error: {redact(str(error))}") from None
+            raise SystemExit(f"error: {error}") from None
         raise
     except interrupts.Interrupted as interrupt:
         from peftlab import console

@@ -163,7 +163,6 @@ def run_dashboard(client: MlflowClient, args: argparse.Namespace) -> int:
     import optuna_dashboard
 
     from peftlab import study
-    from peftlab.redaction import redact
 
     storage, name = args.storage, args.study
     if storage is None or name is None:
@@ -178,7 +177,7 @@ def run_dashboard(client: MlflowClient, args: argparse.Namespace) -> int:
     try:
         study_id = opened.get_study_id_from_name(name)
     except KeyError as error:
-        raise PeftlabError(f"--study={name!r}: no such study in {redact(storage)}") from error
+        raise PeftlabError(f"--study={name!r}: no such study in {storage}") from error
     url = f"http://{args.host}:{args.port}/dashboard/studies/{study_id}"
     print(f"optuna-dashboard for study {name!r} on {url} (Ctrl-C stops it)", flush=True)
     optuna_dashboard.run_server(opened, host=args.host, port=args.port)

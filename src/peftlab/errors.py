@@ -1,5 +1,14 @@
 """The one exception type users see as a one-line message instead of a traceback."""
 
+from peftlab.redaction import redact
+
 
 class PeftlabError(Exception):
-    """A problem the user can fix; the message names the key, its value and the way out."""
+    """A problem the user can fix; the message names the key, its value and the way out.
+
+    A URI's password in the message is masked here, once for every place the message goes:
+    the printed line, a FAILED run's error tag, a sweep's traceback.
+    """
+
+    def __init__(self, message: str) -> None:
+        super().__init__(redact(message))

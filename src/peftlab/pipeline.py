@@ -31,7 +31,7 @@ from peftlab import (
 )
 from peftlab.config import GenerationSettings, TrainConfig
 from peftlab.errors import PeftlabError
-from peftlab.redaction import copy_redacted, redact, redact_values
+from peftlab.redaction import copy_redacted, redact_values
 
 if TYPE_CHECKING:
     from peftlab.study import TrialLink
@@ -224,8 +224,7 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
                 mlflow.log_table(table, artifact_file=GENERATIONS_TABLE)
     except tracking.STORE_ERRORS as error:
         raise PeftlabError(
-            f"could not log the results to {redact(settings.tracking.uri)} "
-            f"({tracking.short(error)}); "
+            f"could not log the results to {settings.tracking.uri} ({tracking.short(error)}); "
             f"the adapter, config, metrics and samples are in {context.run_dir}"
         ) from error
     return {

@@ -73,7 +73,7 @@ def open_storage(spec: str) -> BaseStorage:
         scheme = urlparse(spec).scheme.split("+")[0]
         if scheme not in RDB_SCHEMES:
             raise PeftlabError(
-                f"hydra.sweeper.storage={redact(spec)!r} is not allowed: journal:PATH (a file, "
+                f"hydra.sweeper.storage={spec!r} is not allowed: journal:PATH (a file, "
                 "shared file systems too), sqlite:///PATH, postgresql+psycopg://USER@HOST/DB or "
                 "mysql://USER@HOST/DB"
             )
@@ -81,9 +81,9 @@ def open_storage(spec: str) -> BaseStorage:
     except PeftlabError:
         raise
     except Exception as error:  # the database's driver, network or file system, in one line
-        reason = redact(str(error).strip().splitlines()[0] if str(error).strip() else repr(error))
+        reason = str(error).strip().splitlines()[0] if str(error).strip() else repr(error)
         raise PeftlabError(
-            f"hydra.sweeper.storage={redact(spec)!r}: cannot open the study's storage "
+            f"hydra.sweeper.storage={spec!r}: cannot open the study's storage "
             f"({type(error).__name__}: {reason})"
         ) from None
 

@@ -79,7 +79,7 @@ def use_store(cfg: TrackingConfig) -> str:
         except UnsupportedModelRegistryStoreURIException as error:
             schemes = "sqlite:///PATH, file:///PATH, http(s)://HOST:PORT, postgresql://..."
             raise PeftlabError(
-                f"tracking.uri={redact(cfg.uri)!r} is not allowed: an MLflow store URI ({schemes})"
+                f"tracking.uri={cfg.uri!r} is not allowed: an MLflow store URI ({schemes})"
             ) from error
     mlflow.set_experiment(experiment_id=experiment_id)
     if EXPERIMENT_KIND not in mlflow.get_experiment(experiment_id).tags:  # made elsewhere
@@ -102,7 +102,7 @@ def admitted(uri: str) -> Iterator[None]:
         user = os.environ.get("MLFLOW_TRACKING_USERNAME")
         who = f"MLFLOW_TRACKING_USERNAME={user!r}" if user else "a request without a user"
         raise PeftlabError(
-            f"tracking.uri={redact(uri)!r}: the server refused {who} "
+            f"tracking.uri={uri!r}: the server refused {who} "
             f"({REFUSALS[error.error_code]}); set MLFLOW_TRACKING_USERNAME and "
             "MLFLOW_TRACKING_PASSWORD to an account of that server"
         ) from None
@@ -149,7 +149,7 @@ def require_server(uri: str) -> None:
     except (urllib.error.URLError, TimeoutError, OSError) as error:
         reason = getattr(error, "reason", error)
         raise PeftlabError(
-            f"tracking.uri={redact(uri)!r}: no MLflow server answers there ({reason}); start one "
+            f"tracking.uri={uri!r}: no MLflow server answers there ({reason}); start one "
             "(`mlflow server --host 127.0.0.1 --port 5000`) or leave tracking.uri unset for "
             "the local store in mlruns/"
         ) from error
@@ -204,7 +204,7 @@ def run(
     try:
         mlflow.end_run("FINISHED")
     except STORE_ERRORS as error:
-        raise PeftlabError(f"could not end the run in {redact(cfg.uri)}: {short(error)}") from error
+        raise PeftlabError(f"could not end the run in {cfg.uri}: {short(error)}") from error
 
 
 def _end_if_reachable(cfg: TrackingConfig, status: str, error: str) -> None:
