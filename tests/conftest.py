@@ -21,6 +21,7 @@ from cluster import free_port  # one helper for the tests and `make cluster`
 from hydra import compose, initialize_config_dir
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
+from peft import PeftModel
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import (
     BloomConfig,
@@ -30,8 +31,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from peftlab import pipeline, tracking
-from peftlab.config import SAMPLES_DIR, register_configs, to_settings
+from peftlab import data, modeling, pipeline, tracking, training
+from peftlab.config import SAMPLES_DIR, ModelConfig, register_configs, to_settings
 from peftlab.pipeline import RunContext, RunResult
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -194,6 +195,21 @@ def run_tiny(model_dir: Path, work: Path, *overrides: str, name: str = "run") ->
         config_dir=config_dir,
     )
     return pipeline.run(to_settings(cfg), context)
+
+
+def logged_adapter_loss(work: Path, model_dir: Path, run_id: str) -> float:
+    """Held-out loss of the adapter a run logged, downloaded from its store onto a fresh base:
+    a check of the logged eval_loss that does not go through the run's own numbers."""
+    reload = work / f"reload-{run_id}"
+    reload.mkdir()
+    client = tracking.client(f"sqlite:///{work}/mlruns/mlflow.db")
+    adapter = client.download_artifacts(run_id, "adapter", str(reload))
+    loaded = modeling.load(ModelConfig(name_or_path=str(model_dir)))
+    model = PeftModel.from_pretrained(loaded.model, adapter).eval()
+    cfg = to_settings(compose_config([*tiny_overrides(model_dir, work), f"output_dir={reload}"]))
+    splits = data.load_tokenized(cfg.dataset, loaded.tokenizer)
+    args = training.training_arguments(cfg.trainer, reload)
+    return training.evaluate_loss(model, loaded.tokenizer, args, splits.eval)
 
 
 def peftlab(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -17,6 +17,7 @@ from conftest import (
     CONF_DIR,
     compose_config,
     in_process_overrides,
+    logged_adapter_loss,
     run_tiny,
     store_runs,
     tiny_overrides,
@@ -49,10 +50,10 @@ def method_settings(tmp_path: Path, option: str, *overrides: str):
     return to_settings(compose_config(overrides))
 
 
-def test_every_method_has_a_yaml_a_schema_and_a_row_here():
+def test_every_method_has_a_yaml_a_schema_and_a_row_here(tmp_path: Path):
     options = sorted(path.stem for path in (CONF_DIR / "peft").glob("*.yaml"))
     assert options == sorted(METHODS)
-    composed = {method_settings(Path("/tmp"), option).peft.method for option in options}
+    composed = {method_settings(tmp_path, option).peft.method for option in options}
     assert composed == set(REGISTRY)
     assert sorted(method.option() for method in REGISTRY.values()) == options  # searches use it
 
@@ -76,7 +77,6 @@ def test_run_logs_the_method_its_params_metrics_and_artifacts(method_run):
     # A null trainer.learning_rate is logged as the rate the method used.
     assert float(run.data.params["trainer.learning_rate"]) == method.learning_rate
     metrics = run.data.metrics
-    assert metrics["eval_loss"] == pytest.approx(result.eval_loss)
     assert metrics["trainable_params"] > 0
     files = {
         Path(a.path).name: a.file_size for a in client.list_artifacts(run.info.run_id, "adapter")
@@ -85,6 +85,13 @@ def test_run_logs_the_method_its_params_metrics_and_artifacts(method_run):
     assert metrics["adapter_bytes"] == sum(files.values())
     assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 8
     assert "samples.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+
+
+def test_logged_eval_loss_is_that_of_the_logged_adapter(method_run):
+    _, model_dir, work, result = method_run
+    _, (run,) = store_runs(work)
+    reloaded = logged_adapter_loss(work, model_dir, result.run_id)
+    assert run.data.metrics["eval_loss"] == pytest.approx(reloaded, rel=1e-6)
 
 
 def test_saved_adapter_reloads_to_the_runs_loss_and_samples(method_run):
@@ -138,10 +145,12 @@ def randomize_adapter(peft_model) -> None:
 @pytest.mark.parametrize("model_fixture", MODELS)
 @pytest.mark.parametrize("penalty", [1.0, 1.5])
 @torch.no_grad()
-def test_generation_equals_uncached_greedy_decoding(option, model_fixture, penalty, request):
+def test_generation_equals_uncached_greedy_decoding(
+    option, model_fixture, penalty, request, tmp_path: Path
+):
     model_dir = request.getfixturevalue(model_fixture)
     loaded = modeling.load(ModelConfig(name_or_path=str(model_dir)))
-    method = method_settings(Path("/tmp"), option, *METHODS[option]).peft
+    method = method_settings(tmp_path, option, *METHODS[option]).peft
     settings = GenerationSettings(max_new_tokens=16, repetition_penalty=penalty)
     untuned = generation.generate(loaded.model, loaded.tokenizer, PROMPT, settings)
     torch.manual_seed(0)
@@ -160,11 +169,13 @@ def test_generation_equals_uncached_greedy_decoding(option, model_fixture, penal
 
 @pytest.mark.parametrize("option", METHODS)
 @pytest.mark.parametrize("model_fixture", MODELS)
-def test_held_out_loss_is_the_token_mean_whatever_the_eval_batch(option, model_fixture, request):
+def test_held_out_loss_is_the_token_mean_whatever_the_eval_batch(
+    option, model_fixture, request, tmp_path: Path
+):
     model_dir = request.getfixturevalue(model_fixture)
     loaded = modeling.load(ModelConfig(name_or_path=str(model_dir)))
     cfg = method_settings(
-        Path("/tmp"),
+        tmp_path,
         option,
         *METHODS[option],
         "dataset.eval_rows=8",
@@ -176,7 +187,7 @@ def test_held_out_loss_is_the_token_mean_whatever_the_eval_batch(option, model_f
 
     def held_out_loss(model, dataset, batch_size: int) -> float:
         trainer = replace(cfg.trainer, per_device_eval_batch_size=batch_size)
-        args = training.training_arguments(trainer, Path("/tmp/eval"))
+        args = training.training_arguments(trainer, tmp_path / "eval")
         return training.evaluate_loss(model, loaded.tokenizer, args, dataset)
 
     torch.manual_seed(0)
@@ -263,9 +274,11 @@ def test_a_key_of_another_method_fails_at_compose(tmp_path: Path):
 
 
 @pytest.mark.parametrize("model_fixture", MODELS)
-def test_lora_targets_every_linear_layer_by_default_on_each_architecture(model_fixture, request):
+def test_lora_targets_every_linear_layer_by_default_on_each_architecture(
+    model_fixture, request, tmp_path: Path
+):
     loaded = modeling.load(ModelConfig(name_or_path=str(request.getfixturevalue(model_fixture))))
-    method = method_settings(Path("/tmp"), "lora").peft
+    method = method_settings(tmp_path, "lora").peft
     with method.attached(loaded.model, "unused") as peft_model:
         adapted = {name.rsplit(".", 1)[-1] for name, module in peft_model.named_modules()
                    if isinstance(module, LoraLayer)}  # fmt: skip
@@ -274,23 +287,23 @@ def test_lora_targets_every_linear_layer_by_default_on_each_architecture(model_f
     assert adapted == linear
 
 
-def test_lora_modules_missing_from_the_model_are_named(tiny_bloom: Path):
+def test_lora_modules_missing_from_the_model_are_named(tiny_bloom: Path, tmp_path: Path):
     loaded = modeling.load(ModelConfig(name_or_path=str(tiny_bloom)))
-    method = method_settings(Path("/tmp"), "lora", "peft.target_modules=[q_proj,v_proj]").peft
+    method = method_settings(tmp_path, "lora", "peft.target_modules=[q_proj,v_proj]").peft
     with pytest.raises(PeftlabError, match=r"peft.target_modules=\['q_proj', 'v_proj'\]"):
         method.peft_config(loaded.model, "unused")
 
 
 @pytest.mark.parametrize("model_fixture", MODELS)
 @torch.no_grad()
-def test_prefix_from_text_starts_as_that_text_prepended(model_fixture, request):
+def test_prefix_from_text_starts_as_that_text_prepended(model_fixture, request, tmp_path: Path):
     model_dir = str(request.getfixturevalue(model_fixture))
     loaded = modeling.load(ModelConfig(name_or_path=model_dir))
     tokenize = partial(loaded.tokenizer, add_special_tokens=False)
     text = tokenize("I want you to act as").input_ids
     text = (text * 9)[:9]  # repeated to the prefix's length
     ids = tokenize("a motivational coach who").input_ids
-    method = method_settings(Path("/tmp"), "prefix-tuning", "peft.num_virtual_tokens=9").peft
+    method = method_settings(tmp_path, "prefix-tuning", "peft.num_virtual_tokens=9").peft
     assert method.prefix_init_text == "I want you to act as"
     device = loaded.model.device
     with method.attached(loaded.model, model_dir) as peft_model:
