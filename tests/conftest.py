@@ -197,7 +197,7 @@ def run_tiny(model_dir: Path, work: Path, *overrides: str, name: str = "run") ->
     return pipeline.run(to_settings(cfg), context)
 
 
-def logged_adapter_loss(work: Path, model_dir: Path, run_id: str) -> float:
+def logged_adapter_loss(work: Path, model_dir: Path, run_id: str, *overrides: str) -> float:
     """Held-out loss of the adapter a run logged, downloaded from its store onto a fresh base:
     a check of the logged eval_loss that does not go through the run's own numbers."""
     reload = work / f"reload-{run_id}"
@@ -206,10 +206,21 @@ def logged_adapter_loss(work: Path, model_dir: Path, run_id: str) -> float:
     adapter = client.download_artifacts(run_id, "adapter", str(reload))
     loaded = modeling.load(ModelConfig(name_or_path=str(model_dir)))
     model = PeftModel.from_pretrained(loaded.model, adapter).eval()
-    cfg = to_settings(compose_config([*tiny_overrides(model_dir, work), f"output_dir={reload}"]))
+    cfg = to_settings(
+        compose_config([*tiny_overrides(model_dir, work), f"output_dir={reload}", *overrides])
+    )
     splits = data.load_tokenized(cfg.dataset, loaded.tokenizer)
     args = training.training_arguments(cfg.trainer, reload)
     return training.evaluate_loss(model, loaded.tokenizer, args, splits.eval)
+
+
+def real_tokens_per_epoch(model_dir: Path, *overrides: str) -> int:
+    """A tiny run's training tokens an epoch, padding not counted (the attention mask's ones)."""
+    tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
+    cfg = to_settings(
+        compose_config([*tiny_overrides(model_dir, model_dir), "output_dir=unused", *overrides])
+    )
+    return sum(map(sum, data.load_tokenized(cfg.dataset, tokenizer).train["attention_mask"]))
 
 
 def peftlab(*args: str, cwd: Path) -> subprocess.CompletedProcess:

@@ -1,5 +1,6 @@
 """Faults injected into real processes: signals sent to train.py, and what the run ends as."""
 
+import json
 import re
 import signal
 import subprocess
@@ -14,6 +15,7 @@ from conftest import (
     free_port,
     mlflow_server,
     peftlab,
+    real_tokens_per_epoch,
     store_runs,
     sweep_parts,
     tiny_overrides,
@@ -190,15 +192,50 @@ def test_an_output_folder_that_cannot_be_written_is_one_line(work: Path, multiru
     )
 
 
-def test_a_resumed_run_continues_as_the_same_run_and_ends_as_if_uninterrupted(work: Path):
-    epochs = "trainer.num_train_epochs=40"  # 160 steps of 4 rows
-    reference = work.parent / "reference"
-    reference.mkdir()
-    uninterrupted = start_train(reference, epochs)
-    assert uninterrupted.wait(timeout=600) == 0, uninterrupted.communicate()[1][-3000:]
-    (expected,) = store_runs(reference)[1]
+EPOCHS = "trainer.num_train_epochs=40"  # 160 steps of 4 rows
 
-    process = start_train(work, epochs)
+
+@pytest.fixture(scope="module")
+def uninterrupted(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
+    """The run the interrupted ones must end as: the same config, never stopped."""
+    reference = tmp_path_factory.mktemp("uninterrupted")
+    (reference / "model").symlink_to(tiny_bloom)
+    (reference / "work").mkdir()
+    process = start_train(reference / "work", EPOCHS)
+    assert process.wait(timeout=600) == 0, process.communicate()[1][-3000:]
+    (run,) = store_runs(reference / "work")[1]
+    return run
+
+
+def assert_ends_as_uninterrupted(work: Path, run_id: str, expected) -> None:
+    """The same run FINISHED, every step logged once, the held-out loss of a run never stopped."""
+    client, runs = store_runs(work)
+    assert [r.info.run_id for r in runs if "train_loss" in r.data.metrics] == [run_id]  # no other
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    steps = [m.step for m in client.get_metric_history(run_id, "train_loss")]
+    assert sorted(steps) == list(range(1, 161))  # every step once: none lost, none repeated
+    assert run.data.metrics["eval_loss"] == pytest.approx(
+        expected.data.metrics["eval_loss"], abs=1e-4
+    )
+
+
+def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen) -> Path:
+    """The first complete checkpoint: trainer_state.json is the last file Trainer writes."""
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        assert process.poll() is None, process.communicate()[1][-3000:]
+        done = sorted((run_dir / "trainer").glob("checkpoint-*/trainer_state.json"))
+        if done:
+            return done[0].parent
+        time.sleep(0.05)
+    raise TimeoutError(f"no checkpoint in {run_dir}/trainer within 180 s")
+
+
+def test_a_resumed_run_continues_as_the_same_run_and_ends_as_if_uninterrupted(
+    work: Path, uninterrupted
+):
+    process = start_train(work, EPOCHS)
     run_id = wait_until_training(work, process)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
@@ -207,29 +244,38 @@ def test_a_resumed_run_continues_as_the_same_run_and_ends_as_if_uninterrupted(wo
     result = peftlab("resume", run_id, cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
 
-    client, (run,) = store_runs(work)
-    assert run.info.run_id == run_id and run.info.status == "FINISHED"
-    assert run.data.metrics["eval_loss"] == pytest.approx(
-        expected.data.metrics["eval_loss"], abs=1e-4
-    )
-    steps = [m.step for m in client.get_metric_history(run_id, "train_loss")]
-    assert sorted(steps) == list(range(1, 161))  # every step once: none lost, none repeated
-    # Throughput of the resumed part: its own steps' tokens over its own runtime.
-    tokens_per_epoch = (
-        expected.data.metrics["train_tokens_per_second"]
-        * expected.data.metrics["train_runtime"]
-        / 40
-    )
+    assert_ends_as_uninterrupted(work, run_id, uninterrupted)
+    # Throughput of the resumed part: its own epochs' real tokens over its own runtime.
+    metrics = store_runs(work)[0].get_run(run_id).data.metrics
     resumed_epochs = (160 - checkpoint_step) / 4
-    assert run.data.metrics["train_tokens_per_second"] * run.data.metrics[
-        "train_runtime"
-    ] == pytest.approx(tokens_per_epoch * resumed_epochs, rel=1e-3)
+    tokens = real_tokens_per_epoch(work.parent / "model") * resumed_epochs
+    assert metrics["train_tokens_per_second"] * metrics["train_runtime"] == pytest.approx(tokens)
 
 
-def test_a_submitit_job_run_again_in_its_folder_resumes_its_unfinished_run(work: Path):
+def test_a_killed_process_leaves_its_run_running_with_its_last_epoch_checkpoint(
+    work: Path, uninterrupted
+):
+    """SIGKILL (a node lost): no handler runs; the checkpoint of the last epoch is what is kept,
+    and `peftlab resume` continues the run from it to the uninterrupted result."""
+    process = start_train(work, EPOCHS)
+    checkpoint = wait_for_checkpoint(work / "outputs" / "run", process)
+    process.kill()
+    process.communicate(timeout=60)
+    (run,) = store_runs(work)[1]
+    assert run.info.status == "RUNNING"
+    state = json.loads((checkpoint / "trainer_state.json").read_text())
+    assert state["global_step"] % 4 == 0 and state["epoch"] == state["global_step"] / 4
+    result = peftlab("resume", run.info.run_id, cwd=work)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert_ends_as_uninterrupted(work, run.info.run_id, uninterrupted)
+
+
+def test_a_submitit_job_run_again_in_its_folder_resumes_its_unfinished_run(
+    work: Path, uninterrupted
+):
     """What a requeued Slurm job does: the same job, in the same folder, once more. submitit_local
     runs each job in a process of its own, as Slurm does."""
-    sweep = ("trainer.num_train_epochs=40", "hydra/launcher=submitit_local",
+    sweep = (EPOCHS, "hydra/launcher=submitit_local",
              f"hydra.sweep.dir={work}/multirun/requeued")  # fmt: skip
     process = start_train(work, *sweep, multirun=True)
     run_id = wait_until_training(work, process)
@@ -244,8 +290,7 @@ def test_a_submitit_job_run_again_in_its_folder_resumes_its_unfinished_run(work:
     assert again.returncode == 0, stderr[-3000:]
     log = (work / "multirun" / "requeued" / "0" / "train.log").read_text()
     assert f"Found unfinished run {run_id} (KILLED)" in log
-    run = store_runs(work)[0].get_run(run_id)
-    assert run.info.status == "FINISHED"
+    assert_ends_as_uninterrupted(work, run_id, uninterrupted)
 
 
 def test_a_tracking_server_gone_mid_run_costs_no_training(work: Path):
@@ -253,13 +298,20 @@ def test_a_tracking_server_gone_mid_run_costs_no_training(work: Path):
         process = start_train(work, f"tracking.uri={base}", "trainer.num_train_epochs=100")
         wait_until_training(work, process)
     # The server is stopped: training goes on, then logging its results fails, in one line.
-    _, stderr = process.communicate(timeout=600)
+    stdout, stderr = process.communicate(timeout=600)
     assert process.returncode == 1, stderr[-3000:]
+    assert "MLflow store unreachable, training goes on" in stdout + stderr
     run_dir = work / "outputs" / "run"
     line = stderr.strip().splitlines()[-1]
     assert line.startswith(f"error: could not log the results to {base} ("), line
     assert line.endswith(f"the adapter, config, metrics and samples are in {run_dir}")
     assert "Traceback" not in stderr
-    for kept in ("adapter/adapter_model.safetensors", ".hydra/config.yaml", "metrics.json",
-                 "samples.json"):  # fmt: skip
+    for kept in ("adapter/adapter_model.safetensors", ".hydra/config.yaml", "samples.json"):
         assert (run_dir / kept).is_file(), kept
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    assert metrics["train_steps"] == 400  # 100 epochs of 4 steps: all trained
+    assert metrics["eval_loss"] < metrics["eval_loss_untuned"]
+    # The curves the server missed: every logging step's loss, in the last checkpoint.
+    (checkpoint,) = (run_dir / "trainer").glob("checkpoint-*")
+    history = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]
+    assert [entry["step"] for entry in history if "loss" in entry] == list(range(1, 401))

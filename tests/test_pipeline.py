@@ -8,7 +8,7 @@ from pathlib import Path
 import peft
 import pytest
 import torch
-from conftest import logged_adapter_loss, run_tiny
+from conftest import logged_adapter_loss, real_tokens_per_epoch, run_tiny
 from mlflow.tracking import MlflowClient
 
 from peftlab import pipeline, training
@@ -27,10 +27,14 @@ METRICS = {
 }
 
 
+# Rows of 71 to 95 tokens with the tiny tokenizer (at 32, all are cut to 32): batches pad.
+ROWS_OF_MANY_LENGTHS = "dataset.max_length=128"
+
+
 @pytest.fixture(scope="module")
 def bloom_run(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("bloom-run")
-    return work, run_tiny(tiny_bloom, work, "peft.num_virtual_tokens=5")
+    return work, run_tiny(tiny_bloom, work, "peft.num_virtual_tokens=5", ROWS_OF_MANY_LENGTHS)
 
 
 def test_run_is_logged_with_params_metrics_and_artifacts(bloom_run, tiny_bloom: Path):
@@ -42,8 +46,12 @@ def test_run_is_logged_with_params_metrics_and_artifacts(bloom_run, tiny_bloom: 
     assert run.data.params["trainer.learning_rate"] == "0.003"  # prompt tuning's own
     assert set(run.data.metrics) >= METRICS
     assert run.data.metrics["trainable_params"] == 5 * 32
-    reloaded = logged_adapter_loss(work, tiny_bloom, result.run_id)
+    reloaded = logged_adapter_loss(work, tiny_bloom, result.run_id, ROWS_OF_MANY_LENGTHS)
     assert run.data.metrics["eval_loss"] == pytest.approx(reloaded, rel=1e-6)
+    # Throughput counts the tokens trained on, padding not (2 epochs).
+    seconds = run.data.metrics["train_runtime"]
+    tokens = 2 * real_tokens_per_epoch(tiny_bloom, ROWS_OF_MANY_LENGTHS)
+    assert run.data.metrics["train_tokens_per_second"] * seconds == pytest.approx(tokens)
     # 16 rows, batch 4, 2 epochs, a loss every step: each curve has 8 points.
     for curve in ("train_loss", "learning_rate", "grad_norm"):
         assert len(client.get_metric_history(result.run_id, curve)) == 8

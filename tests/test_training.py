@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import logged_adapter_loss, run_tiny, store_runs
+from conftest import logged_adapter_loss, real_tokens_per_epoch, run_tiny, store_runs
 
 from peftlab import data, modeling, training
 from peftlab.config import SAMPLES_DIR, DatasetConfig, ModelConfig, Precision, TrainerConfig
@@ -163,3 +163,8 @@ def test_early_stopping_ends_training_on_the_best_adapter(tiny_bloom: Path, tmp_
     assert during[-1][1] > best  # it stopped because the last evaluation was no better
     assert result.eval_loss == pytest.approx(best)  # and kept the best adapter
     assert curve[-1] == (during[-1][0], pytest.approx(best))
+    # Throughput over the epochs trained, not the 12 planned.
+    _, (run,) = store_runs(tmp_path)
+    tokens = len(during) * real_tokens_per_epoch(tiny_bloom)
+    seconds = run.data.metrics["train_runtime"]
+    assert run.data.metrics["train_tokens_per_second"] * seconds == pytest.approx(tokens)
