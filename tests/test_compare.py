@@ -49,6 +49,44 @@ def test_tables_and_plots_are_written_and_logged_to_the_sweep(comparison, tmp_pa
     assert {Path(a.path).name for a in logged} == names
 
 
+def test_the_loss_plot_draws_each_runs_logged_curve_one_colour_per_method(comparison):
+    client, result = comparison
+    (ax,) = compare.train_loss_figure(result, client).axes
+    drawn = {line.get_label(): line for line in ax.get_lines()}
+    for run in result.runs:
+        history = sorted(client.get_metric_history(run.info.run_id, "train_loss"),
+                         key=lambda m: m.step)  # fmt: skip
+        line = drawn.pop(f"{run.data.params['peft.method']}: {run.info.run_name}")
+        assert list(line.get_xdata()) == [m.step for m in history]
+        assert list(line.get_ydata()) == [m.value for m in history]
+    assert not drawn
+    assert len({line.get_color() for line in ax.get_lines()}) == 1  # one method swept
+
+
+def test_the_eval_loss_plot_draws_each_run_against_each_swept_key(comparison):
+    _, result = comparison
+    figure = compare.eval_loss_figure(result)
+    assert [ax.get_xlabel() for ax in figure.axes] == result.swept
+    for ax, key in zip(figure.axes, result.swept, strict=True):
+        (other,) = [k for k in result.swept if k != key]
+        drawn = {
+            (line.get_label(), x, y)
+            for line in ax.get_lines()
+            for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)
+        }
+        expected = {
+            (
+                f"method={run.data.params['peft.method']}, {other}={run.data.params[other]}",
+                run.data.params[key],
+                run.data.metrics["eval_loss"],
+            )
+            for run in result.runs
+        }
+        assert drawn == expected
+        for line in ax.get_lines():  # each line in the order of its key's values
+            assert list(line.get_xdata()) == sorted(line.get_xdata(), key=float)
+
+
 def test_compare_command_prints_the_ranking(sweep_run: Path, tmp_path: Path):
     result = peftlab("compare", "--out", str(tmp_path / "out"), cwd=sweep_run)
     assert result.returncode == 0, result.stderr[-2000:]

@@ -84,6 +84,18 @@ def test_unknown_init_fails_at_compose_naming_the_allowed_values():
     assert "RANDOM" in message and "SAMPLE_VOCAB" in message
 
 
+@pytest.mark.parametrize(
+    "override",
+    ["peft.num_virtual_tokens=eight", "trainer.learning_rate=fast", "dataset.train_rows=[1,2]"],
+)
+def test_a_value_of_the_wrong_type_fails_at_compose_naming_key_and_value(override: str):
+    key, value = override.split("=")
+    with pytest.raises(ConfigCompositionException) as error:
+        compose_config([override])
+    message = f"{error.value} {error.value.__cause__}"
+    assert key in message and value in message and "could not be converted to" in message
+
+
 def test_misspelled_key_fails_at_compose():
     with pytest.raises(ConfigCompositionException, match="peft.num_virtual_tokenz"):
         compose_config(["peft.num_virtual_tokenz=8"])

@@ -1,8 +1,12 @@
 import time
+from functools import partial
+from pathlib import Path
 
 import pytest
+from conftest import compose_config, in_process_overrides
 
-from peftlab import hub
+from peftlab import data, hub, modeling
+from peftlab.config import to_settings
 from peftlab.errors import PeftlabError
 
 
@@ -44,3 +48,32 @@ def test_missing_local_path_is_not_mistaken_for_a_hub_id(tmp_path):
     missing = str(tmp_path / "gone")
     with pytest.raises(PeftlabError, match=f"model.name_or_path='{missing}': no such file"):
         hub.resolve(missing, key="model.name_or_path", repo_type="model", offline_alternative="x")
+
+
+@pytest.mark.parametrize(
+    ("preset", "key", "hub_id"),
+    [
+        ("dataset=awesome-chatgpt-prompts", "dataset.path", "fka/awesome-chatgpt-prompts"),
+        ("dataset=english-quotes", "dataset.path", "Abirate/english_quotes"),
+        ("model=bloomz-560m", "model.name_or_path", "bigscience/bloomz-560m"),
+    ],
+)
+def test_the_hub_presets_fail_fast_offline_naming_the_sample_to_use(
+    offline, tmp_path: Path, preset: str, key: str, hub_id: str
+):
+    """The notebook's model and datasets, through the code a run uses, with an empty cache."""
+    store = [f"tracking.uri=sqlite:///{tmp_path}/db", *in_process_overrides(tmp_path)]
+    cfg = to_settings(compose_config([preset, *store]))
+    load = (
+        partial(data.load_splits, cfg.dataset)
+        if key == "dataset.path"
+        else (partial(modeling.load, cfg.model))
+    )
+    start = time.monotonic()
+    with pytest.raises(PeftlabError) as error:
+        load()
+    assert time.monotonic() - start < 10
+    message = str(error.value)
+    assert message.startswith(f"{key}={hub_id!r}") and "\n" not in message
+    assert "not in the local cache" in message
+    assert ("dataset=prompts-sample" if key == "dataset.path" else "model=smollm2-135m") in message

@@ -62,6 +62,8 @@ def test_run_is_logged_with_params_metrics_and_artifacts(bloom_run, tiny_bloom: 
     assert drops == pytest.approx([drops[0]] * len(drops))
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags["mlflow.experimentKind"] == "finetuning"
+    # A checkpoint every epoch (the default), the latest kept: the second's, at step 8.
+    assert [path.name for path in (work / "run" / "trainer").iterdir()] == ["checkpoint-8"]
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
     assert {"adapter", "samples.json", "environment"} <= artifacts
     adapter_files = {Path(a.path).name for a in client.list_artifacts(result.run_id, "adapter")}

@@ -149,6 +149,21 @@ def test_eval_strategy_epoch_draws_an_eval_loss_curve(tiny_bloom: Path, tmp_path
     assert curve[-1][1] == pytest.approx(curve[-2][1]) == pytest.approx(reloaded, rel=1e-6)
 
 
+def test_steps_strategies_evaluate_and_save_every_n_steps_keeping_the_latest(
+    tiny_bloom: Path, tmp_path: Path
+):
+    run_tiny(
+        tiny_bloom, tmp_path, "trainer.num_train_epochs=3",  # 12 steps
+        "trainer.eval_strategy=steps", "trainer.eval_steps=3",
+        "trainer.save_strategy=steps", "trainer.save_steps=5",
+    )  # fmt: skip
+    assert [step for step, _ in eval_curve(tmp_path)] == [3, 6, 9, 12, 12]
+    # Saved at steps 5 and 10 and at the last (Trainer's own end-of-training save with
+    # steps); only the latest is kept.
+    checkpoints = [path.name for path in (tmp_path / "run" / "trainer").glob("checkpoint-*")]
+    assert checkpoints == ["checkpoint-12"]
+
+
 def test_early_stopping_ends_training_on_the_best_adapter(tiny_bloom: Path, tmp_path: Path):
     # At a constant high rate, the held-out loss of this LoRA stops improving after 4 epochs.
     result = run_tiny(

@@ -150,12 +150,12 @@ def write(comparison: Comparison, client: MlflowClient, out_dir: Path) -> list[P
     return [
         markdown,
         csv,
-        plot_train_loss(comparison, client, out_dir / "train_loss.png"),
-        plot_eval_loss(comparison, out_dir / "eval_loss_vs_params.png"),
+        _save(train_loss_figure(comparison, client), out_dir / "train_loss.png"),
+        _save(eval_loss_figure(comparison), out_dir / "eval_loss_vs_params.png"),
     ]
 
 
-def plot_train_loss(comparison: Comparison, client: MlflowClient, path: Path) -> Path:
+def train_loss_figure(comparison: Comparison, client: MlflowClient) -> Figure:
     """One curve per run; the runs of one method share a colour."""
     fig = Figure(figsize=(11, 5))
     ax = fig.subplots()
@@ -170,10 +170,10 @@ def plot_train_loss(comparison: Comparison, client: MlflowClient, path: Path) ->
     ax.set(title="Training loss per step", xlabel="step", ylabel="train loss")
     ax.legend(fontsize="small", loc="upper left", bbox_to_anchor=(1.01, 1))  # off the curves
     ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return fig
 
 
-def plot_eval_loss(comparison: Comparison, path: Path) -> Path:
+def eval_loss_figure(comparison: Comparison) -> Figure:
     """Held-out loss against each swept key, one line per method and setting of the others."""
     swept = comparison.swept or ["run"]
     fig = Figure(figsize=(5 * len(swept), 4.5))
@@ -191,7 +191,7 @@ def plot_eval_loss(comparison: Comparison, path: Path) -> Path:
         ax.tick_params(axis="x", labelrotation=30)  # method names side by side
         ax.legend(fontsize="small")
         ax.grid(alpha=0.3)
-    return _save(fig, path)
+    return fig
 
 
 def _numeric_if_possible(column: pd.Series) -> pd.Series:
