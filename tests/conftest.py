@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import os
 import shutil
@@ -10,7 +11,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
+from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import cluster
@@ -31,7 +32,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from peftlab import data, modeling, pipeline, tracking, training
+from peftlab import cli, data, modeling, pipeline, tracking, training
 from peftlab.config import SAMPLES_DIR, ModelConfig, register_configs, to_settings
 from peftlab.pipeline import RunContext, RunResult
 
@@ -224,7 +225,22 @@ def real_tokens_per_epoch(model_dir: Path, *overrides: str) -> int:
 
 
 def peftlab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """The ``peftlab`` command, run in ``cwd`` (its default store is ``cwd/mlruns``)."""
+    """``peftlab ARGS`` in this process (``cli.main``), from ``cwd`` (its default store is
+    ``cwd/mlruns``): its exit code and what it printed. Commands that launch train.py (rerun,
+    resume) print that process's output straight through: use :func:`peftlab_process` there."""
+    out, err = io.StringIO(), io.StringIO()
+    with pytest.MonkeyPatch.context() as patch, redirect_stdout(out), redirect_stderr(err):
+        patch.chdir(cwd)
+        try:
+            code = cli.main(list(args))
+        except SystemExit as exit:  # argparse's usage errors
+            code = exit.code
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
+def peftlab_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """The ``peftlab`` command as a user runs it, in ``cwd``: each command's exit code is checked
+    this way once, and rerun and resume always (they launch train.py)."""
     return subprocess.run(
         [sys.executable, "-m", "peftlab.cli", *args],
         cwd=cwd,

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import peftlab, run_tiny
+from conftest import peftlab, peftlab_process, run_tiny
 from mlflow.tracking import MlflowClient
 from transformers import BloomConfig, BloomForCausalLM, PreTrainedTokenizerFast
 
@@ -87,7 +87,7 @@ def test_generation_flags_override_the_stored_settings():
 
 def test_unknown_run_is_one_error_line(two_runs):
     work = two_runs[0]
-    result = peftlab("generate", "--run", "feedface", "--prompt", "hi", cwd=work)
+    result = peftlab_process("generate", "--run", "feedface", "--prompt", "hi", cwd=work)
     assert result.returncode == 1
     assert result.stderr.strip().startswith("error: --run 'feedface': no such adapter folder")
 

@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import peftlab, run_train, store_runs, tiny_overrides
+from conftest import peftlab_process, run_train, store_runs, tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +21,7 @@ def original(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
 
 def test_rerun_reproduces_the_eval_loss(original):
     work, run = original
-    result = peftlab("rerun", run.info.run_id, cwd=work)
+    result = peftlab_process("rerun", run.info.run_id, cwd=work)
     assert result.returncode == 0, result.stderr[-2000:]
     assert "versions differ" not in result.stderr  # the same environment
     (rerun,) = [r for r in store_runs(work)[1] if r.data.tags.get("rerun_of") == run.info.run_id]
@@ -54,7 +54,7 @@ def test_rerun_says_in_one_line_which_versions_differ(original):
     recorded = run.data.tags["peft_version"]
     client.set_tag(run.info.run_id, "peft_version", "0.1.0")
     try:  # an out-of-range override ends the rerun at once, after the note
-        result = peftlab("rerun", run.info.run_id, "trainer.num_train_epochs=0", cwd=work)
+        result = peftlab_process("rerun", run.info.run_id, "trainer.num_train_epochs=0", cwd=work)
     finally:
         client.set_tag(run.info.run_id, "peft_version", recorded)
     (note,) = [line for line in result.stderr.splitlines() if line.startswith("note:")]
@@ -65,7 +65,7 @@ def test_rerun_says_in_one_line_which_versions_differ(original):
 
 def test_rerun_of_an_unknown_run_is_one_error_line(original):
     work, _ = original
-    result = peftlab("rerun", "0123abcd", cwd=work)
+    result = peftlab_process("rerun", "0123abcd", cwd=work)
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f"error: run '0123abcd' not found in sqlite:///{work}/mlruns/mlflow.db"

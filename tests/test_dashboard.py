@@ -3,7 +3,7 @@
 import sys
 from pathlib import Path
 
-from conftest import CHROMIUM_ARGS, chromium, free_port, peftlab, serving
+from conftest import CHROMIUM_ARGS, chromium, free_port, peftlab_process, serving
 from playwright.sync_api import expect, sync_playwright
 
 
@@ -35,7 +35,7 @@ def test_the_dashboard_shows_the_latest_searchs_trials_and_history(pruned_search
 
 
 def test_without_a_search_the_dashboard_says_how_to_run_one(tmp_path: Path):
-    result = peftlab("dashboard", cwd=tmp_path)
+    result = peftlab_process("dashboard", cwd=tmp_path)
     assert result.returncode == 1
     assert result.stderr.strip() == (
         "error: no search found in this store: run one with `python train.py -m "

@@ -14,7 +14,7 @@ from conftest import (
     ROOT,
     free_port,
     mlflow_server,
-    peftlab,
+    peftlab_process,
     real_tokens_per_epoch,
     store_runs,
     sweep_parts,
@@ -241,7 +241,7 @@ def test_a_resumed_run_continues_as_the_same_run_and_ends_as_if_uninterrupted(
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 143
     checkpoint_step = int(re.search(r"checkpoint-([0-9]+)", stderr)[1])
-    result = peftlab("resume", run_id, cwd=work)
+    result = peftlab_process("resume", run_id, cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
 
     assert_ends_as_uninterrupted(work, run_id, uninterrupted)
@@ -265,7 +265,7 @@ def test_a_killed_process_leaves_its_run_running_with_its_last_epoch_checkpoint(
     assert run.info.status == "RUNNING"
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     assert state["global_step"] % 4 == 0 and state["epoch"] == state["global_step"] / 4
-    result = peftlab("resume", run.info.run_id, cwd=work)
+    result = peftlab_process("resume", run.info.run_id, cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
     assert_ends_as_uninterrupted(work, run.info.run_id, uninterrupted)
 
