@@ -15,6 +15,7 @@ from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
 import cluster
+import gguf
 import httpx
 import pytest
 import torch
@@ -133,6 +134,59 @@ CHATML = (
     "{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
     "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}"
 )
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(bpe: Tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer Llama as a GGUF file (fp32, tied embeddings, a byte-level BPE
+    tokenizer), laid out as SmolLM2's: what the conversion cache needs, in kilobytes."""
+    path = tmp_path_factory.mktemp("tiny-gguf") / "tiny-llama.F32.gguf"
+    hidden, layers, heads, kv_heads, ffn = 32, 2, 4, 2, 64
+    model = json.loads(bpe.to_str())["model"]
+    tokens = [token for token, _ in sorted(model["vocab"].items(), key=lambda item: item[1])]
+    writer = gguf.GGUFWriter(str(path), "llama")
+    writer.add_block_count(layers)
+    writer.add_context_length(256)
+    writer.add_embedding_length(hidden)
+    writer.add_feed_forward_length(ffn)
+    writer.add_head_count(heads)
+    writer.add_head_count_kv(kv_heads)
+    writer.add_rope_dimension_count(hidden // heads)
+    writer.add_rope_freq_base(10000.0)
+    writer.add_layer_norm_rms_eps(1e-5)
+    writer.add_vocab_size(len(tokens))
+    writer.add_tokenizer_model("gpt2")
+    writer.add_token_list(tokens)
+    writer.add_token_merges([" ".join(pair) for pair in model["merges"]])
+    special = {"<unk>", "<s>", "</s>", "<pad>"}
+    writer.add_token_types([
+        gguf.TokenType.CONTROL if token in special else gguf.TokenType.NORMAL for token in tokens
+    ])  # fmt: skip
+    writer.add_unk_token_id(tokens.index("<unk>"))
+    writer.add_bos_token_id(tokens.index("<s>"))
+    writer.add_eos_token_id(tokens.index("</s>"))
+    writer.add_pad_token_id(tokens.index("<pad>"))
+    generator = torch.Generator().manual_seed(0)
+    head = hidden // heads
+    shapes = {"token_embd.weight": (len(tokens), hidden), "output_norm.weight": (hidden,)}
+    for i in range(layers):
+        shapes |= {
+            f"blk.{i}.attn_norm.weight": (hidden,), f"blk.{i}.ffn_norm.weight": (hidden,),
+            f"blk.{i}.attn_q.weight": (hidden, hidden),
+            f"blk.{i}.attn_k.weight": (kv_heads * head, hidden),
+            f"blk.{i}.attn_v.weight": (kv_heads * head, hidden),
+            f"blk.{i}.attn_output.weight": (hidden, hidden),
+            f"blk.{i}.ffn_gate.weight": (ffn, hidden), f"blk.{i}.ffn_up.weight": (ffn, hidden),
+            f"blk.{i}.ffn_down.weight": (hidden, ffn),
+        }  # fmt: skip
+    for name, shape in shapes.items():
+        weights = torch.randn(shape, generator=generator) * 0.5
+        writer.add_tensor(name, (weights.abs() + 0.5 if len(shape) == 1 else weights).numpy())
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    return path
 
 
 @pytest.fixture(scope="session")

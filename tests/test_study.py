@@ -40,6 +40,26 @@ def test_an_unreachable_database_is_one_line_within_seconds():
     assert "cannot open the study's storage" in message and "\n" not in message
 
 
+def test_a_storage_of_another_kind_names_the_kinds_allowed():
+    with pytest.raises(PeftlabError) as error:
+        studies.open_storage("redis://127.0.0.1/0")
+    assert str(error.value).startswith(
+        "hydra.sweeper.storage='redis://127.0.0.1/0' is not allowed: journal:PATH"
+    )
+
+
+def test_a_study_made_for_the_other_direction_is_refused_naming_both(tmp_path: Path):
+    settings = studies.StudySettings(f"journal:{tmp_path}/s.journal", "s", "maximize", 60.0)
+    studies.create_or_load(settings)
+    settings.direction = "minimize"
+    with pytest.raises(PeftlabError) as error:
+        studies.create_or_load(settings)
+    assert str(error.value).startswith(
+        f"hydra.sweeper.direction='minimize': study 's' in journal:{tmp_path}/s.journal was "
+        "made to maximize;"
+    )
+
+
 def test_the_budget_counts_done_and_running_trials_not_abandoned_ones(tmp_path: Path):
     study = journal(tmp_path)
     done = study.ask(SPACE)
@@ -79,6 +99,7 @@ def test_the_lowest_trial_numbers_keep_the_last_places_of_the_budget(tmp_path: P
         (lambda: studies.make_sampler("cmaes", 0, {}, False, None), "one of tpe, random, gp"),
         (lambda: studies.make_sampler("tpe", 0, {"n_startup": 3}, False, None), "n_startup"),
         (lambda: studies.make_sampler("grid", 0, {}, False, None), "choices only"),
+        (lambda: studies.make_pruner("sometimes", {}, "epoch"), "one of median, percentile"),
         (lambda: studies.make_pruner("median", {}, "no"), "set trainer.eval_strategy=epoch"),
         (lambda: studies.make_pruner("median", {"warmup": 1}, "epoch"), "warmup"),
     ],

@@ -8,11 +8,12 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import ROOT
+from conftest import ROOT, free_port
 from mlflow.tracking import MlflowClient
 
 from peftlab import tracking
 from peftlab.config import DatasetConfig, TrackingConfig
+from peftlab.errors import PeftlabError
 
 
 def store(tmp_path: Path, experiment: str = "exp") -> TrackingConfig:
@@ -30,6 +31,24 @@ def test_store_and_experiment_are_created_once(tmp_path: Path):
     assert (tmp_path / "nested" / "mlflow.db").is_file()
     location = MlflowClient(cfg.uri).get_experiment(first).artifact_location
     assert location == (tmp_path / "artifacts").resolve().as_uri()
+
+
+@pytest.mark.parametrize(
+    ("uri", "message"),
+    [
+        ("http://127.0.0.1:{port}", "tracking.uri='http://127.0.0.1:{port}': no MLflow server "
+         "answers there ([Errno 111] Connection refused); start one"),
+        ("bogus://x", "tracking.uri='bogus://x' is not allowed: an MLflow store URI"),
+    ],
+)  # fmt: skip
+def test_a_store_that_cannot_be_used_is_one_line_within_seconds(uri: str, message: str):
+    port = free_port()  # nothing listens there
+    started = time.monotonic()
+    with pytest.raises(PeftlabError) as error:
+        tracking.use_store(TrackingConfig(uri=uri.format(port=port)))
+    assert time.monotonic() - started < 5  # not MLflow's minutes of retries
+    assert str(error.value).startswith(message.format(port=port))
+    assert "\n" not in str(error.value)
 
 
 def test_run_ends_finished(tmp_path: Path):
@@ -144,6 +163,7 @@ import mlflow
 import pandas as pd
 from peftlab import tracking
 from peftlab.config import DatasetConfig, TrackingConfig
+from peftlab.errors import PeftlabError
 
 cfg = TrackingConfig(uri=sys.argv[1], experiment=sys.argv[2], artifact_location=None)
 tracking.use_store(cfg)
