@@ -69,8 +69,9 @@ train: setup
 test: setup browser services slurm
 	$(PY) -m pytest $(ARGS)
 
+# The tests that run in this process only: no train.py, server, browser or daemon.
 test-fast: setup
-	$(PY) -m pytest -m "not slow" $(ARGS)
+	$(PY) -m pytest -m "not slow and not process" $(ARGS)
 
 ui: setup
 	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \

@@ -42,6 +42,17 @@ CONF_DIR = ROOT / "conf"
 
 register_configs()
 
+# Session fixtures that start processes: train.py sweeps, PostgreSQL, Slurm, an MLflow server.
+# A test using one is a `process` test like those marked so; `make test-fast` leaves them out.
+PROCESS_FIXTURES = {"sweep_run", "method_sweep", "pruned_search", "postgres", "slurm",
+                    "mlflow_on_postgres"}  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if PROCESS_FIXTURES & set(item.fixturenames):
+            item.add_marker(pytest.mark.process)
+
 
 def sample_texts() -> list[str]:
     with open(SAMPLES_DIR / "prompts.csv", newline="") as f:

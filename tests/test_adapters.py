@@ -85,6 +85,7 @@ def test_generation_flags_override_the_stored_settings():
     )
 
 
+@pytest.mark.process
 def test_unknown_run_is_one_error_line(two_runs):
     work = two_runs[0]
     result = peftlab_process("generate", "--run", "feedface", "--prompt", "hi", cwd=work)

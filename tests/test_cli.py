@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import peftlab, peftlab_process, run_train, store_runs, tiny_overrides
 
+pytestmark = pytest.mark.process  # rerun launches train.py
+
 
 @pytest.fixture(scope="module")
 def original(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):

@@ -17,6 +17,8 @@ import pytest
 from conftest import ROOT, run_tiny, tiny_overrides
 from mlflow.tracking import MlflowClient
 
+pytestmark = pytest.mark.process  # Slurm's daemons and jobs
+
 SLURM = [
     "hydra/launcher=submitit_slurm",
     "hydra.launcher.partition=debug",

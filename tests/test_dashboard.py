@@ -3,8 +3,11 @@
 import sys
 from pathlib import Path
 
+import pytest
 from conftest import CHROMIUM_ARGS, chromium, free_port, peftlab_process, serving
 from playwright.sync_api import expect, sync_playwright
+
+pytestmark = pytest.mark.process  # the peftlab command and optuna-dashboard seen in Chromium
 
 
 def test_the_dashboard_shows_the_latest_searchs_trials_and_history(pruned_search, screenshots):

@@ -70,6 +70,7 @@ def test_without_runs_it_says_how_to_make_one(tmp_path: Path):
     assert "make train" in demo.empty_message("peftlab")
 
 
+@pytest.mark.process
 def test_browser_picks_an_adapter_and_sees_base_and_tuned_outputs(store, screenshots):
     client, best, _ = store
     executable = chromium()

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_tiny, store_runs, tiny_overrides
 
+pytestmark = pytest.mark.process  # torchrun's processes
+
 
 def test_torchrun_trains_one_run_equal_to_a_single_process(tiny_bloom: Path, tmp_path: Path):
     torchrun = Path(sys.executable).with_name("torchrun")

@@ -21,6 +21,8 @@ from conftest import (
     tiny_overrides,
 )
 
+pytestmark = pytest.mark.process  # signals and faults in real train.py processes
+
 LONG = "trainer.num_train_epochs=500"  # minutes of training: time to be interrupted
 
 

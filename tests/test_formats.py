@@ -236,6 +236,7 @@ def test_with_on_bad_lines_skip_empty_completions_are_left_out_and_counted(tmp_p
     assert examples.skipped_lines == 1
 
 
+@pytest.mark.process
 def test_train_py_answers_a_data_fault_in_seconds_without_a_run(tmp_path: Path):
     """One real process: the fault is found before torch, transformers or a model load."""
     overrides, message = faults(tmp_path)[-1]

@@ -54,6 +54,7 @@ def test_logged_model_references_the_base_model_instead_of_copying_it(lora_run):
                    if "adapter" not in name)  # fmt: skip
 
 
+@pytest.mark.process
 def test_mlflow_models_serve_answers_with_the_same_text(lora_run):
     uri, result = lora_run
     (sample,) = result.samples

@@ -233,7 +233,8 @@ def test_shared_base_model_stays_pristine_through_jobs_of_every_method(
     untuned = []
     for option in METHODS:
         pipeline._baselines.clear()  # measured anew on the shared base after each method
-        result = run_tiny(tiny_llama, tmp_path / option, f"peft={option}", *METHODS[option])
+        result = run_tiny(tiny_llama, tmp_path / option, f"peft={option}", *METHODS[option],
+                          "trainer.num_train_epochs=1")  # fmt: skip
         assert modeling.load_shared(cfg.model).model is base
         assert_unchanged(base, before)
         untuned.append(result.eval_loss_untuned)

@@ -15,6 +15,8 @@ from playwright.sync_api import expect, sync_playwright
 
 from peftlab import pipeline, tracking
 
+pytestmark = pytest.mark.process  # an MLflow server seen in Chromium
+
 
 @pytest.fixture(scope="module")
 def two_job_sweep(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):

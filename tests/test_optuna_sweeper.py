@@ -25,6 +25,8 @@ from conftest import (
 
 from peftlab import study as studies
 
+pytestmark = pytest.mark.process  # searches run as train.py -m
+
 
 def journal_study(work: Path, name: str = "peftlab") -> optuna.Study:
     (journal,) = (work / "multirun").glob(f"*/*/{studies.JOURNAL_FILE}")

@@ -10,6 +10,8 @@ from mlflow.tracking import MlflowClient
 from peftlab import modeling
 from peftlab.config import ModelConfig, package_dir
 
+pytestmark = pytest.mark.process  # train.py on the embedded model
+
 
 @pytest.mark.slow
 def test_embedded_smollm2_trains_a_few_steps_offline(tmp_path: Path):

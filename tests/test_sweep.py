@@ -62,6 +62,7 @@ def test_sweep_outputs_live_in_unique_multirun_folders(sweep_run: Path):
     assert len(sweep_dir.name.split("-")[-1]) == 6  # microseconds
 
 
+@pytest.mark.process
 def test_job_of_a_sweep_equals_the_same_config_run_alone(sweep_run, tiny_bloom, tmp_path):
     _, _, children = sweep_parts(sweep_run)
     name = "peft.num_virtual_tokens=4,trainer.num_train_epochs=1"
@@ -81,6 +82,7 @@ def test_job_of_a_sweep_equals_the_same_config_run_alone(sweep_run, tiny_bloom, 
     )
 
 
+@pytest.mark.process
 def test_failing_job_is_failed_while_the_others_finish(tiny_bloom: Path, tmp_path: Path):
     run_sweep(tiny_bloom, tmp_path, "dataset.text_column=prompt,nope")
     _, parent, (good, bad) = sweep_parts(tmp_path)
@@ -92,6 +94,7 @@ def test_failing_job_is_failed_while_the_others_finish(tiny_bloom: Path, tmp_pat
     assert parent.data.tags["best_run_id"] == good.info.run_id
 
 
+@pytest.mark.process
 def test_submitit_local_runs_each_job_in_its_own_process(tiny_bloom: Path, tmp_path: Path):
     result = run_sweep(
         tiny_bloom,
@@ -107,6 +110,7 @@ def test_submitit_local_runs_each_job_in_its_own_process(tiny_bloom: Path, tmp_p
     assert len([p for p in (sweep_dir / ".submitit").iterdir() if p.name.isdigit()]) == 2
 
 
+@pytest.mark.process
 def test_optuna_search_minimises_eval_loss_over_the_search_space(tiny_bloom, tmp_path):
     result = run_sweep(
         tiny_bloom,
@@ -127,6 +131,7 @@ def test_optuna_search_minimises_eval_loss_over_the_search_space(tiny_bloom, tmp
     assert f"{best}"[:6] in (result.stderr + result.stdout).split("Best value: ")[1]
 
 
+@pytest.mark.process
 def test_search_within_a_method_asks_for_its_own_keys(tiny_llama: Path, tmp_path: Path):
     result = run_sweep(
         tiny_llama,
@@ -145,6 +150,7 @@ def test_search_within_a_method_asks_for_its_own_keys(tiny_llama: Path, tmp_path
         assert Lora.learning_rate / 5 <= rate <= Lora.learning_rate * 5
 
 
+@pytest.mark.process
 def test_search_across_methods_picks_a_method_then_its_keys(tiny_llama: Path, tmp_path: Path):
     result = run_sweep(
         tiny_llama, tmp_path, "hparams_search=optuna-methods", "hydra.sweeper.n_trials=4"
@@ -165,6 +171,7 @@ def test_swept_keys_come_from_sweep_overrides_and_search_space():
     assert keys == ["a", "c", "d"]
 
 
+@pytest.mark.process
 def test_mlflow_server_on_loopback_serves_the_sweep(sweep_run: Path):
     _, parent, children = sweep_parts(sweep_run)
     with mlflow_server(sweep_run) as base:

@@ -11,8 +11,11 @@ from pathlib import Path
 
 import httpx
 import mlflow
+import pytest
 from conftest import ROOT, free_port, serving, tiny_overrides
 from mlflow.tracking import MlflowClient
+
+pytestmark = pytest.mark.process  # an MLflow server and the jobs that log to it
 
 
 def train(model: Path, work: Path, *overrides: str, env: dict[str, str] | None = None):

@@ -7,6 +7,8 @@ from pathlib import Path
 import pytest
 from conftest import ROOT, run_train, store_runs, tiny_overrides
 
+pytestmark = pytest.mark.process  # train.py as a user runs it
+
 
 @pytest.fixture(scope="module")
 def cli_run(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
