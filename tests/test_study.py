@@ -81,8 +81,10 @@ def test_a_live_trial_keeps_its_place_while_its_worker_beats(tmp_path: Path):
     study = journal(tmp_path)
     trial = study.ask(SPACE)
     with studies.heartbeats(study, [trial._trial_id], interval_s=0.05):
-        time.sleep(0.3)  # six beats: alive though started long ago in heartbeats
-        assert studies.fail_abandoned(study, heartbeat_s=0.05) == []
+        # Started 1 s ago: dead after 0.3 s without a beat (three intervals of 0.1 s), alive
+        # with one every 0.05 s (a margin of six beats for a busy machine).
+        time.sleep(1.0)
+        assert studies.fail_abandoned(study, heartbeat_s=0.1) == []
     assert study.get_trials()[0].state == TrialState.RUNNING
 
 
