@@ -392,12 +392,14 @@ def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session", autouse=True)
 def private_caches(tmp_path_factory: pytest.TempPathFactory):
-    """The tests' model conversions and Hugging Face files stay in their own temp folder,
-    never in the user's ~/.cache (the variables reach the subprocesses too)."""
+    """The tests' model conversions, Hugging Face files and matplotlib's font cache stay in
+    their own temp folder, never in the user's ~/.cache (the variables reach the subprocesses
+    too; matplotlib reads its own when first imported, after this)."""
     cache = tmp_path_factory.mktemp("cache")
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("PEFTLAB_CACHE", str(cache / "peftlab"))
         patch.setenv("HF_HOME", str(cache / "huggingface"))
+        patch.setenv("MPLCONFIGDIR", str(cache / "matplotlib"))
         yield
 
 

@@ -21,6 +21,8 @@ from conftest import (
     tiny_overrides,
 )
 
+from peftlab import training
+
 pytestmark = pytest.mark.process  # signals and faults in real train.py processes
 
 LONG = "trainer.num_train_epochs=500"  # minutes of training: time to be interrupted
@@ -204,29 +206,50 @@ def uninterrupted(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
     return run
 
 
-def assert_ends_as_uninterrupted(work: Path, run_id: str, expected) -> None:
-    """The same run FINISHED, every step logged once, the held-out loss of a run never stopped."""
+def assert_ends_as_uninterrupted(
+    work: Path, run_id: str, expected, redone_after: int | None = None
+) -> None:
+    """The same run FINISHED, every step logged once, the held-out loss of a run never stopped.
+    Steps after ``redone_after`` (the checkpoint a killed process resumed from) were trained
+    again: they may be logged twice, with the same loss (the same training, redone)."""
     client, runs = store_runs(work)
     assert [r.info.run_id for r in runs if "train_loss" in r.data.metrics] == [run_id]  # no other
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
-    steps = [m.step for m in client.get_metric_history(run_id, "train_loss")]
-    assert sorted(steps) == list(range(1, 161))  # every step once: none lost, none repeated
+    losses: dict[int, list[float]] = {}
+    for point in client.get_metric_history(run_id, "train_loss"):
+        losses.setdefault(point.step, []).append(point.value)
+    assert sorted(losses) == list(range(1, 161))  # none lost
+    for step, values in losses.items():
+        redone = redone_after is not None and step > redone_after
+        assert len(values) == 1 or (redone and values == pytest.approx([values[0]] * 2)), step
     assert run.data.metrics["eval_loss"] == pytest.approx(
         expected.data.metrics["eval_loss"], abs=1e-4
     )
 
 
-def wait_for_checkpoint(run_dir: Path, process: subprocess.Popen) -> Path:
-    """The first complete checkpoint: trainer_state.json is the last file Trainer writes."""
+def stop_past_a_checkpoint(work: Path, process: subprocess.Popen) -> Path:
+    """Freeze the process (SIGSTOP) once it has logged steps after its last complete checkpoint,
+    and return that checkpoint: steps that a resume trains again."""
+    trainer = work / "outputs" / "run" / "trainer"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()[1][-3000:]
-        done = sorted((run_dir / "trainer").glob("checkpoint-*/trainer_state.json"))
-        if done:
-            return done[0].parent
+        logged = max((int(m.step) for m in logged_losses(work)), default=0)  # only grows
+        process.send_signal(signal.SIGSTOP)
+        checkpoint = training.last_checkpoint(trainer)
+        if checkpoint is not None and logged > int(checkpoint.name.split("-")[1]):
+            return checkpoint
+        process.send_signal(signal.SIGCONT)
         time.sleep(0.05)
-    raise TimeoutError(f"no checkpoint in {run_dir}/trainer within 180 s")
+    raise TimeoutError(f"no step logged past a checkpoint in {trainer} within 180 s")
+
+
+def logged_losses(work: Path) -> list:
+    if not (work / "mlruns" / "mlflow.db").is_file():
+        return []
+    client, runs = store_runs(work)
+    return [m for run in runs for m in client.get_metric_history(run.info.run_id, "train_loss")]
 
 
 def test_a_resumed_run_continues_as_the_same_run_and_ends_as_if_uninterrupted(
@@ -255,16 +278,20 @@ def test_a_killed_process_leaves_its_run_running_with_its_last_epoch_checkpoint(
     """SIGKILL (a node lost): no handler runs; the checkpoint of the last epoch is what is kept,
     and `peftlab resume` continues the run from it to the uninterrupted result."""
     process = start_train(work, EPOCHS)
-    checkpoint = wait_for_checkpoint(work / "outputs" / "run", process)
+    checkpoint = stop_past_a_checkpoint(work, process)
     process.kill()
     process.communicate(timeout=60)
     (run,) = store_runs(work)[1]
     assert run.info.status == "RUNNING"
+    assert training.last_checkpoint(checkpoint.parent) == checkpoint  # what resume takes
     state = json.loads((checkpoint / "trainer_state.json").read_text())
     assert state["global_step"] % 4 == 0 and state["epoch"] == state["global_step"] / 4
+    logged_before = len(logged_losses(work))
+    assert logged_before > state["global_step"]  # steps past the checkpoint, to be redone
     result = peftlab_process("resume", run.info.run_id, cwd=work)
     assert result.returncode == 0, result.stderr[-3000:]
-    assert_ends_as_uninterrupted(work, run.info.run_id, uninterrupted)
+    assert_ends_as_uninterrupted(work, run.info.run_id, uninterrupted, state["global_step"])
+    assert len(logged_losses(work)) == 160 + logged_before - state["global_step"]
 
 
 def test_a_submitit_job_run_again_in_its_folder_resumes_its_unfinished_run(

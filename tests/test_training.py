@@ -130,6 +130,19 @@ def test_held_out_loss_is_the_mean_over_every_held_out_token(llama_and_rows, tmp
         assert loss == pytest.approx(loss_sum / tokens, abs=1e-5), batch
 
 
+def test_the_last_checkpoint_is_the_latest_complete_one(tmp_path: Path):
+    """A process killed while saving leaves a checkpoint without its trainer_state.json (written
+    last), or with it cut short: resuming takes the one before."""
+    for step, state in [(4, '{"global_step": 4}'), (8, None), (12, '{"global_st')]:
+        folder = tmp_path / f"checkpoint-{step}"
+        folder.mkdir()
+        (folder / "adapter_model.safetensors").write_bytes(b"")
+        if state is not None:
+            (folder / "trainer_state.json").write_text(state)
+    assert training.last_checkpoint(tmp_path) == tmp_path / "checkpoint-4"
+    assert training.last_checkpoint(tmp_path / "none-yet") is None
+
+
 def eval_curve(work: Path) -> list[tuple[int, float]]:
     client, (run,) = store_runs(work)
     history = client.get_metric_history(run.info.run_id, "eval_loss")

@@ -3,6 +3,7 @@ token-weighted held-out loss, early stopping."""
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from dataclasses import replace
@@ -26,7 +27,7 @@ from transformers import (
     TrainingArguments,
 )
 from transformers.trainer import TRAINER_STATE_NAME
-from transformers.trainer_utils import EvalLoopOutput, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
 from peftlab import distributed, interrupts, tracking
 from peftlab.config import Precision, TrainerConfig
@@ -169,8 +170,23 @@ class CheckpointOnInterrupt(TrainerCallback):
 
 
 def last_checkpoint(output_dir: Path) -> Path | None:
-    found = get_last_checkpoint(str(output_dir)) if output_dir.is_dir() else None
-    return Path(found) if found else None
+    """The latest complete checkpoint in ``output_dir``. Trainer writes trainer_state.json last,
+    and removes the older checkpoint only after it: a process killed while saving leaves a
+    folder without it, and the one before still whole."""
+    complete = [
+        path
+        for path in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
+        if path.name.rsplit("-", 1)[1].isdigit() and _readable_state(path / TRAINER_STATE_NAME)
+    ]
+    return max(complete, key=lambda path: int(path.name.rsplit("-", 1)[1]), default=None)
+
+
+def _readable_state(path: Path) -> bool:
+    try:
+        json.loads(path.read_text())
+    except (OSError, ValueError):  # missing, or cut short mid-write
+        return False
+    return True
 
 
 def epoch_of(checkpoint: str | None) -> float:
