@@ -8,7 +8,6 @@ from conftest import (
     CHROMIUM_ARGS,
     chromium,
     mlflow_server,
-    run_sweep,
     sweep_parts,
 )
 from playwright.sync_api import expect, sync_playwright
@@ -18,18 +17,10 @@ from peftlab import pipeline, tracking
 pytestmark = pytest.mark.process  # an MLflow server seen in Chromium
 
 
-@pytest.fixture(scope="module")
-def two_job_sweep(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
-    work = tmp_path_factory.mktemp("ui-sweep")
-    result = run_sweep(tiny_bloom, work, "peft.num_virtual_tokens=2,4")
-    assert result.returncode == 0, result.stderr[-3000:]
-    return work
-
-
-def test_the_ui_shows_the_sweep_its_children_and_their_curves(two_job_sweep, screenshots):
-    client, parent, children = sweep_parts(two_job_sweep)
+def test_the_ui_shows_the_sweep_its_children_and_their_curves(sweep_run, screenshots):
+    client, parent, children = sweep_parts(sweep_run)
     executable = chromium()
-    with mlflow_server(two_job_sweep) as base, sync_playwright() as p:
+    with mlflow_server(sweep_run) as base, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=executable, args=CHROMIUM_ARGS)
         page = browser.new_page(viewport={"width": 1600, "height": 1000})
         experiment = f"{base}/#/experiments/{parent.info.experiment_id}"
@@ -65,7 +56,7 @@ def test_the_ui_shows_the_sweep_its_children_and_their_curves(two_job_sweep, scr
             has=page.get_by_text("train_loss", exact=True)
         )
         curves = card.locator(".scatterlayer .trace:has(path.point)")  # a run's line and points
-        expect(curves).to_have_count(2, timeout=30_000)
+        expect(curves).to_have_count(len(children), timeout=30_000)
         points = curves.evaluate_all("ts => ts.map(t => t.querySelectorAll('path.point').length)")
         steps = [len(client.get_metric_history(c.info.run_id, "train_loss")) for c in children]
         assert sorted(points) == sorted(steps)  # a point per logged step
