@@ -272,12 +272,17 @@ def logged_adapter_loss(work: Path, model_dir: Path, run_id: str, *overrides: st
     adapter = client.download_artifacts(run_id, "adapter", str(reload))
     loaded = modeling.load(ModelConfig(name_or_path=str(model_dir)))
     model = PeftModel.from_pretrained(loaded.model, adapter).eval()
+    return held_out_loss(model, loaded.tokenizer, model_dir, reload, *overrides)
+
+
+def held_out_loss(model, tokenizer, model_dir: Path, work: Path, *overrides: str) -> float:
+    """The held-out loss of ``model`` on a tiny run's held-out rows, as a run measures it."""
     cfg = to_settings(
-        compose_config([*tiny_overrides(model_dir, work), f"output_dir={reload}", *overrides])
+        compose_config([*tiny_overrides(model_dir, work), f"output_dir={work}", *overrides])
     )
-    splits = data.load_tokenized(cfg.dataset, loaded.tokenizer)
-    args = training.training_arguments(cfg.trainer, reload)
-    return training.evaluate_loss(model, loaded.tokenizer, args, splits.eval)
+    splits = data.load_tokenized(cfg.dataset, tokenizer)
+    args = training.training_arguments(cfg.trainer, work)
+    return training.evaluate_loss(model, tokenizer, args, splits.eval)
 
 
 def real_tokens_per_epoch(model_dir: Path, *overrides: str) -> int:

@@ -238,7 +238,7 @@ def stop_past_a_checkpoint(work: Path, process: subprocess.Popen) -> Path:
         logged = max((int(m.step) for m in logged_losses(work)), default=0)  # only grows
         process.send_signal(signal.SIGSTOP)
         checkpoint = training.last_checkpoint(trainer)
-        if checkpoint is not None and logged > int(checkpoint.name.split("-")[1]):
+        if checkpoint is not None and logged > training.checkpoint_step(checkpoint):
             return checkpoint
         process.send_signal(signal.SIGCONT)
         time.sleep(0.05)

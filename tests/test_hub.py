@@ -1,5 +1,4 @@
 import time
-from functools import partial
 from pathlib import Path
 
 import pytest
@@ -51,29 +50,26 @@ def test_missing_local_path_is_not_mistaken_for_a_hub_id(tmp_path):
 
 
 @pytest.mark.parametrize(
-    ("preset", "key", "hub_id"),
+    ("preset", "load", "message", "alternative"),
     [
-        ("dataset=awesome-chatgpt-prompts", "dataset.path", "fka/awesome-chatgpt-prompts"),
-        ("dataset=english-quotes", "dataset.path", "Abirate/english_quotes"),
-        ("model=bloomz-560m", "model.name_or_path", "bigscience/bloomz-560m"),
+        ("dataset=awesome-chatgpt-prompts", lambda cfg: data.load_splits(cfg.dataset),
+         "dataset.path='fka/awesome-chatgpt-prompts'", "dataset=prompts-sample"),
+        ("dataset=english-quotes", lambda cfg: data.load_splits(cfg.dataset),
+         "dataset.path='Abirate/english_quotes'", "dataset=prompts-sample"),
+        ("model=bloomz-560m", lambda cfg: modeling.load(cfg.model),
+         "model.name_or_path='bigscience/bloomz-560m'", "model=smollm2-135m"),
     ],
-)
+)  # fmt: skip
 def test_the_hub_presets_fail_fast_offline_naming_the_sample_to_use(
-    offline, tmp_path: Path, preset: str, key: str, hub_id: str
+    offline, tmp_path: Path, preset: str, load, message: str, alternative: str
 ):
     """The notebook's model and datasets, through the code a run uses, with an empty cache."""
     store = [f"tracking.uri=sqlite:///{tmp_path}/db", *in_process_overrides(tmp_path)]
     cfg = to_settings(compose_config([preset, *store]))
-    load = (
-        partial(data.load_splits, cfg.dataset)
-        if key == "dataset.path"
-        else (partial(modeling.load, cfg.model))
-    )
     start = time.monotonic()
     with pytest.raises(PeftlabError) as error:
-        load()
+        load(cfg)
     assert time.monotonic() - start < 10
-    message = str(error.value)
-    assert message.startswith(f"{key}={hub_id!r}") and "\n" not in message
-    assert "not in the local cache" in message
-    assert ("dataset=prompts-sample" if key == "dataset.path" else "model=smollm2-135m") in message
+    assert str(error.value).startswith(message) and "\n" not in str(error.value)
+    assert "not in the local cache" in str(error.value)
+    assert alternative in str(error.value)

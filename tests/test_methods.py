@@ -16,11 +16,11 @@ import torch
 from conftest import (
     CONF_DIR,
     compose_config,
+    held_out_loss,
     in_process_overrides,
     logged_adapter_loss,
     run_tiny,
     store_runs,
-    tiny_overrides,
 )
 from peft import PeftModel
 from peft.tuners.lora import LoraLayer
@@ -98,14 +98,8 @@ def test_saved_adapter_reloads_to_the_runs_loss_and_samples(method_run):
     _, model_dir, work, result = method_run
     loaded = modeling.load(ModelConfig(name_or_path=str(model_dir)))
     reloaded = PeftModel.from_pretrained(loaded.model, result.adapter_dir).eval()
-    cfg = to_settings(
-        compose_config([*tiny_overrides(model_dir, work), *in_process_overrides(work)])
-    )
-    splits = data.load_tokenized(cfg.dataset, loaded.tokenizer)
-    args = training.training_arguments(cfg.trainer, work / "reload")
-    assert training.evaluate_loss(reloaded, loaded.tokenizer, args, splits.eval) == pytest.approx(
-        result.eval_loss, rel=1e-6
-    )
+    loss = held_out_loss(reloaded, loaded.tokenizer, model_dir, work / "reload")
+    assert loss == pytest.approx(result.eval_loss, rel=1e-6)
     tuned = pipeline.tuned_samples(reloaded, loaded.tokenizer, GenerationSettings(max_new_tokens=8))
     assert tuned == [sample.tuned for sample in result.samples]
 

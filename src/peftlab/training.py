@@ -176,9 +176,15 @@ def last_checkpoint(output_dir: Path) -> Path | None:
     complete = [
         path
         for path in output_dir.glob(f"{PREFIX_CHECKPOINT_DIR}-*")
-        if path.name.rsplit("-", 1)[1].isdigit() and _readable_state(path / TRAINER_STATE_NAME)
+        if checkpoint_step(path) is not None and _readable_state(path / TRAINER_STATE_NAME)
     ]
-    return max(complete, key=lambda path: int(path.name.rsplit("-", 1)[1]), default=None)
+    return max(complete, key=checkpoint_step, default=None)
+
+
+def checkpoint_step(path: Path) -> int | None:
+    """The step of a Trainer checkpoint folder (``checkpoint-N``); None for another folder."""
+    step = path.name.removeprefix(f"{PREFIX_CHECKPOINT_DIR}-")
+    return int(step) if step.isdigit() else None
 
 
 def _readable_state(path: Path) -> bool:
