@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import csv
+import functools
 import io
 import json
+import logging
 import os
+import runpy
 import shutil
 import subprocess
 import sys
@@ -21,6 +24,7 @@ import pytest
 import torch
 from cluster import free_port  # one helper for the tests and `make cluster`
 from hydra import compose, initialize_config_dir
+from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 from mlflow.tracking import MlflowClient
 from omegaconf import DictConfig, OmegaConf
 from peft import PeftModel
@@ -42,10 +46,9 @@ CONF_DIR = ROOT / "conf"
 
 register_configs()
 
-# Session fixtures that start processes: train.py sweeps, PostgreSQL, Slurm, an MLflow server.
+# Session fixtures that start processes: joblib's workers, PostgreSQL, Slurm, an MLflow server.
 # A test using one is a `process` test like those marked so; `make test-fast` leaves them out.
-PROCESS_FIXTURES = {"sweep_run", "method_sweep", "pruned_search", "postgres", "slurm",
-                    "mlflow_on_postgres"}  # fmt: skip
+PROCESS_FIXTURES = {"pruned_search", "postgres", "slurm", "mlflow_on_postgres"}
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -231,6 +234,25 @@ def tiny_overrides(model_dir: Path, work: Path) -> list[str]:
     ]
 
 
+@functools.cache
+def empty_store() -> Path:
+    """An MLflow store with its schema made, once a session, under the tests' private cache:
+    MLflow migrates a new SQLite store's schema in ~2 s, which every test's store would pay."""
+    folder = Path(os.environ["PEFTLAB_CACHE"]).parent / "empty-store"
+    folder.mkdir()
+    SqlAlchemyStore(f"sqlite:///{folder}/mlflow.db", str(folder / "artifacts"))  # makes it
+    return folder / "mlflow.db"
+
+
+def new_store(work: Path) -> None:
+    """The store under ``work`` (where :func:`tiny_overrides` points) as a copy of
+    :func:`empty_store`, unless it has one. Tests of a store's own making go without."""
+    store = work / "mlruns" / "mlflow.db"
+    if not store.exists():
+        store.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(empty_store(), store)
+
+
 def compose_config(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=overrides)
@@ -249,6 +271,7 @@ def peft_option(overrides) -> str:
 
 def run_tiny(model_dir: Path, work: Path, *overrides: str, name: str = "run") -> RunResult:
     """One run in this process, as train.py would do it, into ``work/name``."""
+    new_store(work)
     cfg = compose_config(
         [*tiny_overrides(model_dir, work), *in_process_overrides(work, name), *overrides]
     )
@@ -420,6 +443,32 @@ def run_train(*overrides: str, cwd: Path, env: dict[str, str] | None = None):
     )
 
 
+def train_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``python train.py ARGS`` in this process: the script run as ``__main__`` (Hydra's own
+    launch: compose, sweepers, launchers, callbacks), without a new interpreter's ~10 s of
+    imports. Its exit code and what it printed; the log handlers Hydra set up go after."""
+    out, err = io.StringIO(), io.StringIO()
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    with pytest.MonkeyPatch.context() as patch, redirect_stdout(out), redirect_stderr(err):
+        patch.chdir(cwd)
+        patch.setattr(sys, "argv", [str(ROOT / "train.py"), *args])
+        try:
+            runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
+            code = 0
+        except SystemExit as exit:
+            if isinstance(exit.code, str):  # what the interpreter does with it: print, exit 1
+                print(exit.code, file=sys.stderr)
+                code = 1
+            else:
+                code = exit.code or 0
+        finally:
+            for handler in set(root.handlers) - set(handlers):
+                handler.close()
+            root.handlers[:], root.level = handlers, level
+    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+
+
 def store_runs(work: Path):
     """The MLflow client of the store under ``work`` and all its runs."""
     client = tracking.client(f"sqlite:///{work}/mlruns/mlflow.db")  # locked, as peftlab opens it
@@ -436,8 +485,10 @@ def sweep_parts(work: Path):
 
 
 def run_sweep(model_dir: Path, work: Path, *overrides: str) -> subprocess.CompletedProcess:
-    """``python train.py -m`` on a tiny model, its store and multirun/ under ``work``."""
-    return run_train("-m", *tiny_overrides(model_dir, work), *overrides, cwd=work)
+    """``train.py -m`` on a tiny model in this process, its store and multirun/ under ``work``
+    (test_train.py and test_faults.py run train.py, and a sweep, as processes of their own)."""
+    new_store(work)
+    return train_in_process("-m", *tiny_overrides(model_dir, work), *overrides, cwd=work)
 
 
 @pytest.fixture(scope="session")

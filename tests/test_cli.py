@@ -1,11 +1,16 @@
 """peftlab rerun: a run again from its saved config, with the same result."""
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-from conftest import peftlab, peftlab_process, run_train, store_runs, tiny_overrides
+from conftest import (
+    new_store,
+    peftlab,
+    peftlab_process,
+    store_runs,
+    tiny_overrides,
+    train_in_process,
+)
 
 pytestmark = pytest.mark.process  # rerun launches train.py
 
@@ -13,9 +18,9 @@ pytestmark = pytest.mark.process  # rerun launches train.py
 @pytest.fixture(scope="module")
 def original(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("rerun")
-    result = run_train(
-        *tiny_overrides(tiny_bloom, work), "peft.prompt_tuning_init=RANDOM", cwd=work
-    )
+    new_store(work)
+    result = train_in_process(*tiny_overrides(tiny_bloom, work), "peft.prompt_tuning_init=RANDOM",
+                              f"hydra.run.dir={work}/outputs/run", cwd=work)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     (run,) = store_runs(work)[1]
     return work, run
@@ -38,12 +43,8 @@ def test_rerun_reproduces_the_eval_loss(original):
 def test_hydra_rerun_from_the_saved_config_folder(original):
     work, run = original
     config_dir = work / "outputs" / "run" / ".hydra"
-    result = subprocess.run(
-        [sys.executable, str(Path(__file__).parents[1] / "train.py"),
-         "--config-path", str(config_dir), "--config-name", "config",
-         f"hydra.run.dir={work}/outputs/hydra-rerun"],
-        cwd=work, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    result = train_in_process("--config-path", str(config_dir), "--config-name", "config",
+                              f"hydra.run.dir={work}/outputs/hydra-rerun", cwd=work)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     newest = max(store_runs(work)[1], key=lambda r: r.info.start_time)
     assert newest.info.run_id != run.info.run_id

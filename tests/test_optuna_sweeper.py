@@ -25,8 +25,6 @@ from conftest import (
 
 from peftlab import study as studies
 
-pytestmark = pytest.mark.process  # searches run as train.py -m
-
 
 def journal_study(work: Path, name: str = "peftlab") -> optuna.Study:
     (journal,) = (work / "multirun").glob(f"*/*/{studies.JOURNAL_FILE}")
@@ -118,6 +116,7 @@ def run_workers(count: int, model_dir: Path, work: Path, *overrides: str) -> lis
     return outputs
 
 
+@pytest.mark.process
 @pytest.mark.parametrize("backend", ["journal", "postgresql"])
 def test_workers_started_at_once_run_one_study(backend, tiny_bloom, tmp_path, request):
     if backend == "journal":
@@ -225,6 +224,7 @@ def test_bad_search_settings_are_one_line_before_any_run(case, tiny_bloom, tmp_p
         assert runs == []  # no parent run was started, so none is left RUNNING
 
 
+@pytest.mark.process
 def test_an_interrupted_search_ends_its_trial_killed_and_not_counted(tiny_bloom, tmp_path):
     from test_faults import LONG, start_train, wait_until_training
 
@@ -249,6 +249,7 @@ def test_an_interrupted_search_ends_its_trial_killed_and_not_counted(tiny_bloom,
     assert trial.user_attrs[studies.NOT_COUNTED_ATTR] == "interrupted"
 
 
+@pytest.mark.process
 def test_trials_run_as_submitit_jobs_report_to_the_study(tiny_bloom: Path, tmp_path: Path):
     result = run_sweep(
         tiny_bloom,

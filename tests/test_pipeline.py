@@ -2,14 +2,16 @@
 
 import errno
 import json
+import logging
 from importlib import metadata
 from pathlib import Path
 
 import peft
 import pytest
 import torch
-from conftest import logged_adapter_loss, real_tokens_per_epoch, run_tiny
+from conftest import logged_adapter_loss, real_tokens_per_epoch, run_tiny, store_runs
 from mlflow.tracking import MlflowClient
+from test_faults import rows_csv
 
 from peftlab import pipeline, training
 from peftlab.config import SAMPLES_DIR
@@ -186,3 +188,13 @@ def test_a_task_run_scores_its_held_out_generations_and_says_so(tiny_llama, tmp_
     line = next(x for x in capsys.readouterr().out.splitlines() if x.startswith("Held-out gen"))
     untuned, tuned = result.scores["rougeL"]
     assert f"rougeL {untuned:.2f} -> {tuned:.2f}" in line
+
+
+def test_skipped_rows_are_counted_on_the_run(tiny_bloom: Path, tmp_path: Path, caplog):
+    data = rows_csv(tmp_path / "rows.csv", bad_line=True)
+    with caplog.at_level(logging.WARNING, logger="peftlab.data"):
+        run_tiny(tiny_bloom, tmp_path, f"dataset.data_files={data}", "dataset.text_column=text",
+                 "dataset.on_bad_lines=skip")  # fmt: skip
+    assert f"Skipped 1 rows of {data} that did not parse or hold no example" in caplog.messages
+    (run,) = store_runs(tmp_path)[1]
+    assert run.data.metrics["dataset_skipped_lines"] == 1

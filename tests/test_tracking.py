@@ -8,7 +8,7 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import ROOT, free_port
+from conftest import ROOT, free_port, new_store
 from mlflow.tracking import MlflowClient
 
 from peftlab import tracking
@@ -17,15 +17,21 @@ from peftlab.errors import PeftlabError
 
 
 def store(tmp_path: Path, experiment: str = "exp") -> TrackingConfig:
+    """A store under ``tmp_path``, its schema made (a copy of the session's empty store)."""
+    new_store(tmp_path)
     return TrackingConfig(
-        uri=f"sqlite:///{tmp_path}/nested/mlflow.db",
+        uri=f"sqlite:///{tmp_path}/mlruns/mlflow.db",
         experiment=experiment,
         artifact_location=str(tmp_path / "artifacts"),
     )
 
 
 def test_store_and_experiment_are_created_once(tmp_path: Path):
-    cfg = store(tmp_path)
+    cfg = TrackingConfig(
+        uri=f"sqlite:///{tmp_path}/nested/mlflow.db",
+        experiment="exp",
+        artifact_location=str(tmp_path / "artifacts"),
+    )
     first, second = tracking.use_store(cfg), tracking.use_store(cfg)
     assert first == second
     assert (tmp_path / "nested" / "mlflow.db").is_file()

@@ -12,7 +12,8 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
+from email.parser import HeaderParser
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,7 @@ from filelock import FileLock
 from mlflow.data.huggingface_dataset_source import HuggingFaceDatasetSource
 from mlflow.entities import Run
 from mlflow.exceptions import MlflowException
-from mlflow.tracking import MlflowClient
+from mlflow.tracking import MlflowClient, fluent
 from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
 
 from peftlab import interrupts
@@ -209,11 +210,31 @@ def run(
 
 def _end_if_reachable(cfg: TrackingConfig, status: str, error: str) -> None:
     """End the run with its error, unless the store is what failed: the error says it all."""
+    run_id = mlflow.active_run().info.run_id
     try:
         mlflow.set_tag("error", redact(error))
         mlflow.end_run(status)
     except STORE_ERRORS as unreachable:
         log.warning("Could not end the run in %s: %s", redact(cfg.uri), short(unreachable))
+        _leave_unended(run_id)
+
+
+def _leave_unended(run_id: str) -> None:
+    """Leave a run its store can't end: off MLflow's stack of active runs, and its system
+    metrics sampler stopped (MLflow's end_run stops at the store first and leaves the sampler
+    writing warnings after the run's error line); its last samples can't be sent."""
+    with suppress(*STORE_ERRORS):
+        if mlflow.active_run() is not None:
+            mlflow.end_run()  # off the stack, then fails at the store
+    sampler = fluent.run_id_to_system_metrics_monitor.pop(run_id, None)
+    if sampler is not None:
+        sampler_log = logging.getLogger("mlflow.system_metrics")
+        level = sampler_log.level
+        sampler_log.setLevel(logging.CRITICAL)  # its flush fails: the store is gone
+        try:
+            sampler.finish()
+        finally:
+            sampler_log.setLevel(level)
 
 
 def short(error: BaseException) -> str:
@@ -295,8 +316,11 @@ def installed_packages() -> str:
     of a package installed twice, the one imports find first on ``sys.path``."""
     found: dict[str, str] = {}
     for dist in metadata.distributions():  # in sys.path order
-        if dist.metadata["Name"]:
-            found.setdefault(dist.metadata["Name"], dist.version)
+        # The headers only: dist.metadata and dist.version parse each long description too.
+        text = dist.read_text("METADATA") or dist.read_text("PKG-INFO") or ""
+        headers = HeaderParser().parsestr(text.split("\n\n", 1)[0])
+        if headers["Name"]:
+            found.setdefault(headers["Name"], headers["Version"])
     return "".join(f"{name}=={found[name]}\n" for name in sorted(found, key=str.lower))
 
 
