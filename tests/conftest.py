@@ -7,6 +7,7 @@ import functools
 import io
 import json
 import logging
+import logging.config
 import os
 import runpy
 import shutil
@@ -453,6 +454,9 @@ def train_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     with pytest.MonkeyPatch.context() as patch, redirect_stdout(out), redirect_stderr(err):
         patch.chdir(cwd)
         patch.setattr(sys, "argv", [str(ROOT / "train.py"), *args])
+        # Hydra sets up logging with dictConfig, which first closes every handler the process
+        # has made: here pytest's and other libraries' (absl's would close pytest's capture).
+        patch.setattr(logging.config, "_clearExistingHandlers", logging._handlers.clear)
         try:
             runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
             code = 0
