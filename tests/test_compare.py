@@ -87,6 +87,7 @@ def test_the_eval_loss_plot_draws_each_run_against_each_swept_key(comparison):
             assert list(line.get_xdata()) == sorted(line.get_xdata(), key=float)
 
 
+@pytest.mark.process  # the command's exit code, as a user runs it
 def test_compare_command_prints_the_ranking(sweep_run: Path, tmp_path: Path):
     result = peftlab_process("compare", "--out", str(tmp_path / "out"), cwd=sweep_run)
     assert result.returncode == 0, result.stderr[-2000:]
