@@ -15,6 +15,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from contextlib import contextmanager, redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -309,6 +310,14 @@ def held_out_loss(model, tokenizer, model_dir: Path, work: Path, *overrides: str
     return training.evaluate_loss(model, tokenizer, args, splits.eval)
 
 
+def rows_csv(path: Path, bad_line: bool) -> Path:
+    lines = ["text,id", *(f'"example number {i}, with a comma",{i}' for i in range(30))]
+    if bad_line:
+        lines.insert(5, "an unquoted, comma,99")  # three fields under a two-field header
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
 def real_tokens_per_epoch(model_dir: Path, *overrides: str) -> int:
     """A tiny run's training tokens an epoch, padding not counted (the attention mask's ones)."""
     tokenizer = PreTrainedTokenizerFast.from_pretrained(model_dir)
@@ -322,14 +331,23 @@ def peftlab(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """``peftlab ARGS`` in this process (``cli.main``), from ``cwd`` (its default store is
     ``cwd/mlruns``): its exit code and what it printed. Commands that launch train.py (rerun,
     resume) print that process's output straight through: use :func:`peftlab_process` there."""
+    return as_a_process(lambda: cli.main(list(args)), args, cwd)
+
+
+def as_a_process(main: Callable[[], int | None], args, cwd: Path) -> subprocess.CompletedProcess:
+    """``main()`` run from ``cwd`` in this process, ended as a process would end: its exit code
+    (a SystemExit's; for a message, printed and 1, as the interpreter does) and what it printed."""
     out, err = io.StringIO(), io.StringIO()
     with pytest.MonkeyPatch.context() as patch, redirect_stdout(out), redirect_stderr(err):
         patch.chdir(cwd)
         try:
-            code = cli.main(list(args))
-        except SystemExit as exit:  # argparse's usage errors
+            code = main()
+        except SystemExit as exit:
             code = exit.code
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
+            if isinstance(code, str):
+                print(code, file=sys.stderr)
+                code = 1
+    return subprocess.CompletedProcess(args, code or 0, out.getvalue(), err.getvalue())
 
 
 def peftlab_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
@@ -448,29 +466,23 @@ def train_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
     """``python train.py ARGS`` in this process: the script run as ``__main__`` (Hydra's own
     launch: compose, sweepers, launchers, callbacks), without a new interpreter's ~10 s of
     imports. Its exit code and what it printed; the log handlers Hydra set up go after."""
-    out, err = io.StringIO(), io.StringIO()
+
+    def run_script() -> None:
+        runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
+
     root = logging.getLogger()
     handlers, level = root.handlers[:], root.level
-    with pytest.MonkeyPatch.context() as patch, redirect_stdout(out), redirect_stderr(err):
-        patch.chdir(cwd)
+    with pytest.MonkeyPatch.context() as patch:
         patch.setattr(sys, "argv", [str(ROOT / "train.py"), *args])
         # Hydra sets up logging with dictConfig, which first closes every handler the process
         # has made: here pytest's and other libraries' (absl's would close pytest's capture).
         patch.setattr(logging.config, "_clearExistingHandlers", logging._handlers.clear)
         try:
-            runpy.run_path(str(ROOT / "train.py"), run_name="__main__")
-            code = 0
-        except SystemExit as exit:
-            if isinstance(exit.code, str):  # what the interpreter does with it: print, exit 1
-                print(exit.code, file=sys.stderr)
-                code = 1
-            else:
-                code = exit.code or 0
+            return as_a_process(run_script, args, cwd)
         finally:
             for handler in set(root.handlers) - set(handlers):
                 handler.close()
             root.handlers[:], root.level = handlers, level
-    return subprocess.CompletedProcess(args, code, out.getvalue(), err.getvalue())
 
 
 def store_runs(work: Path):

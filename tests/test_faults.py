@@ -2,7 +2,6 @@
 
 import json
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -18,6 +17,7 @@ from conftest import (
     new_store,
     peftlab_process,
     real_tokens_per_epoch,
+    rows_csv,
     store_runs,
     sweep_parts,
     tiny_overrides,
@@ -70,11 +70,18 @@ def wait_until_sigint_is_default(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture
-def work(tiny_bloom: Path, tmp_path: Path) -> Path:
+def bare_work(tiny_bloom: Path, tmp_path: Path) -> Path:
+    """A folder to run in, the tiny model beside it, no store yet."""
     (tmp_path / "model").symlink_to(tiny_bloom)
     (tmp_path / "work").mkdir()
-    new_store(tmp_path / "work")
     return tmp_path / "work"
+
+
+@pytest.fixture
+def work(bare_work: Path) -> Path:
+    """The same with an empty store (see conftest.new_store)."""
+    new_store(bare_work)
+    return bare_work
 
 
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
@@ -118,9 +125,9 @@ def test_an_interrupted_sweep_ends_killed_with_its_running_job(work: Path):
     assert [child.info.status for child in children] == ["KILLED"]  # the second never started
 
 
-def test_processes_started_at_once_on_a_fresh_store_all_finish(work: Path):
+def test_processes_started_at_once_on_a_fresh_store_all_finish(bare_work: Path):
     """Each creates the SQLite store or waits for it: a file lock around schema creation."""
-    shutil.rmtree(work / "mlruns")  # no store yet: the processes make it
+    work = bare_work
     processes = [start_train(work, name=f"run{i}") for i in range(3)]
     for process in processes:
         _, stderr = process.communicate(timeout=600)
@@ -131,10 +138,10 @@ def test_processes_started_at_once_on_a_fresh_store_all_finish(work: Path):
 
 @pytest.mark.parametrize("multirun", [False, True])
 def test_a_store_that_cannot_be_used_fails_in_one_line_before_any_model_loads(
-    work: Path, multirun: bool
+    bare_work: Path, multirun: bool
 ):
     """A run and a sweep, each as a user starts it (how quickly: test_tracking.py)."""
-    shutil.rmtree(work / "mlruns")  # none made after the error either
+    work = bare_work
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
     process = start_train(work, f"tracking.uri={uri}", multirun=multirun)
     stdout, stderr = process.communicate(timeout=120)
@@ -147,14 +154,6 @@ def test_a_store_that_cannot_be_used_fails_in_one_line_before_any_model_loads(
     assert "Traceback" not in stderr
     assert "Data:" not in stdout + stderr  # no model or data loaded (Hydra logs to stdout)
     assert not (work / "mlruns").exists()
-
-
-def rows_csv(path: Path, bad_line: bool) -> Path:
-    lines = ["text,id", *(f'"example number {i}, with a comma",{i}' for i in range(30))]
-    if bad_line:
-        lines.insert(5, "an unquoted, comma,99")  # three fields under a two-field header
-    path.write_text("\n".join(lines) + "\n")
-    return path
 
 
 def test_a_row_that_does_not_parse_fails_the_run_naming_its_line(work: Path):

@@ -9,9 +9,8 @@ from pathlib import Path
 import peft
 import pytest
 import torch
-from conftest import logged_adapter_loss, real_tokens_per_epoch, run_tiny, store_runs
+from conftest import logged_adapter_loss, real_tokens_per_epoch, rows_csv, run_tiny, store_runs
 from mlflow.tracking import MlflowClient
-from test_faults import rows_csv
 
 from peftlab import pipeline, training
 from peftlab.config import SAMPLES_DIR
