@@ -73,8 +73,9 @@ test: setup browser services slurm
 test-fast: setup
 	$(PY) -m pytest -m "not slow and not process" $(ARGS)
 
+# Without MLflow's runner of GenAI jobs (eight processes by default): runs need none of it.
 ui: setup
-	$(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
 		--host 127.0.0.1 --port $(PORT)
 
 demo: setup

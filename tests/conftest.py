@@ -389,6 +389,11 @@ def serving(command: list[str], ready_url: str, env: dict[str, str] | None = Non
         process.wait(timeout=30)
 
 
+# MLflow's server also starts a runner for its GenAI jobs (eight more processes, each importing
+# mlflow) by default: nothing these tests look at, and seconds to start and stop every server.
+MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 @contextmanager
 def mlflow_server(work: Path):
     """``mlflow server`` on loopback over the store under ``work``; yields its base URL."""
@@ -398,7 +403,7 @@ def mlflow_server(work: Path):
         "--backend-store-uri", f"sqlite:///{work}/mlruns/mlflow.db",
         "--host", "127.0.0.1", "--port", base.rsplit(":", 1)[1], "--workers", "1",
     ]  # fmt: skip
-    with serving(command, f"{base}/health"):
+    with serving(command, f"{base}/health", env=MLFLOW_SERVER_ENV):
         yield base
 
 
@@ -615,5 +620,5 @@ def mlflow_on_postgres(postgres, tmp_path_factory: pytest.TempPathFactory):
         "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
         "--port", base.rsplit(":", 1)[1], "--workers", "2",
     ]  # fmt: skip
-    with serving(command, f"{base}/health"):
+    with serving(command, f"{base}/health", env=MLFLOW_SERVER_ENV):
         yield base

@@ -57,7 +57,7 @@ def test_rerun_says_in_one_line_which_versions_differ(original):
     recorded = run.data.tags["peft_version"]
     client.set_tag(run.info.run_id, "peft_version", "0.1.0")
     try:  # an out-of-range override ends the rerun at once, after the note
-        result = peftlab_process("rerun", run.info.run_id, "trainer.num_train_epochs=0", cwd=work)
+        result = peftlab("rerun", run.info.run_id, "trainer.num_train_epochs=0", cwd=work)
     finally:
         client.set_tag(run.info.run_id, "peft_version", recorded)
     (note,) = [line for line in result.stderr.splitlines() if line.startswith("note:")]

@@ -161,3 +161,21 @@ def test_an_experiment_of_several_methods_prints_readably(method_sweep: Path):
     assert chrf == sorted(chrf, reverse=True)
     csv = pd.read_csv(method_sweep / "compared" / "comparison.csv")
     assert len(csv.columns) > len(header)
+
+
+def test_an_experiment_of_several_methods_plots_only_the_keys_that_vary(method_sweep: Path):
+    """A key of one method alone (lora's ``peft.r``) or one each method sets its own way (the
+    learning rate) is a column of the table, not a panel: every run of this experiment is
+    another method, so the plot is of the held-out loss of each run, a point per method."""
+    client, _ = store_runs(method_sweep)
+    result = compare.collect(client, experiment="peftlab")
+    assert {"peft.r", "trainer.learning_rate"} <= set(result.swept)
+    (ax,) = compare.eval_loss_figure(result).axes
+    assert ax.get_xlabel() == "run"
+    drawn = {
+        (line.get_label(), x, y)
+        for line in ax.get_lines()
+        for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)
+    }
+    assert drawn == {(f"method={run.data.params['peft.method']}", run.info.run_name,
+                      run.data.metrics["eval_loss"]) for run in result.runs}  # fmt: skip

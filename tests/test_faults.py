@@ -1,4 +1,5 @@
-"""Faults injected into real processes: signals sent to train.py, and what the run ends as."""
+"""Faults: signals sent to train.py processes, stores and folders that cannot be used, rows
+that do not parse; and what the run ends as. The process is the point where a signal is sent."""
 
 import json
 import re
@@ -15,30 +16,39 @@ from conftest import (
     free_port,
     mlflow_server,
     new_store,
+    peftlab,
     peftlab_process,
     real_tokens_per_epoch,
     rows_csv,
     store_runs,
     sweep_parts,
     tiny_overrides,
+    train_in_process,
 )
 
 from peftlab import training
 
-pytestmark = pytest.mark.process  # signals and faults in real train.py processes
-
 LONG = "trainer.num_train_epochs=500"  # minutes of training: time to be interrupted
 
 
-def start_train(
-    work: Path, *overrides: str, multirun: bool = False, name: str = "run"
-) -> subprocess.Popen:
-    command = [sys.executable, str(ROOT / "train.py"), *(["-m"] if multirun else [])]
+def train_args(work: Path, *overrides: str, multirun: bool = False, name: str = "run"):
+    """train.py's arguments for a tiny run (or sweep) in ``work``, the tiny model beside it."""
+    return [*(["-m"] if multirun else []), *tiny_overrides(work.parent / "model", work),
+            f"hydra.run.dir={work}/outputs/{name}", f"hydra.sweep.dir={work}/multirun",
+            *overrides]  # fmt: skip
+
+
+def start_train(work: Path, *overrides: str, **kind) -> subprocess.Popen:
+    """``python train.py`` on :func:`train_args`, started: a process to send signals to."""
     return subprocess.Popen(
-        [*command, *tiny_overrides(work.parent / "model", work),
-         f"hydra.run.dir={work}/outputs/{name}", f"hydra.sweep.dir={work}/multirun", *overrides],
+        [sys.executable, str(ROOT / "train.py"), *train_args(work, *overrides, **kind)],
         cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+
+
+def train_here(work: Path, *overrides: str, **kind) -> subprocess.CompletedProcess:
+    """train.py on :func:`train_args` in this process (conftest.train_in_process)."""
+    return train_in_process(*train_args(work, *overrides, **kind), cwd=work)
 
 
 def wait_until_training(work: Path, process: subprocess.Popen) -> str:
@@ -84,6 +94,7 @@ def work(bare_work: Path) -> Path:
     return bare_work
 
 
+@pytest.mark.process
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
 def test_a_signal_during_training_ends_the_run_killed_in_one_line(work: Path, sig, code):
     process = start_train(work, LONG)
@@ -104,6 +115,7 @@ def test_a_signal_during_training_ends_the_run_killed_in_one_line(work: Path, si
     assert run.data.tags["error"] == f"interrupted by {sig.name}"
 
 
+@pytest.mark.process
 def test_a_second_ctrl_c_ends_the_process_at_once(work: Path):
     process = start_train(work, LONG)
     wait_until_training(work, process)
@@ -114,6 +126,7 @@ def test_a_second_ctrl_c_ends_the_process_at_once(work: Path):
     assert process.returncode == -signal.SIGINT  # ended by the signal, not by the cleanup
 
 
+@pytest.mark.process
 def test_an_interrupted_sweep_ends_killed_with_its_running_job(work: Path):
     process = start_train(work, LONG, "peft.num_virtual_tokens=2,4", multirun=True)
     wait_until_training(work, process)
@@ -125,27 +138,28 @@ def test_an_interrupted_sweep_ends_killed_with_its_running_job(work: Path):
     assert [child.info.status for child in children] == ["KILLED"]  # the second never started
 
 
+@pytest.mark.process
 def test_processes_started_at_once_on_a_fresh_store_all_finish(bare_work: Path):
     """Each creates the SQLite store or waits for it: a file lock around schema creation."""
     work = bare_work
-    processes = [start_train(work, name=f"run{i}") for i in range(3)]
+    processes = [start_train(work, name=f"run{i}") for i in range(2)]
     for process in processes:
         _, stderr = process.communicate(timeout=600)
         assert process.returncode == 0, stderr[-3000:]
     runs = store_runs(work)[1]
-    assert [run.info.status for run in runs] == ["FINISHED"] * 3
+    assert [run.info.status for run in runs] == ["FINISHED"] * 2
 
 
 @pytest.mark.parametrize("multirun", [False, True])
 def test_a_store_that_cannot_be_used_fails_in_one_line_before_any_model_loads(
     bare_work: Path, multirun: bool
 ):
-    """A run and a sweep, each as a user starts it (how quickly: test_tracking.py)."""
+    """A run and a sweep (how quickly: test_tracking.py)."""
     work = bare_work
     uri = f"http://127.0.0.1:{free_port()}"  # nothing listens there
-    process = start_train(work, f"tracking.uri={uri}", multirun=multirun)
-    stdout, stderr = process.communicate(timeout=120)
-    assert process.returncode == 1
+    result = train_here(work, f"tracking.uri={uri}", multirun=multirun)
+    stdout, stderr = result.stdout, result.stderr
+    assert result.returncode == 1
     assert (
         stderr.strip()
         .splitlines()[-1]
@@ -158,9 +172,9 @@ def test_a_store_that_cannot_be_used_fails_in_one_line_before_any_model_loads(
 
 def test_a_row_that_does_not_parse_fails_the_run_naming_its_line(work: Path):
     data = rows_csv(work / "rows.csv", bad_line=True)
-    process = start_train(work, f"dataset.data_files={data}", "dataset.text_column=text")
-    _, stderr = process.communicate(timeout=300)
-    assert process.returncode == 1
+    result = train_here(work, f"dataset.data_files={data}", "dataset.text_column=text")
+    stderr = result.stderr
+    assert result.returncode == 1
     assert (
         stderr.strip()
         .splitlines()[-1]
@@ -174,10 +188,9 @@ def test_a_row_that_does_not_parse_fails_the_run_naming_its_line(work: Path):
 def test_an_output_folder_that_cannot_be_written_is_one_line(work: Path, multirun: bool):
     (work / "a-file").write_text("")
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
-    process = start_train(work, f"{key}={work}/a-file/out", multirun=multirun)
-    _, stderr = process.communicate(timeout=120)
-    assert process.returncode == 1
-    assert stderr.strip().splitlines()[-1] == (
+    result = train_here(work, f"{key}={work}/a-file/out", multirun=multirun)
+    assert result.returncode == 1
+    assert result.stderr.strip().splitlines()[-1] == (
         f"error: {key}='{work}/a-file/out': cannot create or write this output folder "
         f"(Not a directory); pass a writable one, e.g. {key}=outputs/run"
     )
@@ -194,8 +207,8 @@ def uninterrupted(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
     (reference / "model").symlink_to(tiny_bloom)
     (reference / "work").mkdir()
     new_store(reference / "work")
-    process = start_train(reference / "work", EPOCHS)
-    assert process.wait(timeout=600) == 0, process.communicate()[1][-3000:]
+    result = train_here(reference / "work", EPOCHS)
+    assert result.returncode == 0, result.stderr[-3000:]
     (run,) = store_runs(reference / "work")[1]
     return run
 
@@ -246,6 +259,7 @@ def logged_losses(work: Path) -> list:
     return [m for run in runs for m in client.get_metric_history(run.info.run_id, "train_loss")]
 
 
+@pytest.mark.process
 def test_a_resumed_run_continues_as_the_same_run_and_ends_as_if_uninterrupted(
     work: Path, uninterrupted
 ):
@@ -266,6 +280,7 @@ def test_a_resumed_run_continues_as_the_same_run_and_ends_as_if_uninterrupted(
     assert metrics["train_tokens_per_second"] * metrics["train_runtime"] == pytest.approx(tokens)
 
 
+@pytest.mark.process
 def test_a_killed_process_leaves_its_run_running_with_its_last_epoch_checkpoint(
     work: Path, uninterrupted
 ):
@@ -282,35 +297,40 @@ def test_a_killed_process_leaves_its_run_running_with_its_last_epoch_checkpoint(
     assert state["global_step"] % 4 == 0 and state["epoch"] == state["global_step"] / 4
     logged_before = len(logged_losses(work))
     assert logged_before > state["global_step"]  # steps past the checkpoint, to be redone
-    result = peftlab_process("resume", run.info.run_id, cwd=work)
-    assert result.returncode == 0, result.stderr[-3000:]
+    assert peftlab("resume", run.info.run_id, cwd=work).returncode == 0  # its train.py's output
     assert_ends_as_uninterrupted(work, run.info.run_id, uninterrupted, state["global_step"])
     assert len(logged_losses(work)) == STEPS + logged_before - state["global_step"]
 
 
+@pytest.mark.process
 def test_a_submitit_job_run_again_in_its_folder_resumes_its_unfinished_run(
     work: Path, uninterrupted
 ):
-    """What a requeued Slurm job does: the same job, in the same folder, once more. submitit_local
-    runs each job in a process of its own, as Slurm does."""
+    """What a requeued Slurm job does: the job's own command (``python -m
+    submitit.core._submit FOLDER``) once more, with its environment, in its folder. submitit_local
+    runs each job in a process of its own, under a controller, as Slurm does."""
     sweep = (EPOCHS, "hydra/launcher=submitit_local",
              f"hydra.sweep.dir={work}/multirun/requeued")  # fmt: skip
     process = start_train(work, *sweep, multirun=True)
     run_id = wait_until_training(work, process)
-    (job,) = [  # the job's own process, under submitit's local controller
-        child for child in psutil.Process(process.pid).children(recursive=True)
-        if "submitit.core._submit" in child.cmdline()
-    ]  # fmt: skip
+    started = psutil.Process(process.pid).children(recursive=True)
+    (job,) = [child for child in started if "submitit.core._submit" in child.cmdline()]
+    command, environment, folder = job.cmdline(), job.environ(), job.cwd()
     job.send_signal(signal.SIGTERM)  # preempted
-    process.communicate(timeout=300)
-    again = start_train(work, *sweep, multirun=True)
-    _, stderr = again.communicate(timeout=600)
-    assert again.returncode == 0, stderr[-3000:]
+    job.wait(timeout=120)
+    # Slurm keeps no launcher waiting for a requeued job: the sweep's process goes too.
+    process.kill()
+    process.communicate()
+    psutil.wait_procs(started, timeout=30)
+    again = subprocess.run(command, env=environment, cwd=folder, capture_output=True, text=True,
+                           timeout=600)  # fmt: skip
+    assert again.returncode == 0, again.stderr[-3000:]
     log = (work / "multirun" / "requeued" / "0" / "train.log").read_text()
     assert f"Found unfinished run {run_id} (KILLED)" in log
     assert_ends_as_uninterrupted(work, run_id, uninterrupted)
 
 
+@pytest.mark.process
 def test_a_tracking_server_gone_mid_run_costs_no_training(work: Path):
     with mlflow_server(work) as base:
         process = start_train(

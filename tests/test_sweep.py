@@ -12,10 +12,11 @@ from conftest import (
     store_runs,
     sweep_parts,
     tiny_overrides,
+    train_in_process,
 )
 from test_methods import METHODS
 
-from peftlab import sweep
+from peftlab import modeling, sweep
 from peftlab.methods import REGISTRY
 from peftlab.methods.lora import Lora
 
@@ -63,18 +64,19 @@ def test_sweep_outputs_live_in_unique_multirun_folders(sweep_run: Path):
     assert len(sweep_dir.name.split("-")[-1]) == 6  # microseconds
 
 
-@pytest.mark.process
 def test_job_of_a_sweep_equals_the_same_config_run_alone(sweep_run, tiny_bloom, tmp_path):
     _, _, children = sweep_parts(sweep_run)
     name = "peft.num_virtual_tokens=4,trainer.num_train_epochs=1"
     (job,) = [c for c in children if c.info.run_name == name]
     assert int(job.data.tags["job_num"]) > 0  # ran after another job, on the shared model
     new_store(tmp_path)
-    alone = run_train(
+    modeling.load_shared.cache_clear()  # alone: on a base model of its own, loaded afresh
+    alone = train_in_process(
         *tiny_overrides(tiny_bloom, tmp_path),
         "peft.prompt_tuning_init=RANDOM",
         "peft.num_virtual_tokens=4",
         "trainer.num_train_epochs=1",
+        f"hydra.run.dir={tmp_path}/outputs/run",
         cwd=tmp_path,
     )
     assert alone.returncode == 0, alone.stderr[-2000:]

@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx
 import mlflow
 import pytest
-from conftest import ROOT, free_port, serving, tiny_overrides
+from conftest import MLFLOW_SERVER_ENV, ROOT, free_port, serving, tiny_overrides
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.process  # an MLflow server and the jobs that log to it
@@ -162,7 +162,8 @@ def basic_auth_server(postgres, tmp_path: Path):
         "--artifacts-destination", str(tmp_path / "artifacts"),
         "--host", "127.0.0.1", "--port", base.rsplit(":", 1)[1], "--workers", "1",
     ]  # fmt: skip
-    env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": "k" * 32}
+    env = {"MLFLOW_AUTH_CONFIG_PATH": str(config), "MLFLOW_FLASK_SERVER_SECRET_KEY": "k" * 32,
+           **MLFLOW_SERVER_ENV}  # fmt: skip
     return base, serving(command, f"{base}/health", env=env)
 
 

@@ -141,6 +141,22 @@ def differing_params(runs: list[Run]) -> list[str]:
     ]
 
 
+def varied(runs: list[Run], keys: list[str]) -> list[str]:
+    """Of ``keys``, those the runs of one method differ in: worth a curve. A difference that
+    comes only with the method (a key of one method alone, ``peft.r``; each method's learning
+    rate) is told by the method."""
+    methods = {run.data.params.get(METHOD) for run in runs}
+    return [
+        key
+        for key in keys
+        if key != METHOD
+        and any(
+            len({setting(run, key) for run in runs if run.data.params.get(METHOD) == method}) > 1
+            for method in methods
+        )
+    ]
+
+
 def write(comparison: Comparison, client: MlflowClient, out_dir: Path) -> list[Path]:
     """Markdown and CSV table, and PNG plots, in ``out_dir``; returns the files."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -174,13 +190,14 @@ def train_loss_figure(comparison: Comparison, client: MlflowClient) -> Figure:
 
 
 def eval_loss_figure(comparison: Comparison) -> Figure:
-    """Held-out loss against each swept key, one line per method and setting of the others."""
-    swept = comparison.swept or ["run"]
-    fig = Figure(figsize=(5 * len(swept), 4.5))
-    axes = fig.subplots(1, len(swept), squeeze=False)
+    """Held-out loss against each key that varies, one line per method and setting of the
+    others."""
+    keys = varied(comparison.runs, comparison.swept)
+    fig = Figure(figsize=(5 * max(len(keys), 1), 4.5))
+    axes = fig.subplots(1, max(len(keys), 1), squeeze=False)
     table = comparison.table
-    for ax, key in zip(axes[0], swept, strict=True):
-        others = [k for k in ["method", *comparison.swept] if k != key]
+    for ax, key in zip(axes[0], keys or ["run"], strict=True):
+        others = [k for k in ["method", *keys] if k != key]
         groups = table.groupby(others, sort=True, dropna=False) if others else [((), table)]
         for values, group in groups:
             group = group.sort_values(key, key=_numeric_if_possible)
