@@ -350,16 +350,25 @@ def as_a_process(main: Callable[[], int | None], args, cwd: Path) -> subprocess.
     return subprocess.CompletedProcess(args, code or 0, out.getvalue(), err.getvalue())
 
 
-def peftlab_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
-    """The ``peftlab`` command as a user runs it, in ``cwd``: each command's exit code is checked
-    this way once, and rerun and resume always (they launch train.py)."""
+def peftlab_process(
+    *args: str, cwd: Path, python: tuple[str, ...] = ()
+) -> subprocess.CompletedProcess:
+    """The ``peftlab`` command as a user runs it, in ``cwd`` (``python``: the interpreter's own
+    options): each command's exit code is checked this way once, and rerun and resume always
+    (they launch train.py)."""
     return subprocess.run(
-        [sys.executable, "-m", "peftlab.cli", *args],
+        [sys.executable, *python, "-m", "peftlab.cli", *args],
         cwd=cwd,
         capture_output=True,
         text=True,
         timeout=600,
     )
+
+
+def imported_top_level(stderr: str) -> set[str]:
+    """Top-level packages imported by a process run with ``python -X importtime``."""
+    lines = [line for line in stderr.splitlines() if line.startswith("import time:")]
+    return {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in lines}
 
 
 @contextmanager

@@ -6,7 +6,7 @@ from pathlib import Path
 import matplotlib.image
 import pandas as pd
 import pytest
-from conftest import peftlab, peftlab_process, store_runs, sweep_parts
+from conftest import imported_top_level, peftlab, peftlab_process, store_runs, sweep_parts
 from test_methods import METHODS
 
 from peftlab import compare
@@ -89,8 +89,11 @@ def test_the_eval_loss_plot_draws_each_run_against_each_swept_key(comparison):
 
 @pytest.mark.process  # the command's exit code, as a user runs it
 def test_compare_command_prints_the_ranking(sweep_run: Path, tmp_path: Path):
-    result = peftlab_process("compare", "--out", str(tmp_path / "out"), cwd=sweep_run)
+    result = peftlab_process(
+        "compare", "--out", str(tmp_path / "out"), cwd=sweep_run, python=("-X", "importtime")
+    )
     assert result.returncode == 0, result.stderr[-2000:]
+    assert not imported_top_level(result.stderr) & {"torch", "peft"}  # no model: seconds sooner
     header = result.stdout.splitlines()[0]
     assert "rank" in header and "eval_loss" in header and "peft.num_virtual_tokens" in header
     assert (tmp_path / "out" / "comparison.md").is_file()

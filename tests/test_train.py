@@ -5,7 +5,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_train, store_runs, tiny_overrides
+from conftest import ROOT, imported_top_level, run_train, store_runs, tiny_overrides
 
 pytestmark = pytest.mark.process  # train.py as a user runs it
 
@@ -82,12 +82,6 @@ def test_uncached_hub_model_offline_fails_fast_with_the_way_out(tiny_bloom, tmp_
 
 
 HEAVY = ("torch", "transformers", "peft", "mlflow", "datasets")
-
-
-def imported_top_level(stderr: str) -> set[str]:
-    """Top-level packages imported by a process run with ``python -X importtime``."""
-    lines = [line for line in stderr.splitlines() if line.startswith("import time:")]
-    return {line.rsplit("|", 1)[-1].strip().split(".")[0] for line in lines}
 
 
 @pytest.mark.parametrize(

@@ -6,11 +6,13 @@ import logging
 import os
 import sys
 import warnings
+from typing import TYPE_CHECKING
 
 import datasets
 from transformers.utils import logging as hf_logging
 
-from peftlab.pipeline import RunResult
+if TYPE_CHECKING:  # the pipeline imports torch and peft: seconds every `peftlab` command
+    from peftlab.pipeline import RunResult
 
 
 def quiet_libraries() -> None:
