@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from contextlib import nullcontext
 from dataclasses import replace
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import mlflow
@@ -44,16 +44,19 @@ PROMPT = "I want you to act as a motivational coach."
 PROBE_IDS = torch.tensor([[5, 17, 42, 99, 3, 250, 7]])
 
 
-def method_settings(tmp_path: Path, option: str, *overrides: str):
-    tracking = [f"tracking.uri=sqlite:///{tmp_path}/db", f"tracking.artifact_location={tmp_path}"]
-    overrides = [f"peft={option}", *tracking, *in_process_overrides(tmp_path), *overrides]
-    return to_settings(compose_config(overrides))
+@cache
+def method_settings(option: str, *overrides: str):
+    """The settings of a run of the peft option ``option``, whose store and output go unused:
+    composed once a session (Hydra takes ~0.15 s a composition), shared, not to be changed."""
+    unused = ["tracking.uri=sqlite:///unused", "tracking.artifact_location=/unused",
+              "output_dir=/unused"]  # fmt: skip
+    return to_settings(compose_config([f"peft={option}", *unused, *overrides]))
 
 
-def test_every_method_has_a_yaml_a_schema_and_a_row_here(tmp_path: Path):
+def test_every_method_has_a_yaml_a_schema_and_a_row_here():
     options = sorted(path.stem for path in (CONF_DIR / "peft").glob("*.yaml"))
     assert options == sorted(METHODS)
-    composed = {method_settings(tmp_path, option).peft.method for option in options}
+    composed = {method_settings(option).peft.method for option in options}
     assert composed == set(REGISTRY)
     assert sorted(method.option() for method in REGISTRY.values()) == options  # searches use it
 
@@ -139,12 +142,10 @@ def randomize_adapter(peft_model) -> None:
 @pytest.mark.parametrize("model_fixture", MODELS)
 @pytest.mark.parametrize("penalty", [1.0, 1.5])
 @torch.no_grad()
-def test_generation_equals_uncached_greedy_decoding(
-    option, model_fixture, penalty, request, tmp_path: Path
-):
+def test_generation_equals_uncached_greedy_decoding(option, model_fixture, penalty, request):
     model_dir = request.getfixturevalue(model_fixture)
     loaded = modeling.load(ModelConfig(name_or_path=str(model_dir)))
-    method = method_settings(tmp_path, option, *METHODS[option]).peft
+    method = method_settings(option, *METHODS[option]).peft
     settings = GenerationSettings(max_new_tokens=16, repetition_penalty=penalty)
     untuned = generation.generate(loaded.model, loaded.tokenizer, PROMPT, settings)
     torch.manual_seed(0)
@@ -169,7 +170,6 @@ def test_held_out_loss_is_the_token_mean_whatever_the_eval_batch(
     model_dir = request.getfixturevalue(model_fixture)
     loaded = modeling.load(ModelConfig(name_or_path=str(model_dir)))
     cfg = method_settings(
-        tmp_path,
         option,
         *METHODS[option],
         "dataset.eval_rows=8",
@@ -261,24 +261,22 @@ def test_shared_base_model_stays_pristine_through_jobs_of_every_method(
         ("ia3", "peft.feedforward_modules=[down_proj]", "is not allowed: null while"),
     ],
 )
-def test_out_of_range_method_settings_fail_in_one_line(tmp_path, option, override, message):
+def test_out_of_range_method_settings_fail_in_one_line(option, override, message):
     with pytest.raises(PeftlabError) as error:
-        method_settings(tmp_path, option, override)
+        method_settings(option, override)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
 
 
-def test_a_key_of_another_method_fails_at_compose(tmp_path: Path):
+def test_a_key_of_another_method_fails_at_compose():
     with pytest.raises(Exception, match="peft.r"):
-        method_settings(tmp_path, "prompt-tuning", "peft.r=8")
+        method_settings("prompt-tuning", "peft.r=8")
 
 
 @pytest.mark.parametrize("model_fixture", MODELS)
-def test_lora_targets_every_linear_layer_by_default_on_each_architecture(
-    model_fixture, request, tmp_path: Path
-):
+def test_lora_targets_every_linear_layer_by_default_on_each_architecture(model_fixture, request):
     loaded = modeling.load(ModelConfig(name_or_path=str(request.getfixturevalue(model_fixture))))
-    method = method_settings(tmp_path, "lora").peft
+    method = method_settings("lora").peft
     with method.attached(loaded.model, "unused") as peft_model:
         adapted = {name.rsplit(".", 1)[-1] for name, module in peft_model.named_modules()
                    if isinstance(module, LoraLayer)}  # fmt: skip
@@ -287,23 +285,23 @@ def test_lora_targets_every_linear_layer_by_default_on_each_architecture(
     assert adapted == linear
 
 
-def test_lora_modules_missing_from_the_model_are_named(tiny_bloom: Path, tmp_path: Path):
+def test_lora_modules_missing_from_the_model_are_named(tiny_bloom: Path):
     loaded = modeling.load(ModelConfig(name_or_path=str(tiny_bloom)))
-    method = method_settings(tmp_path, "lora", "peft.target_modules=[q_proj,v_proj]").peft
+    method = method_settings("lora", "peft.target_modules=[q_proj,v_proj]").peft
     with pytest.raises(PeftlabError, match=r"peft.target_modules=\['q_proj', 'v_proj'\]"):
         method.peft_config(loaded.model, "unused")
 
 
 @pytest.mark.parametrize("model_fixture", MODELS)
 @torch.no_grad()
-def test_prefix_from_text_starts_as_that_text_prepended(model_fixture, request, tmp_path: Path):
+def test_prefix_from_text_starts_as_that_text_prepended(model_fixture, request):
     model_dir = str(request.getfixturevalue(model_fixture))
     loaded = modeling.load(ModelConfig(name_or_path=model_dir))
     tokenize = partial(loaded.tokenizer, add_special_tokens=False)
     text = tokenize("I want you to act as").input_ids
     text = (text * 9)[:9]  # repeated to the prefix's length
     ids = tokenize("a motivational coach who").input_ids
-    method = method_settings(tmp_path, "prefix-tuning", "peft.num_virtual_tokens=9").peft
+    method = method_settings("prefix-tuning", "peft.num_virtual_tokens=9").peft
     assert method.prefix_init_text == "I want you to act as"
     device = loaded.model.device
     with method.attached(loaded.model, model_dir) as peft_model:
