@@ -62,10 +62,19 @@ def slurm_jobs(work: Path) -> list[str]:
     return sorted(tasks or found, key=lambda name: int(name.rpartition("_")[2]))
 
 
+UNENDED = {"PENDING", "RUNNING", "COMPLETING", "REQUEUED", "SUSPENDED"}
+
+
 def accounted(slurm, job_ids: list[str]) -> dict[str, str]:
-    """Each job's final state as Slurm's accounting (sacct, through slurmdbd) has it."""
-    out = slurm.command("sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids))
-    return dict(line.split("|") for line in out.split())
+    """Each job's final state as Slurm's accounting (sacct, through slurmdbd) has it: slurmdbd
+    records a job's end a moment after the job's process has ended (within 60 s)."""
+    deadline = time.monotonic() + 60
+    while True:
+        out = slurm.command("sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids))
+        states = dict(line.split("|") for line in out.split())
+        if not UNENDED & set(states.values()) or time.monotonic() > deadline:
+            return states
+        time.sleep(0.5)
 
 
 def test_the_cluster_answers_accounting_and_stops_every_daemon_it_started(slurm):
