@@ -67,14 +67,14 @@ UNENDED = {"PENDING", "RUNNING", "COMPLETING", "REQUEUED", "SUSPENDED"}
 
 def accounted(slurm, job_ids: list[str]) -> dict[str, str]:
     """Each job's final state as Slurm's accounting (sacct, through slurmdbd) has it: slurmdbd
-    records a job's end a moment after the job's process has ended (within 60 s)."""
-    deadline = time.monotonic() + 60
-    while True:
+    records a job's end a moment after the job's process has ended."""
+
+    def ended() -> dict[str, str] | None:
         out = slurm.command("sacct", "-X", "-n", "-P", "-o", "JobID,State", "-j", ",".join(job_ids))
         states = dict(line.split("|") for line in out.split())
-        if not UNENDED & set(states.values()) or time.monotonic() > deadline:
-            return states
-        time.sleep(0.5)
+        return None if UNENDED & set(states.values()) else states
+
+    return wait_for(ended, f"jobs {','.join(job_ids)} not ended in sacct", timeout=60)
 
 
 def test_the_cluster_answers_accounting_and_stops_every_daemon_it_started(slurm):
