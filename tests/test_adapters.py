@@ -6,12 +6,12 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import peftlab, peftlab_process, run_tiny
+from conftest import imported_top_level, peftlab, peftlab_process, run_tiny
 from mlflow.tracking import MlflowClient
 from transformers import BloomConfig, BloomForCausalLM, PreTrainedTokenizerFast
 
-from peftlab import adapters
-from peftlab.config import GenerationSettings
+from peftlab.adapter_sources import from_dir, resolve
+from peftlab.adapters import AdapterBank
 from peftlab.errors import PeftlabError
 
 
@@ -43,19 +43,19 @@ def test_generate_reproduces_the_runs_tuned_and_untuned_samples(two_runs):
 
 def test_adapter_folder_works_like_its_run(two_runs):
     work, client, first, _ = two_runs
-    from_folder = adapters.from_dir(first.adapter_dir)
-    from_run = adapters.resolve(first.run_id, client)
+    from_folder = from_dir(first.adapter_dir)
+    from_run = resolve(first.run_id, client)
     assert from_folder.base == from_run.base
     assert from_folder.generation == from_run.generation  # read from the run's .hydra/
-    bank = adapters.AdapterBank.for_sources([from_folder])
+    bank = AdapterBank.for_sources([from_folder])
     prompt = first.samples[1].prompt
     assert bank.generate(prompt, from_folder.generation, from_folder.name) == first.samples[1].tuned
 
 
 def test_second_adapter_costs_only_its_prompt(two_runs):
     _, client, first, second = two_runs
-    one, two = adapters.resolve(first.run_id, client), adapters.resolve(second.run_id, client)
-    bank = adapters.AdapterBank.for_sources([one])
+    one, two = resolve(first.run_id, client), resolve(second.run_id, client)
+    bank = AdapterBank.for_sources([one])
     base_params = sum(p.numel() for p in bank.loaded.model.parameters())
     before = sum(p.numel() for p in bank.peft_model.parameters())
     bank.add(two)
@@ -67,30 +67,24 @@ def test_second_adapter_costs_only_its_prompt(two_runs):
 
 def test_switching_adapters_gives_each_its_own_output(two_runs):
     _, client, first, second = two_runs
-    sources = [adapters.resolve(r.run_id, client) for r in (first, second)]
-    bank = adapters.AdapterBank.for_sources(sources)
+    sources = [resolve(r.run_id, client) for r in (first, second)]
+    bank = AdapterBank.for_sources(sources)
     settings = sources[0].generation
     prompt = first.samples[0].prompt
     assert bank.generate(prompt, settings, sources[1].name) == second.samples[0].tuned
     assert bank.generate(prompt, settings, sources[0].name) == first.samples[0].tuned
 
 
-def test_generation_flags_override_the_stored_settings():
-    stored = GenerationSettings(max_new_tokens=48, repetition_penalty=1.5)
-    changed = adapters.with_overrides(stored, max_new_tokens=5, temperature=None)
-    assert (changed.max_new_tokens, changed.repetition_penalty, changed.temperature) == (
-        5,
-        1.5,
-        1.0,
-    )
-
-
 @pytest.mark.process
-def test_unknown_run_is_one_error_line(two_runs):
+def test_unknown_run_is_one_error_line_before_any_model_loads(two_runs):
     work = two_runs[0]
-    result = peftlab_process("generate", "--run", "feedface", "--prompt", "hi", cwd=work)
+    result = peftlab_process(
+        "generate", "--run", "feedface", "--prompt", "hi", cwd=work, python=("-X", "importtime")
+    )
     assert result.returncode == 1
-    assert result.stderr.strip().startswith("error: --run 'feedface': no such adapter folder")
+    assert not imported_top_level(result.stderr) & {"torch", "peft"}  # said before any model
+    said = [line for line in result.stderr.splitlines() if not line.startswith("import time:")]
+    assert len(said) == 1 and said[0].startswith("error: --run 'feedface': no such adapter folder")
 
 
 def test_run_without_adapter_is_an_error(two_runs):
@@ -107,9 +101,7 @@ def test_adapters_of_different_bases_are_refused(two_runs, tiny_llama: Path, tmp
     _, client, first, _ = two_runs
     llama_run = run_tiny(tiny_llama, tmp_path)
     with pytest.raises(PeftlabError, match="adapters of different base models in one call"):
-        adapters.AdapterBank.for_sources(
-            [adapters.resolve(first.run_id, client), adapters.from_dir(llama_run.adapter_dir)]
-        )
+        AdapterBank.for_sources([resolve(first.run_id, client), from_dir(llama_run.adapter_dir)])
 
 
 def test_adapter_wider_than_the_base_is_refused(two_runs, tiny_bloom: Path, tmp_path: Path):
@@ -128,15 +120,15 @@ def test_adapter_wider_than_the_base_is_refused(two_runs, tiny_bloom: Path, tmp_
         PeftlabError,
         match=r"adapter': the adapter does not fit the base model .*narrow-bloom: Sizes",
     ):
-        adapters.AdapterBank.for_sources([adapters.from_dir(adapter)])
+        AdapterBank.for_sources([from_dir(adapter)])
 
 
 def test_adapters_of_every_method_share_one_base_and_each_gives_its_own_output(
     runs_of_every_method,
 ):
     client, results = runs_of_every_method
-    sources = [adapters.resolve(result.run_id, client) for result in results]
-    bank = adapters.AdapterBank.for_sources(sources)
+    sources = [resolve(result.run_id, client) for result in results]
+    bank = AdapterBank.for_sources(sources)
     settings = sources[0].generation
     # Back and forth between methods, the untuned base in between: each as it was alone.
     for _ in range(2):

@@ -78,7 +78,9 @@ def test_rerun_of_an_unknown_run_is_one_error_line(original):
 def test_generate_puts_a_task_runs_input_into_its_template(method_sweep, capsys):
     from conftest import sweep_parts
 
-    from peftlab import adapters, cli
+    from peftlab import cli
+    from peftlab.adapter_sources import resolve
+    from peftlab.adapters import AdapterBank
 
     client, _, children = sweep_parts(method_sweep)
     (lora,) = [c for c in children if c.data.params["peft.method"] == "lora"]
@@ -86,8 +88,8 @@ def test_generate_puts_a_task_runs_input_into_its_template(method_sweep, capsys)
     assert cli.main(["--tracking-uri", uri, "generate", "--run", lora.info.run_id,
                      "--input", "act=Poet"]) == 0  # fmt: skip
     printed = capsys.readouterr().out
-    source = adapters.resolve(lora.info.run_id, client)
-    bank = adapters.AdapterBank.for_sources([source])
+    source = resolve(lora.info.run_id, client)
+    bank = AdapterBank.for_sources([source])
     expected = bank.generate("Role: Poet\nPrompt:\n", source.generation, source.name)
     assert expected and expected in printed
     assert cli.main(["--tracking-uri", uri, "generate", "--run", lora.info.run_id,

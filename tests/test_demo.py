@@ -8,7 +8,7 @@ from conftest import CHROMIUM_ARGS, chromium, free_port, run_tiny, sweep_parts
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import expect, sync_playwright
 
-from peftlab import adapters, demo
+from peftlab import adapter_sources, demo
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +35,7 @@ def test_adapters_of_different_methods_give_their_own_outputs(runs_of_every_meth
     client, results = runs_of_every_method
     generator = demo.Generator(client)
     prompt = results[0].samples[0].prompt
-    settings = adapters.from_run(client.get_run(results[0].run_id), client).generation
+    settings = adapter_sources.from_run(client.get_run(results[0].run_id), client).generation
     outputs = generator.outputs([r.run_id for r in results], prompt, settings)
     assert [text for _, text in outputs] == [
         results[0].samples[0].untuned,
@@ -59,7 +59,7 @@ def test_a_task_run_turns_what_is_typed_into_its_prompt(method_sweep: Path):
     table = json.loads(Path(path).read_text())
     row = dict(zip(table["columns"], table["data"][0], strict=True))
     act = row["prompt"].removeprefix("Role: ").split("\n")[0]
-    settings = adapters.from_run(lora, client).generation
+    settings = adapter_sources.from_run(lora, client).generation
     outputs = demo.Generator(client).outputs([lora.info.run_id], act, settings)
     assert [text for _, text in outputs] == [row["untuned"], row["tuned"]]
 

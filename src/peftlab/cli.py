@@ -121,10 +121,11 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run_generate(client: MlflowClient, args: argparse.Namespace) -> int:
-    from peftlab import adapters, console
+    from peftlab import adapter_sources, console
 
-    sources = [adapters.resolve(spec, client) for spec in args.run]
-    bank = adapters.AdapterBank.for_sources(sources)
+    # A mistyped run or input is answered before torch, peft and the base model load.
+    sources = [adapter_sources.resolve(spec, client) for spec in args.run]
+    inputs = dict(adapter_sources.name_value(item) for item in args.input or [])
     overrides = {
         "max_new_tokens": args.max_new_tokens,
         "repetition_penalty": args.repetition_penalty,
@@ -132,17 +133,19 @@ def run_generate(client: MlflowClient, args: argparse.Namespace) -> int:
         "top_p": args.top_p,
         "do_sample": args.do_sample,
     }
-    inputs = dict(adapters.name_value(item) for item in args.input or [])
+    from peftlab.adapters import AdapterBank
 
-    def prompt(source: adapters.AdapterSource) -> str:
+    bank = AdapterBank.for_sources(sources)
+
+    def prompt(source: adapter_sources.AdapterSource) -> str:
         return source.prompt(inputs, bank.loaded.tokenizer) if inputs else args.prompt
 
     outputs = []
     if args.compare:
-        settings = adapters.with_overrides(sources[0].generation, **overrides)
+        settings = adapter_sources.with_overrides(sources[0].generation, **overrides)
         outputs.append((f"untuned {bank.base}", bank.generate(prompt(sources[0]), settings)))
     for source in sources:
-        settings = adapters.with_overrides(source.generation, **overrides)
+        settings = adapter_sources.with_overrides(source.generation, **overrides)
         loss = f" (eval_loss {source.eval_loss:.4f})" if source.eval_loss is not None else ""
         text = bank.generate(prompt(source), settings, source.name)
         outputs.append((source.label + loss, text))

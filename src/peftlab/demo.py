@@ -11,7 +11,8 @@ import gradio as gr  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from peftlab import adapters, compare  # noqa: E402
+from peftlab import adapter_sources, compare  # noqa: E402
+from peftlab.adapters import AdapterBank  # noqa: E402
 from peftlab.config import GenerationSettings  # noqa: E402
 from peftlab.errors import PeftlabError  # noqa: E402
 from peftlab.sweep import SWEEP_TAG  # noqa: E402
@@ -72,12 +73,13 @@ class Generator:
 
     def __init__(self, client: MlflowClient) -> None:
         self.client = client
-        self.banks: dict[str, adapters.AdapterBank] = {}
-        self.sources: dict[str, adapters.AdapterSource] = {}
+        self.banks: dict[str, AdapterBank] = {}
+        self.sources: dict[str, adapter_sources.AdapterSource] = {}
 
-    def source(self, run_id: str) -> adapters.AdapterSource:
+    def source(self, run_id: str) -> adapter_sources.AdapterSource:
         if run_id not in self.sources:
-            self.sources[run_id] = adapters.from_run(self.client.get_run(run_id), self.client)
+            run = self.client.get_run(run_id)
+            self.sources[run_id] = adapter_sources.from_run(run, self.client)
         return self.sources[run_id]
 
     def outputs(
@@ -88,7 +90,7 @@ class Generator:
             raise PeftlabError("the selected runs tuned different base models: pick runs of one")
         base = sources[0].base
         if base not in self.banks:
-            self.banks[base] = adapters.AdapterBank(sources[0].model, base)
+            self.banks[base] = AdapterBank(sources[0].model, base)
         bank = self.banks[base]
         # A task run's template makes its prompt of what was typed; the base model gets the
         # first run's prompt, so that the two answer the same text.

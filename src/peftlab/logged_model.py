@@ -24,7 +24,8 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from omegaconf import OmegaConf
 
-from peftlab import adapters, formats
+from peftlab import adapter_sources, formats
+from peftlab.adapters import AdapterBank
 from peftlab.config import GenerationSettings, TrainConfig, register_configs
 from peftlab.redaction import copy_redacted
 
@@ -45,20 +46,20 @@ class TunedLanguageModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         register_configs()  # the saved config's resolvers (the embedded model's package)
-        self.source = adapters.from_dir(Path(context.artifacts["run"]) / "adapter")
-        self.bank = adapters.AdapterBank.for_sources([self.source])
+        self.source = adapter_sources.from_dir(Path(context.artifacts["run"]) / "adapter")
+        self.bank = AdapterBank.for_sources([self.source])
 
     # A DataFrame, as MLflow makes of any input under the signature; the hint also keeps MLflow
     # from inferring a signature from it, which would drop the params.
     def predict(
         self, context, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> list[str]:
-        settings = adapters.with_overrides(self.source.generation, **(params or {}))
+        settings = adapter_sources.with_overrides(self.source.generation, **(params or {}))
         texts = prompts(model_input, self.source, self.bank.loaded.tokenizer)
         return [self.bank.generate(p, settings, self.source.name) for p in texts]
 
 
-def prompts(model_input, source: adapters.AdapterSource, tokenizer) -> list[str]:
+def prompts(model_input, source: adapter_sources.AdapterSource, tokenizer) -> list[str]:
     """A task run's inputs as a DataFrame of its columns; else a list of prompts, one prompt, or
     a DataFrame whose first column holds them (what ``mlflow models serve`` makes of
     ``{"inputs": [...]}``)."""

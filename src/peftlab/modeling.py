@@ -5,7 +5,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -24,6 +23,7 @@ from transformers import (
 from transformers.utils import logging as hf_logging
 
 from peftlab import hub
+from peftlab.cache import cache_dir
 from peftlab.config import ModelConfig
 from peftlab.errors import PeftlabError
 
@@ -37,10 +37,6 @@ class LoadedModel:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     path: str  # local directory or Hub id that from_pretrained loaded; also the tokenizer's
-
-
-def cache_dir() -> Path:
-    return Path(os.environ.get("PEFTLAB_CACHE", "~/.cache/peftlab")).expanduser()
 
 
 @lru_cache(maxsize=1)
