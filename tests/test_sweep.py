@@ -17,6 +17,7 @@ from conftest import (
 from test_methods import METHODS
 
 from peftlab import modeling, sweep
+from peftlab.config import SAMPLES_DIR
 from peftlab.methods import REGISTRY
 from peftlab.methods.lora import Lora
 
@@ -90,8 +91,19 @@ def test_job_of_a_sweep_equals_the_same_config_run_alone(sweep_run, tiny_bloom, 
 def test_failing_job_is_failed_while_the_others_finish(tiny_bloom: Path, tmp_path: Path):
     # A process of its own: Hydra skips the sweep's end on a failed job; the parent run is
     # closed as the process exits.
-    run_train("-m", *tiny_overrides(tiny_bloom, tmp_path), "dataset.text_column=prompt,nope",
-              cwd=tmp_path)  # fmt: skip
+    result = run_train("-m", *tiny_overrides(tiny_bloom, tmp_path),
+                       "dataset.text_column=prompt,nope", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 1
+    # Hydra names the job, then the job's one line: no traceback for a value to fix (Hydra's
+    # closing hint about HYDRA_FULL_ERROR follows, as after any error of a sweep).
+    lines = result.stderr.splitlines()
+    (at,) = [i for i, line in enumerate(lines) if line.startswith("Error executing job with")]
+    assert "dataset.text_column=nope" in lines[at]
+    said = lines[at + 1]
+    assert said == (
+        f"error: dataset.text_column='nope' is not a column of {SAMPLES_DIR}/prompts.csv; "
+        "columns: act, prompt"
+    )
     _, parent, (good, bad) = sweep_parts(tmp_path)
     assert good.info.status == "FINISHED"
     assert bad.info.status == "FAILED"

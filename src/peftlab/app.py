@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from hydra.core.hydra_config import HydraConfig
+from hydra.errors import CompactHydraException
 from hydra.types import RunMode
 from omegaconf import DictConfig
 
@@ -27,6 +28,11 @@ log = logging.getLogger(__name__)
 
 # Config groups whose choice names a run's model, data and method: tags, and compare's columns.
 TAGGED_GROUPS = ("model", "dataset", "peft")
+
+
+class FailedJob(CompactHydraException):
+    """A sweep's job that ended on a :class:`PeftlabError`: Hydra marks the job failed, sweeps
+    on, and ends the sweep printing this message alone (a traceback for any other exception)."""
 
 
 def run_job(cfg: DictConfig) -> float:
@@ -49,7 +55,7 @@ def run_job(cfg: DictConfig) -> float:
     except PeftlabError as error:
         if hydra_cfg.mode == RunMode.RUN:
             raise SystemExit(f"error: {error}") from None
-        raise
+        raise FailedJob(f"error: {error}") from None  # the sweep's other jobs still run
     except interrupts.Interrupted as interrupt:
         from peftlab import console
 
