@@ -1,8 +1,10 @@
 """Training speed: the notebook's recipe (a) against peftlab's default training path (b).
 
 Both sides train the embedded SmolLM2-135M with the same data, epochs, learning rate, seed,
-virtual tokens and init (RANDOM); they differ only in how they train. Each side runs in its
-own process (peak RSS is per process), alternating a, b, a, b so both see the same machine.
+virtual tokens and init (RANDOM); they differ only in how they train. b32 is b in fp32 (what
+``precision=auto`` gains or loses here), bare a plain fp32 loop (the ceiling). Each side runs in
+its own process (peak RSS is per process), in turns (a, b, b32, bare, a, ...) so all see the
+same machine.
 
     .venv/bin/python benchmarks/train_speed.py            # 6 epochs, rows 0-49, eval 100-164
     .venv/bin/python benchmarks/train_speed.py --quick    # 1 epoch, 1 repeat
@@ -21,7 +23,12 @@ import time
 import notebook_recipe
 
 ROOT = notebook_recipe.ROOT
-SIDES = {"a": "notebook recipe", "b": "peftlab default", "bare": "bare fp32 loop"}
+SIDES = {
+    "a": "notebook recipe",
+    "b": "peftlab default",
+    "b32": "peftlab default in fp32",  # precision=auto's choice against fp32, on this machine
+    "bare": "bare fp32 loop",
+}
 
 
 def parse_args() -> argparse.Namespace:
@@ -78,13 +85,16 @@ def measure(args: argparse.Namespace) -> dict:
 
 
 def build_trainer(side: str, peft_model, work: notebook_recipe.Workload, out, epochs: float):
-    """Side a's notebook Trainer or side b's, with peftlab's default trainer settings."""
+    """Side a's notebook Trainer or side b's, with peftlab's default trainer settings (b32: in
+    fp32 whatever ``precision=auto`` would pick)."""
     from peftlab import training
-    from peftlab.config import TrainerConfig
+    from peftlab.config import Precision, TrainerConfig
 
     if side == "a":
         return notebook_recipe.notebook_trainer(peft_model, work.tokenizer, work.train, epochs, out)
     cfg = TrainerConfig(num_train_epochs=epochs, learning_rate=3e-3)
+    if side == "b32":
+        cfg.precision = Precision.fp32
     train_args = training.training_arguments(cfg, out)
     train_args.disable_tqdm = True
     return training.build_trainer(
@@ -130,15 +140,25 @@ def report(results: dict[str, list[dict]], args: argparse.Namespace) -> str:
             f"| {side}: {SIDES[side]} | {m['tokens_per_s']:.1f} | {m['wall_s']:.1f} | "
             f"{m['padding']:.3f} | {m['peak_rss_mib']:.0f} | {m['eval_loss']:.4f} |"
         )
-    a, b, bare = med["a"], med["b"], med["bare"]
+    a, b, b32, bare = med["a"], med["b"], med["b32"], med["bare"]
     lines += [
         "",
         f"b/a real-token throughput: {b['tokens_per_s'] / a['tokens_per_s']:.2f}x (bar: >= 2.2x)",
         f"b/a eval loss: {b['eval_loss'] / a['eval_loss']:.4f} (bar: <= 1.01)",
         f"b/a peak RSS: {b['peak_rss_mib'] / a['peak_rss_mib']:.2f} (bar: <= 1.00)",
         f"b as a share of the bare loop's rate: {b['tokens_per_s'] / bare['tokens_per_s']:.0%}",
+        f"b/b32 (precision=auto, {training_precision()}, against fp32): "
+        f"{b['tokens_per_s'] / b32['tokens_per_s']:.2f}x",
     ]
     return "\n".join(lines)
+
+
+def training_precision() -> str:
+    """What ``precision=auto`` trains in on this machine."""
+    from peftlab import training
+    from peftlab.config import Precision
+
+    return "bf16 autocast" if training.use_bf16(Precision.auto) else "fp32"
 
 
 def main() -> None:
@@ -147,7 +167,7 @@ def main() -> None:
         print(json.dumps(measure(args)))
         return
     notebook_recipe.require_csv(args.csv)
-    results: dict[str, list[dict]] = {"a": [], "b": [], "bare": []}
+    results: dict[str, list[dict]] = {side: [] for side in SIDES}
     for _ in range(args.repeats):
         for side in results:
             results[side].append(run_side(side, args))
