@@ -2,16 +2,20 @@
 
 Profiles one fp32 forward + backward + AdamW step of the embedded SmolLM2-135M (batch 8 x
 ``--tokens`` tokens, 4 virtual tokens) with the torch profiler, times the same GEMM shapes
-alone, and with ``--compile`` compares torch.compile with eager over bucketed lengths.
+alone, counts the ops one step dispatches in fp32 and in bf16 autocast (on a GPU each op is a
+kernel launch, and at batches this small launches, not arithmetic, bound a step), and with
+``--compile`` compares torch.compile with eager over bucketed lengths.
 
-    .venv/bin/python benchmarks/profile_step.py             # ~1 min
+    .venv/bin/python benchmarks/profile_step.py             # ~1-2 min
     .venv/bin/python benchmarks/profile_step.py --compile   # + compile time and steady state
 """
 
 from __future__ import annotations
 
 import argparse
+import statistics
 import time
+from contextlib import ExitStack
 
 import notebook_recipe
 
@@ -72,6 +76,44 @@ def gemm_rates(rows: int) -> None:
         print(f"GEMM {rows}x{k} @ {k}x{n}: {2 * rows * k * n / seconds / 1e9:.0f} GFLOP/s")
 
 
+def dispatched_ops(step, peft_model, length: int) -> None:
+    """Ops one step dispatches, and its time here, in fp32, in bf16 autocast as it was (the
+    frozen base recast at every forward) and as peftlab trains now (the base held in bf16)."""
+    import torch
+    from torch.utils._python_dispatch import TorchDispatchMode
+
+    from peftlab import training
+
+    class Counted(TorchDispatchMode):
+        def __init__(self) -> None:
+            super().__init__()
+            self.ops = 0
+
+        def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+            self.ops += 1
+            return func(*args, **(kwargs or {}))
+
+    def autocast():
+        return torch.autocast("cpu", torch.bfloat16)
+
+    def held_in_bf16(stack: ExitStack) -> None:
+        stack.enter_context(training.frozen_linears_in_bf16(peft_model))
+        stack.enter_context(autocast())
+
+    setups = {
+        "fp32": lambda stack: None,
+        "bf16 autocast, base recast every forward": lambda stack: stack.enter_context(autocast()),
+        "bf16 autocast, base held in bf16 (peftlab)": held_in_bf16,
+    }
+    for name, setup in setups.items():
+        with ExitStack() as stack:
+            setup(stack)
+            with Counted() as counted:
+                step(peft_model, length)
+            seconds = statistics.median(step(peft_model, length) for _ in range(3))
+        print(f"{name}: {counted.ops} ops dispatched a step; {seconds:.2f} s a step here")
+
+
 def compare_compile(step, peft_model) -> None:
     import torch
 
@@ -90,6 +132,7 @@ def main() -> None:
     print(notebook_recipe.machine())
     profile(step, peft_model, args.tokens)
     gemm_rates(8 * (args.tokens + 4))
+    dispatched_ops(step, peft_model, args.tokens)
     if args.compile:
         compare_compile(step, peft_model)
 

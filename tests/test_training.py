@@ -5,6 +5,9 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import logged_adapter_loss, real_tokens_per_epoch, run_tiny, store_runs
+from peft import LoraConfig, get_peft_model
+from torch.utils._python_dispatch import TorchDispatchMode
+from transformers import TrainerCallback
 
 from peftlab import data, modeling, training
 from peftlab.config import SAMPLES_DIR, DatasetConfig, ModelConfig, Precision, TrainerConfig
@@ -108,6 +111,94 @@ def test_bf16_and_fp32_training_reach_the_same_eval_loss(tiny_llama: Path, tmp_p
     assert bf16.eval_loss == pytest.approx(fp32.eval_loss, rel=0.01)
     assert bf16.eval_loss != fp32.eval_loss
     assert bf16.eval_loss < bf16.eval_loss_untuned
+
+
+class CastsToBf16(TorchDispatchMode):
+    """Counts the fp32 tensors cast to bf16 under it."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.count = 0
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        if func is torch.ops.aten._to_copy.default and kwargs.get("dtype") == torch.bfloat16:
+            self.count += args[0].dtype == torch.float32
+        return func(*args, **kwargs)
+
+
+def lora_on_tiny_llama(tiny_llama: Path):
+    """A LoRA adapter on a tiny Llama of its own (not the module's shared one), its tokenizer."""
+    loaded = modeling.load(ModelConfig(name_or_path=str(tiny_llama)))
+    peft_model = get_peft_model(loaded.model, LoraConfig(r=4, target_modules="all-linear"))
+    return peft_model, loaded.tokenizer
+
+
+def loss_and_grads(peft_model, batch) -> tuple[float, list[torch.Tensor], int]:
+    """One bf16-autocast step's loss and the adapter's gradients, and the casts it made."""
+    peft_model.zero_grad()
+    with CastsToBf16() as casts, torch.autocast("cpu", torch.bfloat16):
+        loss = peft_model(**batch).loss
+        loss.backward()
+    grads = [p.grad.clone() for p in peft_model.parameters() if p.requires_grad]
+    return loss.item(), grads, casts.count
+
+
+def test_bf16_autocast_casts_the_frozen_base_once_to_the_same_results(
+    tiny_llama: Path, llama_and_rows
+):
+    _, rows = llama_and_rows
+    peft_model, tokenizer = lora_on_tiny_llama(tiny_llama)
+    batch = training.PadToLongest(tokenizer.pad_token_id)([rows[i] for i in range(4)])
+    loss, grads, casts = loss_and_grads(peft_model, batch)
+    frozen = {(name, p.data_ptr()) for name, p in peft_model.named_parameters()}
+    # Autocast casts these at every forward: each frozen Linear weight but the output layer's,
+    # which is the (tied) input embedding and stays fp32.
+    linears = [m for m in peft_model.modules() if isinstance(m, torch.nn.Linear)]
+    tied = peft_model.get_output_embeddings()
+    recast = [m for m in linears if not m.weight.requires_grad and m is not tied]
+    with training.frozen_linears_in_bf16(peft_model):
+        assert {m.weight.dtype for m in recast} == {torch.bfloat16}
+        held = loss_and_grads(peft_model, batch)
+    assert held[0] == loss  # the same bf16 copies autocast would make: the same numbers
+    assert all(torch.equal(a, b) for a, b in zip(held[1], grads, strict=True))
+    assert held[2] == casts - len(recast)
+    # Afterwards the base is the fp32 model it was, its very tensors.
+    assert {(name, p.data_ptr()) for name, p in peft_model.named_parameters()} == frozen
+    assert {p.dtype for p in peft_model.parameters()} == {torch.float32}
+
+
+class WeightDtypes(TrainerCallback):
+    def __init__(self, weight: torch.nn.Parameter) -> None:
+        self.weight, self.seen = weight, set()
+
+    def on_step_end(self, args, state, control, **kwargs):
+        self.seen.add(self.weight.dtype)
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.seen.add(self.weight.dtype)
+
+
+@pytest.mark.parametrize("precision", [Precision.bf16, Precision.fp32])
+def test_the_trainer_holds_the_frozen_base_in_bf16_only_while_it_trains_in_bf16(
+    tiny_llama: Path, llama_and_rows, tmp_path: Path, precision: Precision
+):
+    _, rows = llama_and_rows
+    peft_model, tokenizer = lora_on_tiny_llama(tiny_llama)
+    cfg = TrainerConfig(
+        num_train_epochs=1, learning_rate=1e-3, eval_strategy="epoch", precision=precision
+    )
+    args = training.training_arguments(cfg, tmp_path)
+    trainer = training.build_trainer(
+        peft_model, tokenizer, args, rows.select(range(8)), rows.select(range(4))
+    )
+    weight = peft_model.get_base_model().model.layers[0].mlp.up_proj.base_layer.weight
+    dtypes = WeightDtypes(weight)
+    trainer.add_callback(dtypes)
+    trainer.train()
+    expected = torch.bfloat16 if precision == Precision.bf16 else torch.float32
+    assert dtypes.seen == {expected}
+    assert weight.dtype == torch.float32
 
 
 def test_held_out_loss_is_the_mean_over_every_held_out_token(llama_and_rows, tmp_path: Path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from functools import cache
 from pathlib import Path
@@ -14,6 +15,7 @@ from typing import TYPE_CHECKING
 import mlflow
 import torch
 from datasets import Dataset
+from torch import nn
 from torch.nn import functional
 from torch.utils.data import DataLoader, Sampler
 from transformers import (
@@ -260,13 +262,52 @@ class PadToLongest:
         }
 
 
+@contextmanager
+def frozen_linears_in_bf16(model: nn.Module, enabled: bool = True) -> Iterator[None]:
+    """The frozen weights of ``model``'s Linear layers held in bf16 while bf16 autocast runs.
+
+    Autocast caches its bf16 copy of a weight only for weights that train: a frozen base's
+    weights (all of them, under PEFT) are cast again at every forward, one more kernel per
+    weight per step; on a GPU at small batches, where kernel launches bound the step, that
+    doubles the work. Cast once here, autocast finds them in bf16 and casts nothing: the same
+    bf16 copies, so the same results. Weights shared with other modules (an embedding tied to
+    the output layer) stay as they are; the fp32 tensors are put back after, so a shared base
+    model comes back as it was.
+    """
+    if not enabled:
+        yield
+        return
+    shared = {id(p) for m in model.modules() if not isinstance(m, nn.Linear)
+              for p in m.parameters(recurse=False)}  # fmt: skip
+    kept = [(param, param.data) for m in model.modules() if isinstance(m, nn.Linear)
+            for param in m.parameters(recurse=False)
+            if not param.requires_grad and param.dtype == torch.float32
+            and id(param) not in shared]  # fmt: skip
+    for param, weights in kept:
+        param.data = weights.to(torch.bfloat16)
+    try:
+        yield
+    finally:
+        for param, weights in kept:
+            param.data = weights
+
+
 class LengthGroupingTrainer(Trainer):
-    """HF Trainer whose training batches can be grouped by length (less padding), and whose
-    held-out loss is the mean over all held-out tokens (see :meth:`evaluation_loop`)."""
+    """HF Trainer whose training batches can be grouped by length (less padding), whose
+    held-out loss is the mean over all held-out tokens (see :meth:`evaluation_loop`), and whose
+    bf16 autocast casts a frozen base's weights once (see :func:`frozen_linears_in_bf16`)."""
 
     def __init__(self, *args, group_by_length: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.group_by_length = group_by_length
+
+    def train(self, *args, **kwargs):
+        with frozen_linears_in_bf16(self.model, enabled=self.args.bf16):
+            return super().train(*args, **kwargs)
+
+    def evaluate(self, *args, **kwargs):
+        with frozen_linears_in_bf16(self.model, enabled=self.args.bf16):
+            return super().evaluate(*args, **kwargs)
 
     def _get_train_sampler(self, train_dataset: Dataset | None = None) -> Sampler | None:
         dataset = train_dataset if train_dataset is not None else self.train_dataset
