@@ -15,7 +15,7 @@ from __future__ import annotations
 import argparse
 import statistics
 import time
-from contextlib import ExitStack
+from contextlib import contextmanager, nullcontext
 
 import notebook_recipe
 
@@ -96,18 +96,18 @@ def dispatched_ops(step, peft_model, length: int) -> None:
     def autocast():
         return torch.autocast("cpu", torch.bfloat16)
 
-    def held_in_bf16(stack: ExitStack) -> None:
-        stack.enter_context(training.frozen_linears_in_bf16(peft_model))
-        stack.enter_context(autocast())
+    @contextmanager
+    def held_in_bf16():
+        with training.frozen_linears_in_bf16(peft_model), autocast():
+            yield
 
     setups = {
-        "fp32": lambda stack: None,
-        "bf16 autocast, base recast every forward": lambda stack: stack.enter_context(autocast()),
+        "fp32": nullcontext,
+        "bf16 autocast, base recast every forward": autocast,
         "bf16 autocast, base held in bf16 (peftlab)": held_in_bf16,
     }
     for name, setup in setups.items():
-        with ExitStack() as stack:
-            setup(stack)
+        with setup():
             with Counted() as counted:
                 step(peft_model, length)
             seconds = statistics.median(step(peft_model, length) for _ in range(3))

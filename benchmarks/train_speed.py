@@ -4,9 +4,8 @@ Both sides train the embedded SmolLM2-135M with the same data, epochs, learning 
 virtual tokens and init (RANDOM); they differ only in how they train. b32 is b in fp32 (what
 ``precision=auto`` gains or loses here), b-recast b with autocast recasting the frozen base at
 every forward (what ``training.frozen_linears_in_bf16`` saves; where ``auto`` picks fp32, b
-again), bare a plain fp32 loop (the ceiling). Each side runs in
-its own process (peak RSS is per process), in turns (a, b, b32, bare, a, ...) so all see the
-same machine.
+again), bare a plain fp32 loop (the ceiling). Each side runs in its own process (peak RSS is
+per process), in turns (a, b, b32, b-recast, bare, a, ...) so all see the same machine.
 
     .venv/bin/python benchmarks/train_speed.py            # 6 epochs, rows 0-49, eval 100-164
     .venv/bin/python benchmarks/train_speed.py --quick    # 1 epoch, 1 repeat
