@@ -12,7 +12,7 @@ from conftest import (
 )
 from playwright.sync_api import expect, sync_playwright
 
-from peftlab import pipeline, tracking
+from peftlab import names, tracking
 
 pytestmark = pytest.mark.process  # an MLflow server seen in Chromium
 
@@ -87,7 +87,7 @@ def test_the_evaluation_view_puts_the_runs_generations_side_by_side(method_sweep
     client, parent, children = sweep_parts(method_sweep)
     written = {}
     for child in children:
-        path = client.download_artifacts(child.info.run_id, pipeline.GENERATIONS_TABLE)
+        path = client.download_artifacts(child.info.run_id, names.GENERATIONS_TABLE)
         table = json.loads(Path(path).read_text())
         rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]]
         written[child.info.run_name] = rows[0]["tuned"]
@@ -108,7 +108,7 @@ def test_the_evaluation_view_puts_the_runs_generations_side_by_side(method_sweep
         page.get_by_role("button", name="Toggle sidebar").click()
         page.locator("label:has(input[value=ARTIFACT])").click()
         page.get_by_test_id("dropdown-tables").click()
-        page.get_by_role("option", name=pipeline.GENERATIONS_TABLE).click()
+        page.get_by_role("option", name=names.GENERATIONS_TABLE).click()
         page.get_by_role("option", name="samples.json").click()  # the probes: not this table
         page.keyboard.press("Escape")
         page.get_by_text("Compare:").click()

@@ -17,7 +17,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
-from peftlab import formats
+from peftlab import formats, names
 from peftlab.cache import cache_dir
 from peftlab.config import DatasetConfig, GenerationSettings, ModelConfig, typed_section
 from peftlab.errors import PeftlabError
@@ -108,7 +108,7 @@ def from_run(run, client: MlflowClient) -> AdapterSource:
     run_id = run.info.run_id
     target = cache_dir() / "runs" / run_id
     try:
-        adapter_dir = Path(_download(client, run_id, "adapter", target))
+        adapter_dir = Path(_download(client, run_id, names.ADAPTER_DIR, target))
     except (MlflowException, OSError) as error:
         raise PeftlabError(
             f"--run {run_id!r}: the run has no adapter/ artifact "
@@ -127,7 +127,7 @@ def from_run(run, client: MlflowClient) -> AdapterSource:
         peft_type=peft_type,
         model=model,
         generation=settings,
-        eval_loss=run.data.metrics.get("eval_loss"),
+        eval_loss=run.data.metrics.get(names.EVAL_LOSS),
         dataset=dataset,
     )
 

@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 if TYPE_CHECKING:
     from peftlab import pipeline
 
-from peftlab import data, distributed, interrupts, sweep
+from peftlab import data, distributed, interrupts, names, sweep
 from peftlab.config import to_settings
 from peftlab.errors import PeftlabError
 
@@ -75,7 +75,7 @@ def interrupted(interrupt: interrupts.Interrupted, context: pipeline.RunContext 
         return f"{line}: no run was started"
     from peftlab import training
 
-    checkpoint = training.last_checkpoint(context.run_dir / "trainer")
+    checkpoint = training.last_checkpoint(context.run_dir / names.TRAINER_DIR)
     if checkpoint is None:
         return (
             f"{line}: MLflow run {context.run_id} ended KILLED before its first checkpoint; "
@@ -95,7 +95,7 @@ def run_context(hydra_cfg: DictConfig) -> pipeline.RunContext:
     run_dir = Path(hydra_cfg.runtime.output_dir)
     choices = hydra_cfg.runtime.choices
     tags = {group: choices.get(group) for group in TAGGED_GROUPS}
-    tags["git_commit"] = tracking.git_commit(Path(hydra_cfg.runtime.cwd))
+    tags[names.GIT_COMMIT_TAG] = tracking.git_commit(Path(hydra_cfg.runtime.cwd))
     run_name, sweep_tags, trial = None, {}, None
     if hydra_cfg.mode == RunMode.MULTIRUN:
         run_name, sweep_tags = sweep.job_identity(hydra_cfg)

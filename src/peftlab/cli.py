@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from peftlab import names
 from peftlab.config import register_configs
 from peftlab.errors import PeftlabError
 
@@ -41,7 +42,7 @@ def parser() -> argparse.ArgumentParser:
     comparing.add_argument("--out", type=Path, help="output folder (default: outputs/compare/ID)")
     comparing.add_argument(
         "--metric",
-        default="eval_loss",
+        default=names.EVAL_LOSS,
         help="rank by this metric, best first (e.g. eval_rougeL, eval_chrf; default: eval_loss)",
     )
     comparing.add_argument(
@@ -189,15 +190,15 @@ def run_dashboard(client: MlflowClient, args: argparse.Namespace) -> int:
 
 def latest_search(client: MlflowClient) -> tuple[str, str]:
     """The storage and study name recorded on the latest search's parent run."""
-    from peftlab.sweep import STORAGE_TAG, STUDY_TAG, latest_parent
+    from peftlab.sweep import latest_parent
 
-    found = latest_parent(client, STUDY_TAG)
+    found = latest_parent(client, names.STUDY_TAG)
     if found is None:
         raise PeftlabError(
             "no search found in this store: run one with `python train.py -m "
             "hparams_search=optuna`, or pass --storage and --study"
         )
-    return found.data.tags[STORAGE_TAG], found.data.tags[STUDY_TAG]
+    return found.data.tags[names.STORAGE_TAG], found.data.tags[names.STUDY_TAG]
 
 
 def run_compare(client: MlflowClient, args: argparse.Namespace) -> int:
@@ -244,7 +245,7 @@ def rerun(client: MlflowClient, run_id: str, overrides: list[str]) -> int:
         try:
             config_dir = mlflow.artifacts.download_artifacts(
                 run_id=run_id,
-                artifact_path=".hydra",
+                artifact_path=names.CONFIG_DIR,
                 dst_path=tmp,
                 tracking_uri=client.tracking_uri,
             )
@@ -265,19 +266,18 @@ def rerun(client: MlflowClient, run_id: str, overrides: list[str]) -> int:
 
 def resume(client: MlflowClient, run_id: str) -> int:
     """Launch train.py on the run's own folder and config, continuing the same MLflow run."""
-    from peftlab.tracking import RUN_DIR_TAG
 
     run = find_run(client, run_id)
     if run.info.status == "FINISHED":
         raise PeftlabError(f"run {run_id} is FINISHED: nothing to resume")
-    run_dir = Path(run.data.tags.get(RUN_DIR_TAG, ""))
-    if not (run_dir / ".hydra" / "config.yaml").is_file():
+    run_dir = Path(run.data.tags.get(names.RUN_DIR_TAG, ""))
+    if not (run_dir / names.CONFIG_DIR / names.CONFIG_FILE).is_file():
         raise PeftlabError(
             f"run {run_id}: its folder {str(run_dir) or '(not recorded)'} with .hydra/config.yaml "
             f"is not on this machine; `peftlab rerun {run_id}` trains it again"
         )
     command = [
-        sys.executable, str(TRAIN_SCRIPT), "--config-path", str(run_dir / ".hydra"),
+        sys.executable, str(TRAIN_SCRIPT), "--config-path", str(run_dir / names.CONFIG_DIR),
         "--config-name", "config", f"hydra.run.dir={run_dir}", f"resume={run_id}",
     ]  # fmt: skip
     return subprocess.run(command, check=False).returncode

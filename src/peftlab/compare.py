@@ -10,26 +10,27 @@ from matplotlib.figure import Figure  # pyplot-free: no display backend, no glob
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
-from peftlab import metrics
+from peftlab import metrics, names
 from peftlab.errors import PeftlabError
-from peftlab.metrics.base import PREFIX, UNTUNED
-from peftlab.sweep import PARENT_TAG, PRUNED_TAG, SWEEP_TAG, latest_parent
+from peftlab.sweep import latest_parent
 
 METRICS = [
-    "eval_loss",
-    "eval_loss_untuned",
+    names.EVAL_LOSS,
+    names.EVAL_LOSS_UNTUNED,
     "improvement",
     "improvement_pct",
-    "trainable_params",
-    "adapter_bytes",
-    "train_runtime",
-    "train_tokens_per_second",
+    names.TRAINABLE_PARAMS,
+    names.ADAPTER_BYTES,
+    names.TRAIN_RUNTIME,
+    names.TRAIN_TOKENS_PER_SECOND,
 ]
 DERIVED = ("improvement", "improvement_pct")  # computed here from the logged metrics
-COUNTS = ("trainable_params", "adapter_bytes")  # MLflow stores every metric as a float
+COUNTS = (names.TRAINABLE_PARAMS, names.ADAPTER_BYTES)  # MLflow stores every metric as a float
 # Scores of held-out generations, where runs logged them (tasks: completion and chat data).
 GENERATION_METRICS = [
-    f"{PREFIX}{name}{suffix}" for name in metrics.REGISTRY for suffix in ("", UNTUNED)
+    f"{names.SCORE_PREFIX}{name}{suffix}"
+    for name in metrics.REGISTRY
+    for suffix in ("", names.UNTUNED_SUFFIX)
 ]
 METHOD = "peft.method"
 # Keys that differ between any two runs without being a choice worth comparing.
@@ -43,14 +44,14 @@ class Comparison:
     swept: list[str]
     runs: list[Run]
     parent: Run | None
-    metric: str = "eval_loss"
+    metric: str = names.EVAL_LOSS
 
 
 def collect(
     client: MlflowClient,
     sweep: str | None = None,
     experiment: str | None = None,
-    metric: str = "eval_loss",
+    metric: str = names.EVAL_LOSS,
 ) -> Comparison:
     """Finished runs of a sweep (by parent run id), of an experiment, or of the latest sweep,
     ranked by ``metric`` (higher first where higher is better: ``eval_rougeL``)."""
@@ -59,11 +60,11 @@ def collect(
         if found is None:
             raise PeftlabError(f"--experiment={experiment!r}: no such MLflow experiment")
         runs = client.search_runs([found.experiment_id])
-        runs = [r for r in runs if SWEEP_TAG not in r.data.tags]
+        runs = [r for r in runs if names.SWEEP_TAG not in r.data.tags]
         return _comparison(runs, parent=None, metric=metric)
     parent = _parent(client, sweep)
     children = client.search_runs(
-        [parent.info.experiment_id], f"tags.`{PARENT_TAG}` = '{parent.info.run_id}'"
+        [parent.info.experiment_id], f"tags.`{names.PARENT_TAG}` = '{parent.info.run_id}'"
     )
     return _comparison(children, parent, metric)
 
@@ -74,7 +75,7 @@ def _parent(client: MlflowClient, sweep: str | None) -> Run:
             return client.get_run(sweep)
         except Exception as error:
             raise PeftlabError(f"--sweep={sweep!r}: no such MLflow run") from error
-    latest = latest_parent(client, SWEEP_TAG)
+    latest = latest_parent(client, names.SWEEP_TAG)
     if latest is None:
         raise PeftlabError(
             "no sweep found in this store: run one with `python train.py -m ...`, "
@@ -83,10 +84,12 @@ def _parent(client: MlflowClient, sweep: str | None) -> Run:
     return latest
 
 
-def _comparison(runs: list[Run], parent: Run | None, metric: str = "eval_loss") -> Comparison:
+def _comparison(runs: list[Run], parent: Run | None, metric: str = names.EVAL_LOSS) -> Comparison:
     finished = [r for r in runs if r.info.status == "FINISHED" and metric in r.data.metrics]
     if not finished:
-        logged = sorted({key for r in runs for key in r.data.metrics if key.startswith(PREFIX)})
+        logged = sorted(
+            {key for r in runs for key in r.data.metrics if key.startswith(names.SCORE_PREFIX)}
+        )
         raise PeftlabError(
             f"--metric={metric!r}: no finished run logged it; held-out metrics logged: "
             f"{', '.join(logged) or 'none'}"
@@ -99,10 +102,10 @@ def _comparison(runs: list[Run], parent: Run | None, metric: str = "eval_loss") 
         row = {"run": run.info.run_name, "run_id": run.info.run_id}
         row |= {key: setting(run, key) for key in swept}
         row["method"] = run.data.params.get(METHOD)
-        row["pruned"] = run.data.tags.get(PRUNED_TAG)  # the step a search's pruner stopped it
+        row["pruned"] = run.data.tags.get(names.PRUNED_TAG)  # the step a search's pruner stopped it
         row |= {key: logged.get(key) for key in [*METRICS, *scores] if key not in DERIVED}
-        untuned = logged.get("eval_loss_untuned", float("nan"))
-        row["improvement"] = untuned - logged["eval_loss"]
+        untuned = logged.get(names.EVAL_LOSS_UNTUNED, float("nan"))
+        row["improvement"] = untuned - logged[names.EVAL_LOSS]
         row["improvement_pct"] = 100 * row["improvement"] / untuned
         rows.append(row)
     # A run the pruner stopped early never ranks above one that trained to its end.
@@ -126,8 +129,8 @@ def setting(run: Run, key: str) -> str | None:
 
 
 def _swept_keys(runs: list[Run], parent: Run | None) -> list[str]:
-    if parent is not None and parent.data.tags.get("swept_keys"):
-        return parent.data.tags["swept_keys"].split(",")
+    if parent is not None and parent.data.tags.get(names.SWEPT_KEYS_TAG):
+        return parent.data.tags[names.SWEPT_KEYS_TAG].split(",")
     return differing_params(runs)
 
 
@@ -178,7 +181,7 @@ def train_loss_figure(comparison: Comparison, client: MlflowClient) -> Figure:
     methods = sorted({str(run.data.params.get(METHOD)) for run in comparison.runs})
     for run in comparison.runs:
         history = sorted(
-            client.get_metric_history(run.info.run_id, "train_loss"), key=lambda m: m.step
+            client.get_metric_history(run.info.run_id, names.TRAIN_LOSS), key=lambda m: m.step
         )
         colour = f"C{methods.index(str(run.data.params.get(METHOD))) % 10}"
         label = f"{run.data.params.get(METHOD)}: {run.info.run_name}"
@@ -203,7 +206,7 @@ def eval_loss_figure(comparison: Comparison) -> Figure:
             group = group.sort_values(key, key=_numeric_if_possible)
             pairs = zip(others, _as_tuple(values), strict=True)
             label = ", ".join(f"{k}={v}" for k, v in pairs) or "runs"
-            ax.plot(group[key].astype(str), group["eval_loss"], marker="o", label=label)
+            ax.plot(group[key].astype(str), group[names.EVAL_LOSS], marker="o", label=label)
         ax.set(title=f"Held-out eval loss vs {key}", xlabel=key, ylabel="eval loss")
         ax.tick_params(axis="x", labelrotation=30)  # method names side by side
         ax.legend(fontsize="small")

@@ -11,11 +11,10 @@ import gradio as gr  # noqa: E402
 from mlflow.entities import Run  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
 
-from peftlab import adapter_sources, compare  # noqa: E402
+from peftlab import adapter_sources, compare, names  # noqa: E402
 from peftlab.adapters import AdapterBank  # noqa: E402
 from peftlab.config import GenerationSettings  # noqa: E402
 from peftlab.errors import PeftlabError  # noqa: E402
-from peftlab.sweep import SWEEP_TAG  # noqa: E402
 
 PROBES = GenerationSettings().prompts
 
@@ -31,7 +30,8 @@ def adapter_runs(client: MlflowClient, experiment: str) -> list[Run]:
     return [
         run
         for run in runs
-        if SWEEP_TAG not in run.data.tags and client.list_artifacts(run.info.run_id, "adapter")
+        if names.SWEEP_TAG not in run.data.tags
+        and client.list_artifacts(run.info.run_id, names.ADAPTER_DIR)
     ]
 
 
@@ -47,7 +47,7 @@ def run_labels(runs: list[Run]) -> list[str]:
     ]
     labels = []
     for run in runs:
-        params, loss = run.data.params, run.data.metrics.get("eval_loss", float("nan"))
+        params, loss = run.data.params, run.data.metrics.get(names.EVAL_LOSS, float("nan"))
         settings = [f"{key}={params[key]}" for key in differing if key in params]
         labels.append(
             " · ".join(

@@ -24,12 +24,12 @@ from mlflow.models import ModelSignature
 from mlflow.types import ColSpec, ParamSchema, ParamSpec, Schema
 from omegaconf import OmegaConf
 
-from peftlab import adapter_sources, formats
+from peftlab import adapter_sources, formats, names
 from peftlab.adapters import AdapterBank
 from peftlab.config import GenerationSettings, TrainConfig, register_configs
 from peftlab.redaction import copy_redacted
 
-NAME = "model"
+NAME = names.MODEL_ARTIFACT
 MODEL_CODE = Path(__file__).with_name("mlflow_model_code.py")
 # What loading and predicting imports; the model's environment pins what this run used.
 REQUIREMENTS = (
@@ -46,7 +46,7 @@ class TunedLanguageModel(mlflow.pyfunc.PythonModel):
 
     def load_context(self, context) -> None:
         register_configs()  # the saved config's resolvers (the embedded model's package)
-        self.source = adapter_sources.from_dir(Path(context.artifacts["run"]) / "adapter")
+        self.source = adapter_sources.from_dir(Path(context.artifacts["run"]) / names.ADAPTER_DIR)
         self.bank = AdapterBank.for_sources([self.source])
 
     # A DataFrame, as MLflow makes of any input under the signature; the hint also keeps MLflow
@@ -92,15 +92,17 @@ def log(settings: TrainConfig, adapter_dir: Path, config_dir: Path | None) -> No
     """Log the model of the active run: its adapter and config, as a run folder."""
     with tempfile.TemporaryDirectory() as staging:
         run = Path(staging, "run")
-        shutil.copytree(adapter_dir, run / "adapter")
-        saved = config_dir / "config.yaml" if config_dir is not None else None
-        (run / ".hydra").mkdir()
+        shutil.copytree(adapter_dir, run / names.ADAPTER_DIR)
+        saved = config_dir / names.CONFIG_FILE if config_dir is not None else None
+        (run / names.CONFIG_DIR).mkdir()
         if saved is not None and saved.is_file():
             # As written by Hydra: `${peftlab.package_dir:...}` resolves where the model loads.
-            copy_redacted(saved, run / ".hydra" / "config.yaml")
+            copy_redacted(saved, run / names.CONFIG_DIR / names.CONFIG_FILE)
         else:
             sections = {"model": settings.model, "generation": settings.generation}
-            OmegaConf.save(OmegaConf.structured(sections), run / ".hydra" / "config.yaml")
+            OmegaConf.save(
+                OmegaConf.structured(sections), run / names.CONFIG_DIR / names.CONFIG_FILE
+            )
         mlflow.pyfunc.log_model(
             name=NAME,
             python_model=str(MODEL_CODE),

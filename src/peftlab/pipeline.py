@@ -24,8 +24,8 @@ from peftlab import (
     interrupts,
     logged_model,
     modeling,
+    names,
     scoring,
-    sweep,
     tracking,
     training,
 )
@@ -55,8 +55,6 @@ class Baseline:
     generations: scoring.Scores | None
 
 
-GENERATIONS_TABLE = "generations.json"  # the held-out generations, an MLflow table
-RUN_FILE = "mlflow_run.json"  # in the run's folder: the MLflow run a job run again continues
 # Jobs of a sweep over PEFT or trainer knobs share one untuned baseline: see untuned_baseline.
 _baselines: dict[str, Baseline] = {}
 
@@ -95,19 +93,19 @@ def run(settings: TrainConfig, context: RunContext) -> RunResult:
         settings = replace(settings, resume=unfinished_run(context.run_dir))
     name = settings.tracking.run_name or context.run_name
     tags = {**context.tags, **tracking.environment_tags(), **settings.tracking.tags}
-    tags[tracking.RUN_DIR_TAG] = str(context.run_dir)
+    tags[names.RUN_DIR_TAG] = str(context.run_dir)
     with tracking.run(settings.tracking, name, tags, resume=settings.resume) as active:
         context.run_id = active.info.run_id
         context.run_dir.mkdir(parents=True, exist_ok=True)
-        (context.run_dir / RUN_FILE).write_text(json.dumps({"run_id": context.run_id}))
+        (context.run_dir / names.RUN_FILE).write_text(json.dumps({"run_id": context.run_id}))
         if settings.resume is None:  # a resumed run has all this already
             with interrupts.deferred():
                 mlflow.log_params(redact_values(tracking.flatten(params(settings))))
-                mlflow.log_text(tracking.installed_packages(), "environment/requirements.txt")
+                mlflow.log_text(tracking.installed_packages(), names.REQUIREMENTS_FILE)
                 if context.config_dir is not None and context.config_dir.is_dir():
                     with tempfile.TemporaryDirectory() as staging:
-                        copy = copy_redacted(context.config_dir, Path(staging, ".hydra"))
-                        mlflow.log_artifacts(str(copy), ".hydra")
+                        copy = copy_redacted(context.config_dir, Path(staging, names.CONFIG_DIR))
+                        mlflow.log_artifacts(str(copy), names.CONFIG_DIR)
         result = _train_and_log(settings, context)
         return RunResult(
             run_id=active.info.run_id, ui_hint=tracking.ui_hint(settings.tracking, active), **result
@@ -132,9 +130,12 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
             tracking.log_dataset(data.table(examples.train), settings.dataset, "training")
             tracking.log_dataset(data.table(examples.eval), settings.dataset, "evaluation")
             mlflow.log_metrics(
-                {"dataset_skipped_lines": examples.skipped_lines, "dataset_dropped": splits.dropped}
+                {
+                    names.DATASET_SKIPPED_LINES: examples.skipped_lines,
+                    names.DATASET_DROPPED: splits.dropped,
+                }
             )
-    args = training.training_arguments(settings.trainer, context.run_dir / "trainer")
+    args = training.training_arguments(settings.trainer, context.run_dir / names.TRAINER_DIR)
     checkpoint = resume_checkpoint(settings, context)
     distributed.shared((context.run_dir, checkpoint))  # a data-parallel job's others: see below
     start_epoch = training.epoch_of(checkpoint)  # read now: training rotates checkpoints away
@@ -168,7 +169,7 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
                     "trainer.save_strategy=no"
                 ) from error
         context.phase = "evaluating"
-        eval_loss = trainer.evaluate()["eval_loss"]
+        eval_loss = trainer.evaluate()[names.EVAL_LOSS]
         last_step = trainer.state.global_step
         tuned = tuned_samples(peft_model.eval(), tokenizer, settings.generation)
         if held_out is not None:
@@ -180,56 +181,58 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
                 settings.generation,
                 generation.prefix(peft_model),
             )
-        adapter_dir = save_adapter(peft_model, context.run_dir / "adapter")
+        adapter_dir = save_adapter(peft_model, context.run_dir / names.ADAPTER_DIR)
 
     context.phase = "logging"
     prompts = settings.generation.prompts
     untuned = list(baseline.samples)
     samples = [Sample(p, u, t) for p, u, t in zip(prompts, untuned, tuned, strict=True)]
-    runtime = train_output.metrics["train_runtime"]
+    runtime = train_output.metrics[names.TRAIN_RUNTIME]
     # The epochs this call trained: early stopping and a pruner end sooner than planned, and a
     # resumed run's runtime counts from its checkpoint.
     epochs = trainer.state.epoch - start_epoch
     trained_tokens = data.real_tokens(splits.train) * epochs
     metrics = {
-        "eval_loss": eval_loss,
-        "eval_loss_untuned": baseline.eval_loss,
-        "eval_perplexity": math.exp(eval_loss),
-        "trainable_params": trainable,
-        "adapter_bytes": sum(f.stat().st_size for f in adapter_dir.iterdir()),
-        "train_runtime": runtime,
-        "train_steps": last_step,
-        "train_tokens_per_second": trained_tokens / runtime,
+        names.EVAL_LOSS: eval_loss,
+        names.EVAL_LOSS_UNTUNED: baseline.eval_loss,
+        names.EVAL_PERPLEXITY: math.exp(eval_loss),
+        names.TRAINABLE_PARAMS: trainable,
+        names.ADAPTER_BYTES: sum(f.stat().st_size for f in adapter_dir.iterdir()),
+        names.TRAIN_RUNTIME: runtime,
+        names.TRAIN_STEPS: last_step,
+        names.TRAIN_TOKENS_PER_SECOND: trained_tokens / runtime,
     }
     if held_out is not None:
         metrics |= scoring.logged_metrics(baseline.generations, generations)
         table = scoring.table(held_out, baseline.generations, generations)
-        (context.run_dir / "generations.json").write_text(json.dumps(table, indent=2))
+        (context.run_dir / names.GENERATIONS_TABLE).write_text(json.dumps(table, indent=2))
     # In the run's folder first: a store that went away costs the logging, not the results.
-    (context.run_dir / "samples.json").write_text(json.dumps([vars(s) for s in samples], indent=2))
-    (context.run_dir / "metrics.json").write_text(json.dumps(metrics, indent=2))
+    (context.run_dir / names.SAMPLES_FILE).write_text(
+        json.dumps([vars(s) for s in samples], indent=2)
+    )
+    (context.run_dir / names.METRICS_FILE).write_text(json.dumps(metrics, indent=2))
     try:
         with interrupts.deferred():
             # At the last step: the run's eval_loss, after any curve's points.
             mlflow.log_metrics(metrics, step=last_step)
             if context.trial is not None and context.trial.pruned_step is not None:
-                mlflow.set_tag(sweep.PRUNED_TAG, str(context.trial.pruned_step))
-            mlflow.log_artifacts(str(adapter_dir), "adapter")
+                mlflow.set_tag(names.PRUNED_TAG, str(context.trial.pruned_step))
+            mlflow.log_artifacts(str(adapter_dir), names.ADAPTER_DIR)
             logged_model.log(settings, adapter_dir, context.config_dir)
             mlflow.log_table(
                 {"prompt": prompts, "untuned": untuned, "tuned": tuned},
-                artifact_file="samples.json",
+                artifact_file=names.SAMPLES_FILE,
             )
             if held_out is not None:  # the UI's Evaluation view: runs' generations side by side
-                mlflow.log_table(table, artifact_file=GENERATIONS_TABLE)
+                mlflow.log_table(table, artifact_file=names.GENERATIONS_TABLE)
     except tracking.STORE_ERRORS as error:
         raise PeftlabError(
             f"could not log the results to {settings.tracking.uri} ({tracking.short(error)}); "
             f"the adapter, config, metrics and samples are in {context.run_dir}"
         ) from error
     return {
-        "eval_loss_untuned": baseline.eval_loss,
-        "eval_loss": eval_loss,
+        names.EVAL_LOSS_UNTUNED: baseline.eval_loss,
+        names.EVAL_LOSS: eval_loss,
         "samples": samples,
         "adapter_dir": adapter_dir,
         "scores": scoring.pairs(baseline.generations, generations) if held_out else {},
@@ -243,7 +246,7 @@ def train_alongside(settings: TrainConfig) -> float:
     loaded = modeling.load_shared(settings.model)
     splits = data.load_tokenized(settings.dataset, loaded.tokenizer)
     run_dir, checkpoint = distributed.shared()
-    args = training.training_arguments(settings.trainer, run_dir / "trainer")
+    args = training.training_arguments(settings.trainer, run_dir / names.TRAINER_DIR)
     set_seed(settings.trainer.seed)
     with settings.peft.attached(loaded.model, loaded.path) as peft_model:
         trainer = training.build_trainer(
@@ -257,17 +260,17 @@ def train_alongside(settings: TrainConfig) -> float:
         )
         with interrupts.deferred():
             trainer.train(resume_from_checkpoint=checkpoint)
-        return trainer.evaluate()["eval_loss"]
+        return trainer.evaluate()[names.EVAL_LOSS]
 
 
 def unfinished_run(run_dir: Path) -> str | None:
     """The MLflow run an earlier job in ``run_dir`` left unfinished with a checkpoint, if any."""
     try:
-        run_id = json.loads((run_dir / RUN_FILE).read_text())["run_id"]
+        run_id = json.loads((run_dir / names.RUN_FILE).read_text())["run_id"]
         status = mlflow.get_run(run_id).info.status
     except (OSError, ValueError, KeyError, MlflowException):
         return None
-    if status == "FINISHED" or training.last_checkpoint(run_dir / "trainer") is None:
+    if status == "FINISHED" or training.last_checkpoint(run_dir / names.TRAINER_DIR) is None:
         return None
     log.info("Found unfinished run %s (%s) in %s: resuming it", run_id, status, run_dir)
     return run_id
@@ -277,7 +280,7 @@ def resume_checkpoint(settings: TrainConfig, context: RunContext) -> str | None:
     """The checkpoint a resumed run continues from (None for a new run)."""
     if settings.resume is None:
         return None
-    found = training.last_checkpoint(context.run_dir / "trainer")
+    found = training.last_checkpoint(context.run_dir / names.TRAINER_DIR)
     if found is None:
         raise PeftlabError(
             f"resume={settings.resume}: no checkpoint in {context.run_dir / 'trainer'}; "

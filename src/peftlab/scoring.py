@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from peftlab import formats
+from peftlab import formats, names
 from peftlab.config import DatasetConfig, GenerationSettings
 from peftlab.formats import Example
 from peftlab.metrics import REGISTRY
-from peftlab.metrics.base import PREFIX, UNTUNED
 
 
 @dataclass(frozen=True)
@@ -53,8 +52,9 @@ def score(completions: Sequence[str], references: Sequence[str], names: list[str
 
 def logged_metrics(untuned: Scores, tuned: Scores) -> dict[str, float]:
     """``eval_<metric>`` of the tuned model and ``eval_<metric>_untuned`` of the base model."""
-    return {f"{PREFIX}{name}": value for name, value in tuned.totals.items()} | {
-        f"{PREFIX}{name}{UNTUNED}": value for name, value in untuned.totals.items()
+    return {f"{names.SCORE_PREFIX}{name}": value for name, value in tuned.totals.items()} | {
+        f"{names.SCORE_PREFIX}{name}{names.UNTUNED_SUFFIX}": value
+        for name, value in untuned.totals.items()
     }
 
 
@@ -72,6 +72,6 @@ def table(prompts: HeldOut, untuned: Scores, tuned: Scores) -> dict[str, list]:
         "tuned": list(tuned.completions),
     }
     for name in tuned.rows:
-        columns[f"{name}{UNTUNED}"] = untuned.rows[name]
+        columns[f"{name}{names.UNTUNED_SUFFIX}"] = untuned.rows[name]
         columns[name] = tuned.rows[name]
     return columns

@@ -18,6 +18,7 @@ from hydra.core.override_parser.overrides_parser import OverridesParser
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig, OmegaConf
 
+from peftlab import names
 from peftlab.config import TrackingConfig
 from peftlab.errors import PeftlabError
 from peftlab.output_dirs import require_writable
@@ -30,13 +31,6 @@ if TYPE_CHECKING:
     from peftlab.study import TrialLink
 
 log = logging.getLogger(__name__)
-
-SWEEP_FILE = "mlflow_sweep.json"
-PARENT_TAG = "mlflow.parentRunId"
-SWEEP_TAG = "peftlab.sweep"
-PRUNED_TAG = "pruned"  # on a trial's run: the step at which the pruner stopped its training
-STUDY_TAG = "optuna_study"  # on a search's parent run: its study, and where it is stored
-STORAGE_TAG = "optuna_storage"
 
 
 class MlflowSweepCallback(Callback):
@@ -82,7 +76,7 @@ class MlflowSweepCallback(Callback):
         swept = swept_keys(overrides, config.hydra.sweeper.get("params"))
         sweep_dir.mkdir(parents=True, exist_ok=True)
         fixed = [_key(o) for o in overrides if _key(o) not in swept]
-        (sweep_dir / SWEEP_FILE).write_text(
+        (sweep_dir / names.SWEEP_FILE).write_text(
             json.dumps({"parent_run_id": self._parent_id, "swept_keys": swept, "fixed_keys": fixed})
         )
         # Hydra skips on_multirun_end when a job failed; the parent must not stay RUNNING.
@@ -101,9 +95,9 @@ class MlflowSweepCallback(Callback):
             experiment_id,
             run_name=" ".join(["sweep", *swept_overrides(overrides, swept)]),
             tags={
-                SWEEP_TAG: "true",
-                "sweep_dir": str(Path(config.hydra.sweep.dir).resolve()),
-                "swept_keys": ",".join(swept),
+                names.SWEEP_TAG: "true",
+                names.SWEEP_DIR_TAG: str(Path(config.hydra.sweep.dir).resolve()),
+                names.SWEPT_KEYS_TAG: ",".join(swept),
                 **(extra_tags or {}),
             },
         )
@@ -126,19 +120,21 @@ class MlflowSweepCallback(Callback):
             return
         client, parent_id, self._parent_id = self._client, self._parent_id, None
         experiment_id = client.get_run(parent_id).info.experiment_id
-        children = client.search_runs([experiment_id], f"tags.{PARENT_TAG} = '{parent_id}'")
+        children = client.search_runs([experiment_id], f"tags.{names.PARENT_TAG} = '{parent_id}'")
         finished = [child for child in children if child.info.status == "FINISHED"]
         failed = [child for child in children if child.info.status == "FAILED"]
-        client.set_tag(parent_id, "finished_jobs", str(len(finished)))
-        client.set_tag(parent_id, "failed_jobs", str(len(failed)))
+        client.set_tag(parent_id, names.FINISHED_JOBS_TAG, str(len(finished)))
+        client.set_tag(parent_id, names.FAILED_JOBS_TAG, str(len(failed)))
         client.set_tag(
-            parent_id, "pruned_jobs", str(sum(PRUNED_TAG in c.data.tags for c in finished))
+            parent_id,
+            names.PRUNED_JOBS_TAG,
+            str(sum(names.PRUNED_TAG in c.data.tags for c in finished)),
         )
         best = best_run(finished)
         if best is not None:
-            client.log_metric(parent_id, "best_eval_loss", best.data.metrics["eval_loss"])
-            client.set_tag(parent_id, "best_run_id", best.info.run_id)
-            client.set_tag(parent_id, "best_run_name", best.info.run_name)
+            client.log_metric(parent_id, names.BEST_EVAL_LOSS, best.data.metrics[names.EVAL_LOSS])
+            client.set_tag(parent_id, names.BEST_RUN_ID_TAG, best.info.run_id)
+            client.set_tag(parent_id, names.BEST_RUN_NAME_TAG, best.info.run_name)
         if any(child.info.status == "KILLED" for child in children):
             status = "KILLED"  # a job was interrupted, and the sweep with it
         client.set_terminated(parent_id, status)
@@ -147,9 +143,9 @@ class MlflowSweepCallback(Callback):
 def best_run(finished: list[Run]) -> Run | None:
     """The finished run of lowest eval_loss; a run the pruner stopped early ranks only when no
     run trained to its end."""
-    scored = [run for run in finished if "eval_loss" in run.data.metrics]
-    completed = [run for run in scored if PRUNED_TAG not in run.data.tags] or scored
-    return min(completed, key=lambda run: run.data.metrics["eval_loss"], default=None)
+    scored = [run for run in finished if names.EVAL_LOSS in run.data.metrics]
+    completed = [run for run in scored if names.PRUNED_TAG not in run.data.tags] or scored
+    return min(completed, key=lambda run: run.data.metrics[names.EVAL_LOSS], default=None)
 
 
 class SharedStudy:
@@ -163,8 +159,8 @@ class SharedStudy:
         studies.check_search(sweeper, OmegaConf.select(config, "trainer.eval_strategy"))
         self.study, self.created = studies.create_or_load(self.settings)
         self.tags = {
-            STUDY_TAG: self.settings.study_name,
-            STORAGE_TAG: self.settings.shown_storage,
+            names.STUDY_TAG: self.settings.study_name,
+            names.STORAGE_TAG: self.settings.shown_storage,
         }
 
     def others_running(self) -> bool:
@@ -222,7 +218,7 @@ def _plain(value: Any) -> Any:
 
 def job_identity(hydra_cfg: DictConfig) -> tuple[str | None, dict[str, str]]:
     """Run name and tags of a job of a sweep; nothing for a single run."""
-    sweep_file = Path(hydra_cfg.sweep.dir) / SWEEP_FILE
+    sweep_file = Path(hydra_cfg.sweep.dir) / names.SWEEP_FILE
     if not sweep_file.is_file():
         return None, {}
     sweep = json.loads(sweep_file.read_text())
@@ -237,9 +233,9 @@ def job_identity(hydra_cfg: DictConfig) -> tuple[str | None, dict[str, str]]:
     varied.sort(key=position)
     name = ",".join(varied)
     tags = {
-        PARENT_TAG: sweep["parent_run_id"],
-        "sweep_id": sweep["parent_run_id"],
-        "job_num": str(hydra_cfg.job.num),
+        names.PARENT_TAG: sweep["parent_run_id"],
+        names.SWEEP_ID_TAG: sweep["parent_run_id"],
+        names.JOB_NUM_TAG: str(hydra_cfg.job.num),
     }
     return name or f"job {hydra_cfg.job.num}", tags
 

@@ -29,7 +29,7 @@ from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient, fluent
 from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
 
-from peftlab import interrupts
+from peftlab import interrupts, names
 from peftlab.config import DatasetConfig, TrackingConfig
 from peftlab.errors import PeftlabError
 from peftlab.redaction import redact
@@ -44,10 +44,6 @@ SERVER_RETRIES = {
 # What a store that went away raises: MLflow's errors, or the HTTP client's underneath.
 STORE_ERRORS = (MlflowException, requests.RequestException, OSError)
 log = logging.getLogger(__name__)
-# Opens an experiment in the UI's model-training view, not the GenAI one.
-EXPERIMENT_KIND = "mlflow.experimentKind"
-EXPERIMENT_KIND_VALUE = "finetuning"
-RUN_DIR_TAG = "run_dir"  # the run's folder: where `peftlab resume` finds its checkpoints
 # MLflow 3.17's UI keeps a GenAI / Model training switch per browser, GenAI until flipped; this
 # query parameter opens a page in Model training whatever the browser last chose.
 MODEL_TRAINING_VIEW = "workflowType=machine_learning"
@@ -83,9 +79,9 @@ def use_store(cfg: TrackingConfig) -> str:
                 f"tracking.uri={cfg.uri!r} is not allowed: an MLflow store URI ({schemes})"
             ) from error
     mlflow.set_experiment(experiment_id=experiment_id)
-    if EXPERIMENT_KIND not in mlflow.get_experiment(experiment_id).tags:  # made elsewhere
+    if names.EXPERIMENT_KIND_TAG not in mlflow.get_experiment(experiment_id).tags:  # made elsewhere
         try:
-            mlflow.set_experiment_tag(EXPERIMENT_KIND, EXPERIMENT_KIND_VALUE)
+            mlflow.set_experiment_tag(names.EXPERIMENT_KIND_TAG, names.EXPERIMENT_KIND)
         except MlflowException as error:  # another process tagged it at the same moment
             if not DUPLICATE_ROW.search(str(error)):
                 raise
@@ -117,7 +113,7 @@ def create_experiment(cfg: TrackingConfig) -> str:
         return mlflow.create_experiment(
             cfg.experiment,
             artifact_location=location,
-            tags={EXPERIMENT_KIND: EXPERIMENT_KIND_VALUE},
+            tags={names.EXPERIMENT_KIND_TAG: names.EXPERIMENT_KIND},
         )
     except MlflowException as error:
         if error.error_code != "RESOURCE_ALREADY_EXISTS":
@@ -212,7 +208,7 @@ def _end_if_reachable(cfg: TrackingConfig, status: str, error: str) -> None:
     """End the run with its error, unless the store is what failed: the error says it all."""
     run_id = mlflow.active_run().info.run_id
     try:
-        mlflow.set_tag("error", redact(error))
+        mlflow.set_tag(names.ERROR_TAG, redact(error))
         mlflow.end_run(status)
     except STORE_ERRORS as unreachable:
         log.warning("Could not end the run in %s: %s", redact(cfg.uri), short(unreachable))
@@ -284,11 +280,11 @@ def environment_tags() -> dict[str, str]:
     """Versions of Python and the libraries that decide a run's numbers, and the device."""
     import torch
 
-    return {**library_versions(), "device": device_name(torch)}
+    return {**library_versions(), names.DEVICE_TAG: device_name(torch)}
 
 
 def library_versions() -> dict[str, str]:
-    versions = {"python_version": platform.python_version()}
+    versions = {names.PYTHON_VERSION_TAG: platform.python_version()}
     return versions | {f"{name}_version": metadata.version(name) for name in VERSIONED}
 
 

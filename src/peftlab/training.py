@@ -31,7 +31,7 @@ from transformers import (
 from transformers.trainer import TRAINER_STATE_NAME
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, EvalLoopOutput
 
-from peftlab import distributed, interrupts, tracking
+from peftlab import distributed, interrupts, names, tracking
 from peftlab.config import Precision, TrainerConfig
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def training_arguments(cfg: TrainerConfig, output_dir: Path) -> TrainingArgument
         save_steps=cfg.eval_steps if stopping else cfg.save_steps,
         save_total_limit=1,
         load_best_model_at_end=stopping,
-        metric_for_best_model="eval_loss" if stopping else None,
+        metric_for_best_model=names.EVAL_LOSS if stopping else None,
         # Evaluation only needs the loss; gathering every batch's logits costs time and memory.
         prediction_loss_only=True,
         report_to="none",
@@ -95,7 +95,11 @@ def training_arguments(cfg: TrainerConfig, output_dir: Path) -> TrainingArgument
 
 
 # What the Trainer logs at each logging step, and the curve each becomes in MLflow.
-CURVES = {"loss": "train_loss", "learning_rate": "learning_rate", "grad_norm": "grad_norm"}
+CURVES = {
+    "loss": names.TRAIN_LOSS,
+    "learning_rate": names.LEARNING_RATE,
+    "grad_norm": names.GRAD_NORM,
+}
 
 
 class DuringTraining(TrainerCallback):
@@ -128,12 +132,12 @@ class MlflowCurvesCallback(DuringTraining):
         if not logs or mlflow.active_run() is None:
             return
         curves = {name: float(logs[key]) for key, name in CURVES.items() if key in logs}
-        if "train_loss" in curves:  # not the end-of-training summary, which has no "loss"
+        if names.TRAIN_LOSS in curves:  # not the end-of-training summary, which has no "loss"
             self._log(curves, state.global_step)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if self.training and metrics and mlflow.active_run() is not None:
-            self._log({"eval_loss": metrics["eval_loss"]}, state.global_step)
+            self._log({names.EVAL_LOSS: metrics[names.EVAL_LOSS]}, state.global_step)
 
     def _log(self, metrics: dict[str, float], step: int) -> None:
         if self.store_lost:
@@ -154,10 +158,12 @@ class ReportToTrial(DuringTraining):
         self.trial = trial
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
-        if not (self.training and metrics and "eval_loss" in metrics):
+        if not (self.training and metrics and names.EVAL_LOSS in metrics):
             return
-        if self.trial.report(metrics["eval_loss"], state.global_step):
-            log.info("Pruned at step %d (eval_loss %.4f)", state.global_step, metrics["eval_loss"])
+        if self.trial.report(metrics[names.EVAL_LOSS], state.global_step):
+            log.info(
+                "Pruned at step %d (eval_loss %.4f)", state.global_step, metrics[names.EVAL_LOSS]
+            )
             control.should_training_stop = True
 
 
@@ -411,4 +417,6 @@ def evaluate_loss(
     eval_dataset: Dataset,
 ) -> float:
     """Held-out loss of ``model`` (mean over tokens), for models not being trained."""
-    return build_trainer(model, tokenizer, args, eval_dataset=eval_dataset).evaluate()["eval_loss"]
+    return build_trainer(model, tokenizer, args, eval_dataset=eval_dataset).evaluate()[
+        names.EVAL_LOSS
+    ]

@@ -6,9 +6,9 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from typing import ClassVar
 
+from peftlab import names
+
 REGISTRY: dict[str, type[Metric]] = {}
-PREFIX = "eval_"  # a metric is logged as eval_<name>, its untuned twin as eval_<name>_untuned
-UNTUNED = "_untuned"
 
 
 def register(cls: type[Metric]) -> type[Metric]:
@@ -33,5 +33,5 @@ class Metric(ABC):
 def higher_is_better(logged_name: str) -> bool:
     """Whether a logged metric (``eval_rougeL``, ``eval_chrf_untuned``, ``eval_loss``) is
     better higher; losses and anything not registered here are better lower."""
-    name = logged_name.removeprefix(PREFIX).removesuffix(UNTUNED)
+    name = logged_name.removeprefix(names.SCORE_PREFIX).removesuffix(names.UNTUNED_SUFFIX)
     return name in REGISTRY and REGISTRY[name].higher_is_better
