@@ -6,6 +6,8 @@ ARGS ?=
 PORT ?= 5000
 SERVE_PORT ?= 5001
 MODEL ?= runs:/$(RUN)/model
+# The MLflow store train.py writes to from here, as peftlab defines it (evaluated when used).
+STORE = $$($(PY) -c 'from peftlab.config import local_store_uri; print(local_store_uri())')
 # Where `make cluster` keeps its daemons' files: a folder the munge and mysql users can reach.
 CLUSTER ?= /tmp/peftlab-cluster
 
@@ -75,7 +77,7 @@ test-fast: setup
 
 # Without MLflow's runner of GenAI jobs (eight processes by default): runs need none of it.
 ui: setup
-	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlruns/mlflow.db \
+	MLFLOW_SERVER_ENABLE_JOB_EXECUTION=false $(VENV)/bin/mlflow ui --backend-store-uri "$(STORE)" \
 		--host 127.0.0.1 --port $(PORT)
 
 demo: setup
@@ -89,7 +91,7 @@ dashboard: setup
 # The scoring server starts `uvicorn` from PATH: this environment's bin/ goes first.
 serve: setup
 	@[ -n "$(RUN)$(filter-out runs:/%,$(MODEL))" ] || { echo "usage: make serve RUN=<run id>"; exit 2; }
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/mlruns/mlflow.db \
+	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MLFLOW_TRACKING_URI="$(STORE)" \
 		$(VENV)/bin/mlflow models serve -m "$(MODEL)" --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
 
 lint: setup

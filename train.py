@@ -4,7 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from peftlab.app import run_job
-from peftlab.config import register_configs
+from peftlab.schema import register_configs
 
 register_configs()
 

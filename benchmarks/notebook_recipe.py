@@ -93,7 +93,8 @@ def load_model(path: str | None = None):
     from omegaconf import OmegaConf
 
     from peftlab import console, modeling
-    from peftlab.config import ModelConfig, register_configs, typed_section
+    from peftlab.config import ModelConfig
+    from peftlab.schema import register_configs, typed_section
 
     register_configs()
     console.quiet_libraries()
@@ -106,7 +107,7 @@ def load_model(path: str | None = None):
 def load_workload(args: argparse.Namespace) -> Workload:
     """The embedded model and the CSV rows, tokenized as peftlab does."""
     from peftlab import data
-    from peftlab.config import DatasetConfig
+    from peftlab.schema import DatasetConfig
 
     loaded = load_model(args.model)
     dataset_cfg = DatasetConfig(name="bench", data_files=str(args.csv), text_column=args.column)

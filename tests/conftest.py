@@ -41,8 +41,9 @@ from transformers import (
 )
 
 from peftlab import cli, data, modeling, pipeline, tracking, training
-from peftlab.config import SAMPLES_DIR, ModelConfig, register_configs, to_settings
+from peftlab.config import SAMPLES_DIR, ModelConfig
 from peftlab.pipeline import RunContext, RunResult
+from peftlab.schema import register_configs, to_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -597,7 +598,7 @@ def slurm():
 LEARNING_RATES = "trainer.learning_rate=0.00001,0.05"
 SEARCH = [
     "hparams_search=optuna",
-    "hydra.sweeper.params=null",  # the search space: the learning rates below only
+    "hydra.sweeper.custom_search_space=null",  # the search space: the learning rates below only
     LEARNING_RATES,
     "hydra.sweeper.sampler=random",
     "trainer.eval_strategy=epoch",

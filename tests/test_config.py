@@ -4,9 +4,9 @@ import pytest
 from conftest import CONF_DIR, compose_config, in_process_overrides
 from hydra.errors import ConfigCompositionException
 
-from peftlab.config import TrainConfig, to_settings
 from peftlab.errors import PeftlabError
 from peftlab.methods.prompt_tuning import PromptTuning, PromptTuningInit
+from peftlab.schema import TrainConfig, to_settings
 
 GROUPS = [
     "model",

@@ -7,8 +7,9 @@ import pytest
 from transformers import AutoTokenizer
 
 from peftlab import data, data_files
-from peftlab.config import SAMPLES_DIR, DatasetConfig
+from peftlab.config import SAMPLES_DIR
 from peftlab.errors import PeftlabError
+from peftlab.schema import DatasetConfig
 from peftlab.training import PadToLongest
 
 

@@ -19,8 +19,8 @@ from test_methods import METHODS, randomize_adapter
 from transformers import AutoTokenizer
 
 from peftlab import data, formats, generation, modeling, scoring, training
-from peftlab.config import DatasetConfig, to_settings
 from peftlab.errors import PeftlabError
+from peftlab.schema import DatasetConfig, to_settings
 
 CHATS = [
     [

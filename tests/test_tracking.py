@@ -12,8 +12,9 @@ from conftest import ROOT, free_port, new_store
 from mlflow.tracking import MlflowClient
 
 from peftlab import tracking
-from peftlab.config import DatasetConfig, TrackingConfig
+from peftlab.config import TrackingConfig
 from peftlab.errors import PeftlabError
+from peftlab.schema import DatasetConfig
 
 
 def store(tmp_path: Path, experiment: str = "exp") -> TrackingConfig:
@@ -168,7 +169,8 @@ import sys
 import mlflow
 import pandas as pd
 from peftlab import tracking
-from peftlab.config import DatasetConfig, TrackingConfig
+from peftlab.config import TrackingConfig
+from peftlab.schema import DatasetConfig
 from peftlab.errors import PeftlabError
 
 cfg = TrackingConfig(uri=sys.argv[1], experiment=sys.argv[2], artifact_location=None)

@@ -10,7 +10,8 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import TrainerCallback
 
 from peftlab import data, modeling, training
-from peftlab.config import SAMPLES_DIR, DatasetConfig, ModelConfig, Precision, TrainerConfig
+from peftlab.config import SAMPLES_DIR, ModelConfig, Precision, TrainerConfig
+from peftlab.schema import DatasetConfig
 
 
 @pytest.fixture(scope="module")

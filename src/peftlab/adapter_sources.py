@@ -19,8 +19,9 @@ from omegaconf import OmegaConf
 
 from peftlab import formats, names
 from peftlab.cache import cache_dir
-from peftlab.config import DatasetConfig, GenerationSettings, ModelConfig, typed_section
+from peftlab.config import GenerationSettings, ModelConfig
 from peftlab.errors import PeftlabError
+from peftlab.schema import DatasetConfig, typed_section
 
 CONFIG = ".hydra/config.yaml"  # where train.py's runs keep their resolved config
 

@@ -21,8 +21,8 @@ if TYPE_CHECKING:
     from peftlab import pipeline
 
 from peftlab import data, distributed, interrupts, names, sweep
-from peftlab.config import to_settings
 from peftlab.errors import PeftlabError
+from peftlab.schema import to_settings
 
 log = logging.getLogger(__name__)
 

@@ -12,8 +12,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from peftlab import names
-from peftlab.config import register_configs
+from peftlab.config import TrackingConfig, local_store_uri
 from peftlab.errors import PeftlabError
+from peftlab.schema import register_configs
 
 if TYPE_CHECKING:
     from mlflow.entities import Run
@@ -27,7 +28,7 @@ TRAIN_SCRIPT = Path(__file__).resolve().parents[2] / "train.py"
 
 def default_tracking_uri() -> str:
     """The store train.py writes to when launched from the current directory."""
-    return os.environ.get("MLFLOW_TRACKING_URI", f"sqlite:///{Path.cwd()}/mlruns/mlflow.db")
+    return os.environ.get("MLFLOW_TRACKING_URI") or local_store_uri()
 
 
 def parser() -> argparse.ArgumentParser:
@@ -72,7 +73,7 @@ def parser() -> argparse.ArgumentParser:
     generating.add_argument("--do-sample", action="store_true", default=None)
 
     demoing = commands.add_parser("demo", help="Gradio app to try tuned adapters in a browser")
-    demoing.add_argument("--experiment", default="peftlab")
+    demoing.add_argument("--experiment", default=TrackingConfig.experiment)
     demoing.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
     demoing.add_argument("--port", type=int, default=7860)
 

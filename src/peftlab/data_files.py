@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from peftlab.config import DatasetConfig
 from peftlab.errors import PeftlabError
+from peftlab.schema import DatasetConfig
 
 
 @dataclass

@@ -16,7 +16,7 @@ from peftlab.adapters import AdapterBank  # noqa: E402
 from peftlab.config import GenerationSettings  # noqa: E402
 from peftlab.errors import PeftlabError  # noqa: E402
 
-PROBES = GenerationSettings().prompts
+DEFAULTS = GenerationSettings()  # a run's own generation settings, the sliders' start
 
 
 def adapter_runs(client: MlflowClient, experiment: str) -> list[Run]:
@@ -138,18 +138,24 @@ def build(client: MlflowClient, experiment: str) -> gr.Blocks:
             return app
         choices = list(zip(run_labels(runs), [run.info.run_id for run in runs], strict=True))
         picked = gr.CheckboxGroup(choices, value=[choices[0][1]], label="Tuned adapters (runs)")
-        prompt = gr.Textbox(label="Prompt", value=PROBES[0], lines=2)
+        prompt = gr.Textbox(label="Prompt", value=DEFAULTS.prompts[0], lines=2)
         gr.Markdown(
             "For a task run, type its input (a role, say): the run's own template makes the "
             "prompt; several inputs as `NAME=VALUE` lines."
         )
-        gr.Examples([[p] for p in PROBES], inputs=prompt)
+        gr.Examples([[p] for p in DEFAULTS.prompts], inputs=prompt)
         with gr.Accordion("Generation settings", open=False):
-            max_new_tokens = gr.Slider(1, 256, value=48, step=1, label="max_new_tokens")
-            penalty = gr.Slider(1.0, 2.0, value=1.5, step=0.05, label="repetition_penalty")
-            do_sample = gr.Checkbox(value=False, label="do_sample (else greedy)")
-            temperature = gr.Slider(0.1, 2.0, value=1.0, step=0.05, label="temperature")
-            top_p = gr.Slider(0.05, 1.0, value=1.0, step=0.05, label="top_p")
+            max_new_tokens = gr.Slider(
+                1, 256, value=DEFAULTS.max_new_tokens, step=1, label="max_new_tokens"
+            )
+            penalty = gr.Slider(
+                1.0, 2.0, value=DEFAULTS.repetition_penalty, step=0.05, label="repetition_penalty"
+            )
+            do_sample = gr.Checkbox(value=DEFAULTS.do_sample, label="do_sample (else greedy)")
+            temperature = gr.Slider(
+                0.1, 2.0, value=DEFAULTS.temperature, step=0.05, label="temperature"
+            )
+            top_p = gr.Slider(0.05, 1.0, value=DEFAULTS.top_p, step=0.05, label="top_p")
         button = gr.Button("Generate", variant="primary")
         output = gr.HTML()
         button.click(

@@ -1,4 +1,7 @@
-"""The one exception type users see as a one-line message instead of a traceback."""
+"""The one exception type users see as a one-line message instead of a traceback, and the
+range check every config section uses to raise it."""
+
+from typing import Any
 
 from peftlab.redaction import redact
 
@@ -12,3 +15,9 @@ class PeftlabError(Exception):
 
     def __init__(self, message: str) -> None:
         super().__init__(redact(message))
+
+
+def require(condition: bool, key: str, value: Any, allowed: str) -> None:
+    """Range check of a config value: one line naming the key, the value and what is allowed."""
+    if not condition:
+        raise PeftlabError(f"{key}={value!r} is not allowed: {allowed}")

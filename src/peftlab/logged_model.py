@@ -26,8 +26,9 @@ from omegaconf import OmegaConf
 
 from peftlab import adapter_sources, formats, names
 from peftlab.adapters import AdapterBank
-from peftlab.config import GenerationSettings, TrainConfig, register_configs
+from peftlab.config import GenerationSettings
 from peftlab.redaction import copy_redacted
+from peftlab.schema import TrainConfig, register_configs
 
 NAME = names.MODEL_ARTIFACT
 MODEL_CODE = Path(__file__).with_name("mlflow_model_code.py")

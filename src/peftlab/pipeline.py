@@ -29,9 +29,10 @@ from peftlab import (
     tracking,
     training,
 )
-from peftlab.config import GenerationSettings, TrainConfig
+from peftlab.config import GenerationSettings
 from peftlab.errors import PeftlabError
 from peftlab.redaction import copy_redacted, redact_values
+from peftlab.schema import TrainConfig
 
 if TYPE_CHECKING:
     from peftlab.study import TrialLink

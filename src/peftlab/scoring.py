@@ -7,9 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from peftlab import formats, names
-from peftlab.config import DatasetConfig, GenerationSettings
+from peftlab.config import GenerationSettings
 from peftlab.formats import Example
 from peftlab.metrics import REGISTRY
+from peftlab.schema import DatasetConfig
 
 
 @dataclass(frozen=True)

@@ -30,9 +30,10 @@ from mlflow.tracking import MlflowClient, fluent
 from mlflow.tracking.registry import UnsupportedModelRegistryStoreURIException
 
 from peftlab import interrupts, names
-from peftlab.config import DatasetConfig, TrackingConfig
+from peftlab.config import TrackingConfig
 from peftlab.errors import PeftlabError
 from peftlab.redaction import redact
+from peftlab.schema import DatasetConfig
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 SERVER_TIMEOUT_S = 5.0

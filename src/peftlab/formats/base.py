@@ -21,7 +21,7 @@ from peftlab.errors import PeftlabError
 if TYPE_CHECKING:
     from transformers import PreTrainedTokenizerBase
 
-    from peftlab.config import DatasetConfig
+    from peftlab.config import DatasetBase
 
 REGISTRY: dict[str, type[DataFormat]] = {}
 TRAIN_ON = ("completion", "all")
@@ -51,12 +51,15 @@ class Segment:
 
 class DataFormat(ABC):
     name: ClassVar[str]
+    # The format's own ``dataset.*`` keys: a dataclass of settings (peftlab.config.setting),
+    # merged with the keys every format shares into the dataset schema (peftlab.schema).
+    keys: ClassVar[type]
     # Whether examples have a prompt to generate from: held-out generations are then scored,
     # and the loss can be limited to the answer (``dataset.train_on=completion``, the default).
     has_prompt: ClassVar[bool]
 
-    def __init__(self, cfg: DatasetConfig) -> None:
-        self.cfg = cfg
+    def __init__(self, cfg: DatasetBase) -> None:
+        self.cfg = cfg  # the whole dataset config: the shared keys and every format's
 
     @property
     def train_on(self) -> str:

@@ -9,16 +9,25 @@ message is the assistant's answer the held-out generations are scored against.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from peftlab.config import setting
 from peftlab.errors import PeftlabError
 from peftlab.formats.base import BadRow, DataFormat, Example, Segment, is_empty, register
 
 ROLES = ("system", "user", "assistant")
 
 
+@dataclass(unsafe_hash=True)
+class ChatKeys:
+    messages_column: str = setting("messages", "format=chat: the column of {role, content} lists")
+
+
 @register
 class Chat(DataFormat):
     name = "chat"
     has_prompt = True
+    keys = ChatKeys
 
     def columns(self) -> list[tuple[str, str]]:
         return [("dataset.messages_column", self.cfg.messages_column)]

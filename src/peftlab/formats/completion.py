@@ -6,16 +6,27 @@ A template field holding a list (a quote's tags) is filled with its items joined
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from string import Formatter
 
+from peftlab.config import setting
 from peftlab.errors import PeftlabError
 from peftlab.formats.base import BadRow, DataFormat, Example, Segment, is_empty, register, text_of
+
+
+@dataclass(unsafe_hash=True)
+class CompletionKeys:
+    prompt_template: str | None = setting(
+        None, 'format=completion: the prompt, columns in braces: "Role: {act}\\nPrompt:"'
+    )
+    completion_column: str = setting("completion", "format=completion: the answer's column")
 
 
 @register
 class Completion(DataFormat):
     name = "completion"
     has_prompt = True
+    keys = CompletionKeys
 
     def __init__(self, cfg) -> None:
         super().__init__(cfg)

@@ -2,13 +2,22 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+from peftlab.config import setting
 from peftlab.formats.base import DataFormat, Example, Segment, is_empty, register, text_of
+
+
+@dataclass(unsafe_hash=True)
+class TextKeys:
+    text_column: str = setting("text", "format=text: the column of text to learn")
 
 
 @register
 class Text(DataFormat):
     name = "text"
     has_prompt = False
+    keys = TextKeys
 
     def columns(self) -> list[tuple[str, str]]:
         return [("dataset.text_column", self.cfg.text_column)]

@@ -16,9 +16,9 @@ from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
-from peftlab.errors import PeftlabError
+from peftlab.errors import require
 
 if TYPE_CHECKING:
     from optuna.trial import Trial
@@ -36,12 +36,6 @@ def register(cls: type[PeftMethod]) -> type[PeftMethod]:
     """Class decorator: makes a method available as ``peft.method=<cls.method>``."""
     REGISTRY[cls.method] = cls
     return cls
-
-
-def require(condition: bool, key: str, value: Any, allowed: str) -> None:
-    """Range check of a config value: one line naming the key, the value and what is allowed."""
-    if not condition:
-        raise PeftlabError(f"{key}={value!r} is not allowed: {allowed}")
 
 
 def require_counts(method: PeftMethod, *keys: str) -> None:

@@ -6,7 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from peftlab.methods.base import PeftMethod, register, require, target_modules
+from peftlab.errors import require
+from peftlab.methods.base import PeftMethod, register, target_modules
 
 
 @register
