@@ -44,6 +44,7 @@ from peftlab import cli, data, modeling, pipeline, tracking, training
 from peftlab.config import SAMPLES_DIR, ModelConfig
 from peftlab.pipeline import RunContext, RunResult
 from peftlab.schema import register_configs, to_settings
+from peftlab.shared import Shared
 
 ROOT = Path(__file__).resolve().parents[1]
 CONF_DIR = ROOT / "conf"
@@ -280,8 +281,11 @@ def peft_option(overrides) -> str:
     return choices[-1] if choices else "prompt-tuning"
 
 
-def run_tiny(model_dir: Path, work: Path, *overrides: str, name: str = "run") -> RunResult:
-    """One run in this process, as train.py would do it, into ``work/name``."""
+def run_tiny(
+    model_dir: Path, work: Path, *overrides: str, name: str = "run", shared: Shared | None = None
+) -> RunResult:
+    """One run in this process, as train.py would do it, into ``work/name``; on the base model
+    and untuned measurements of ``shared`` (else of its own)."""
     new_store(work)
     cfg = compose_config(
         [*tiny_overrides(model_dir, work), *in_process_overrides(work, name), *overrides]
@@ -294,7 +298,7 @@ def run_tiny(model_dir: Path, work: Path, *overrides: str, name: str = "run") ->
         tags={"model": "tiny", "dataset": "prompts-sample", "peft": peft_option(overrides)},
         config_dir=config_dir,
     )
-    return pipeline.run(to_settings(cfg), context)
+    return pipeline.run(to_settings(cfg), context, shared or Shared())
 
 
 def logged_adapter_loss(work: Path, model_dir: Path, run_id: str, *overrides: str) -> float:

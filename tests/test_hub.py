@@ -12,9 +12,6 @@ from peftlab.schema import to_settings
 @pytest.fixture
 def offline(monkeypatch: pytest.MonkeyPatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    hub.hub_reachable.cache_clear()
-    yield
-    hub.hub_reachable.cache_clear()
 
 
 def test_uncached_hub_id_offline_fails_fast_naming_id_cache_and_alternative(offline):

@@ -31,6 +31,7 @@ from peftlab.config import GenerationSettings, ModelConfig
 from peftlab.errors import PeftlabError
 from peftlab.methods import REGISTRY
 from peftlab.schema import to_settings
+from peftlab.shared import Shared
 
 # The config group option of each method, and overrides that keep its tiny runs short.
 METHODS = {
@@ -223,14 +224,15 @@ def test_shared_base_model_stays_pristine_through_jobs_of_every_method(
     cfg = to_settings(compose_config([
         f"model.name_or_path={tiny_llama}", "model.gguf_file=null", "tracking.uri=sqlite:///x",
         "tracking.artifact_location=/x", *in_process_overrides(tmp_path)]))  # fmt: skip
-    base = modeling.load_shared(cfg.model).model
+    shared = Shared()
+    base = shared.model(cfg.model).model
     before = logits_and_weights(base)
     untuned = []
     for option in METHODS:
-        pipeline._baselines.clear()  # measured anew on the shared base after each method
+        shared.measurements.clear()  # measured anew on the shared base after each method
         result = run_tiny(tiny_llama, tmp_path / option, f"peft={option}", *METHODS[option],
-                          "trainer.num_train_epochs=1")  # fmt: skip
-        assert modeling.load_shared(cfg.model).model is base
+                          "trainer.num_train_epochs=1", shared=shared)  # fmt: skip
+        assert shared.model(cfg.model).model is base
         assert_unchanged(base, before)
         untuned.append(result.eval_loss_untuned)
     assert untuned == [untuned[0]] * len(untuned)
@@ -246,7 +248,8 @@ def test_shared_base_model_stays_pristine_through_jobs_of_every_method(
     monkeypatch.setattr(training.LengthGroupingTrainer, "training_step", fail_after_the_first_step)
     for option in METHODS:
         with pytest.raises(RuntimeError, match="node lost"):
-            run_tiny(tiny_llama, tmp_path / f"failed-{option}", f"peft={option}", *METHODS[option])
+            run_tiny(tiny_llama, tmp_path / f"failed-{option}", f"peft={option}", *METHODS[option],
+                     shared=shared)  # fmt: skip
         assert_unchanged(base, before)
 
 

@@ -12,9 +12,10 @@ import torch
 from conftest import logged_adapter_loss, real_tokens_per_epoch, rows_csv, run_tiny, store_runs
 from mlflow.tracking import MlflowClient
 
-from peftlab import pipeline, training
+from peftlab import training
 from peftlab.config import SAMPLES_DIR
 from peftlab.errors import PeftlabError
+from peftlab.shared import Shared
 
 METRICS = {
     "eval_loss_untuned",
@@ -128,14 +129,14 @@ def test_tiny_overfit_run_lowers_held_out_loss(tiny_llama: Path, tmp_path: Path)
 def test_runs_sharing_model_and_data_compute_the_untuned_baseline_once(
     tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
-    monkeypatch.setattr(pipeline, "_baselines", {})  # as in a new process
+    shared = Shared()  # as in a new process
     evaluations = []
     evaluate_loss = training.evaluate_loss
     monkeypatch.setattr(
         training, "evaluate_loss", lambda *a: evaluations.append(a) or evaluate_loss(*a)
     )
-    first = run_tiny(tiny_llama, tmp_path / "a")
-    second = run_tiny(tiny_llama, tmp_path / "b", "peft.prompt_tuning_init=RANDOM")
+    first = run_tiny(tiny_llama, tmp_path / "a", shared=shared)
+    second = run_tiny(tiny_llama, tmp_path / "b", "peft.prompt_tuning_init=RANDOM", shared=shared)
     assert len(evaluations) == 1
     assert second.eval_loss_untuned == first.eval_loss_untuned
     assert [s.untuned for s in second.samples] == [s.untuned for s in first.samples]

@@ -16,7 +16,7 @@ from conftest import (
 )
 from test_methods import METHODS
 
-from peftlab import modeling, sweep
+from peftlab import sweep
 from peftlab.config import SAMPLES_DIR
 from peftlab.methods import REGISTRY
 from peftlab.methods.lora import Lora
@@ -71,7 +71,6 @@ def test_job_of_a_sweep_equals_the_same_config_run_alone(sweep_run, tiny_bloom, 
     (job,) = [c for c in children if c.info.run_name == name]
     assert int(job.data.tags["job_num"]) > 0  # ran after another job, on the shared model
     new_store(tmp_path)
-    modeling.load_shared.cache_clear()  # alone: on a base model of its own, loaded afresh
     alone = train_in_process(
         *tiny_overrides(tiny_bloom, tmp_path),
         "peft.prompt_tuning_init=RANDOM",

@@ -19,6 +19,7 @@ from omegaconf import DictConfig
 
 if TYPE_CHECKING:
     from peftlab import pipeline
+    from peftlab.shared import Shared
 
 from peftlab import data, distributed, interrupts, names, sweep
 from peftlab.errors import PeftlabError
@@ -35,8 +36,9 @@ class FailedJob(CompactHydraException):
     on, and ends the sweep printing this message alone (a traceback for any other exception)."""
 
 
-def run_job(cfg: DictConfig) -> float:
-    """Run one job; returns held-out eval loss (what sweepers minimise)."""
+def run_job(cfg: DictConfig, shared: Shared) -> float:
+    """Run one job; returns held-out eval loss (what sweepers minimise). ``shared`` holds what
+    the jobs of this process share (the base model, untuned measurements)."""
     hydra_cfg = HydraConfig.get()
     context = None
     try:
@@ -49,9 +51,9 @@ def run_job(cfg: DictConfig) -> float:
             console.quiet_libraries()
             distributed.join_slurm_job()
             if not distributed.is_first():  # a data-parallel job's other processes: no run
-                return pipeline.train_alongside(settings)
+                return pipeline.train_alongside(settings, shared)
             context = run_context(hydra_cfg)
-            result = pipeline.run(settings, context)
+            result = pipeline.run(settings, context, shared)
     except PeftlabError as error:
         if hydra_cfg.mode == RunMode.RUN:
             raise SystemExit(f"error: {error}") from None

@@ -35,7 +35,14 @@ def parser() -> argparse.ArgumentParser:
     root = argparse.ArgumentParser(prog="peftlab", description=__doc__)
     root.add_argument("--tracking-uri", default=None, help="MLflow store (default: ./mlruns)")
     commands = root.add_subparsers(dest="command", required=True)
+    add_compare(commands)
+    add_generate(commands)
+    add_browser_apps(commands)
+    add_reruns(commands)
+    return root
 
+
+def add_compare(commands: argparse._SubParsersAction) -> None:
     comparing = commands.add_parser("compare", help="rank a sweep's runs by a held-out metric")
     which = comparing.add_mutually_exclusive_group()
     which.add_argument("--sweep", help="the sweep's parent run id (default: the latest sweep)")
@@ -52,6 +59,8 @@ def parser() -> argparse.ArgumentParser:
         help="register the best run's model as NAME; alias 'champion' on the best so far",
     )
 
+
+def add_generate(commands: argparse._SubParsersAction) -> None:
     generating = commands.add_parser("generate", help="generate with tuned adapters")
     generating.add_argument(
         "--run", action="append", required=True, help="MLflow run id or adapter folder; repeatable"
@@ -72,16 +81,13 @@ def parser() -> argparse.ArgumentParser:
     generating.add_argument("--top-p", type=float)
     generating.add_argument("--do-sample", action="store_true", default=None)
 
+
+def add_browser_apps(commands: argparse._SubParsersAction) -> None:
+    """The demo (Gradio) and the study's dashboard (optuna-dashboard), served on loopback."""
     demoing = commands.add_parser("demo", help="Gradio app to try tuned adapters in a browser")
     demoing.add_argument("--experiment", default=TrackingConfig.experiment)
     demoing.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
     demoing.add_argument("--port", type=int, default=7860)
-
-    rerunning = commands.add_parser("rerun", help="run a run again from its saved config")
-    rerunning.add_argument("run_id")
-    rerunning.add_argument(
-        "overrides", nargs="*", help="Hydra overrides on top of the saved config"
-    )
     dashboard = commands.add_parser(
         "dashboard", help="optuna-dashboard on the study of the latest search (or the one named)"
     )
@@ -91,11 +97,18 @@ def parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--study", help="the study's name (default: the latest search's)")
     dashboard.add_argument("--host", default="127.0.0.1", help="bind address (default: loopback)")
     dashboard.add_argument("--port", type=int, default=8080)
+
+
+def add_reruns(commands: argparse._SubParsersAction) -> None:
+    rerunning = commands.add_parser("rerun", help="run a run again from its saved config")
+    rerunning.add_argument("run_id")
+    rerunning.add_argument(
+        "overrides", nargs="*", help="Hydra overrides on top of the saved config"
+    )
     resuming = commands.add_parser(
         "resume", help="continue an interrupted run from its last checkpoint, as the same run"
     )
     resuming.add_argument("run_id")
-    return root
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -145,22 +145,21 @@ def build(client: MlflowClient, experiment: str) -> gr.Blocks:
         )
         gr.Examples([[p] for p in DEFAULTS.prompts], inputs=prompt)
         with gr.Accordion("Generation settings", open=False):
-            max_new_tokens = gr.Slider(
-                1, 256, value=DEFAULTS.max_new_tokens, step=1, label="max_new_tokens"
-            )
-            penalty = gr.Slider(
-                1.0, 2.0, value=DEFAULTS.repetition_penalty, step=0.05, label="repetition_penalty"
-            )
-            do_sample = gr.Checkbox(value=DEFAULTS.do_sample, label="do_sample (else greedy)")
-            temperature = gr.Slider(
-                0.1, 2.0, value=DEFAULTS.temperature, step=0.05, label="temperature"
-            )
-            top_p = gr.Slider(0.05, 1.0, value=DEFAULTS.top_p, step=0.05, label="top_p")
+            knobs = generation_knobs()
         button = gr.Button("Generate", variant="primary")
         output = gr.HTML()
-        button.click(
-            generate,
-            inputs=[picked, prompt, max_new_tokens, penalty, do_sample, temperature, top_p],
-            outputs=output,
-        )
+        button.click(generate, inputs=[picked, prompt, *knobs], outputs=output)
     return app
+
+
+def generation_knobs() -> list[gr.components.Component]:
+    """max_new_tokens, repetition_penalty, do_sample, temperature, top_p: at a run's defaults."""
+    return [
+        gr.Slider(1, 256, value=DEFAULTS.max_new_tokens, step=1, label="max_new_tokens"),
+        gr.Slider(
+            1.0, 2.0, value=DEFAULTS.repetition_penalty, step=0.05, label="repetition_penalty"
+        ),
+        gr.Checkbox(value=DEFAULTS.do_sample, label="do_sample (else greedy)"),
+        gr.Slider(0.1, 2.0, value=DEFAULTS.temperature, step=0.05, label="temperature"),
+        gr.Slider(0.05, 1.0, value=DEFAULTS.top_p, step=0.05, label="top_p"),
+    ]

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 import urllib.error
 import urllib.request
-from functools import cache
 from pathlib import Path
 
 from huggingface_hub import constants, snapshot_download
@@ -20,8 +19,9 @@ from peftlab.errors import PeftlabError
 PROBE_TIMEOUT_S = 3.0
 
 
-@cache
 def hub_reachable() -> bool:
+    """Asked afresh each time (a refused connection answers in milliseconds), so a long-lived
+    process sees the Hub come and go."""
     if os.environ.get("HF_HUB_OFFLINE", "0").lower() in {"1", "true", "yes", "on"}:
         return False
     request = urllib.request.Request(constants.ENDPOINT, method="HEAD")

@@ -15,7 +15,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 from peft import PeftModel
-from transformers import TrainingArguments, set_seed
+from transformers import Trainer, TrainingArguments, set_seed
 
 from peftlab import (
     data,
@@ -33,6 +33,7 @@ from peftlab.config import GenerationSettings
 from peftlab.errors import PeftlabError
 from peftlab.redaction import copy_redacted, redact_values
 from peftlab.schema import TrainConfig
+from peftlab.shared import Shared
 
 if TYPE_CHECKING:
     from peftlab.study import TrialLink
@@ -54,10 +55,6 @@ class Baseline:
     eval_loss: float
     samples: tuple[str, ...]
     generations: scoring.Scores | None
-
-
-# Jobs of a sweep over PEFT or trainer knobs share one untuned baseline: see untuned_baseline.
-_baselines: dict[str, Baseline] = {}
 
 
 @dataclass
@@ -86,31 +83,48 @@ class RunResult:
     scores: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
-def run(settings: TrainConfig, context: RunContext) -> RunResult:
-    """One run; writes to the MLflow store are never cut in half by an interrupt (deferred)."""
+def run(settings: TrainConfig, context: RunContext, shared: Shared) -> RunResult:
+    """One run, in the order it happens; writes to the MLflow store are never cut in half by an
+    interrupt (deferred)."""
     with interrupts.deferred():
         tracking.use_store(settings.tracking)
     if settings.resume is None:  # a job run again in its folder (a requeued Slurm job)
         settings = replace(settings, resume=unfinished_run(context.run_dir))
     name = settings.tracking.run_name or context.run_name
-    tags = {**context.tags, **tracking.environment_tags(), **settings.tracking.tags}
-    tags[names.RUN_DIR_TAG] = str(context.run_dir)
-    with tracking.run(settings.tracking, name, tags, resume=settings.resume) as active:
+    with tracking.run(
+        settings.tracking, name, run_tags(settings, context), settings.resume
+    ) as active:
         context.run_id = active.info.run_id
-        context.run_dir.mkdir(parents=True, exist_ok=True)
-        (context.run_dir / names.RUN_FILE).write_text(json.dumps({"run_id": context.run_id}))
-        if settings.resume is None:  # a resumed run has all this already
-            with interrupts.deferred():
-                mlflow.log_params(redact_values(tracking.flatten(params(settings))))
-                mlflow.log_text(tracking.installed_packages(), names.REQUIREMENTS_FILE)
-                if context.config_dir is not None and context.config_dir.is_dir():
-                    with tempfile.TemporaryDirectory() as staging:
-                        copy = copy_redacted(context.config_dir, Path(staging, names.CONFIG_DIR))
-                        mlflow.log_artifacts(str(copy), names.CONFIG_DIR)
-        result = _train_and_log(settings, context)
-        return RunResult(
-            run_id=active.info.run_id, ui_hint=tracking.ui_hint(settings.tracking, active), **result
-        )
+        record_start(settings, context)
+        inputs = load(settings, context, shared)
+        plan = plan_training(settings, context)
+        context.phase = "measuring the untuned model"
+        baseline = measure_untuned(settings, inputs, plan.args, shared)
+        tuned = attach_and_train(settings, context, inputs, plan)
+        context.phase = "logging"
+        ui_hint = tracking.ui_hint(settings.tracking, active)
+        return log_results(settings, context, inputs, baseline, tuned, ui_hint)
+
+
+def run_tags(settings: TrainConfig, context: RunContext) -> dict[str, str]:
+    tags = {**context.tags, **tracking.environment_tags(), **settings.tracking.tags}
+    return tags | {names.RUN_DIR_TAG: str(context.run_dir)}
+
+
+def record_start(settings: TrainConfig, context: RunContext) -> None:
+    """The run's id in its folder (a job run again there continues it); for a new run, its
+    settings, installed packages and Hydra config (passwords masked) in MLflow."""
+    context.run_dir.mkdir(parents=True, exist_ok=True)
+    (context.run_dir / names.RUN_FILE).write_text(json.dumps({"run_id": context.run_id}))
+    if settings.resume is not None:  # a resumed run has all this already
+        return
+    with interrupts.deferred():
+        mlflow.log_params(redact_values(tracking.flatten(params(settings))))
+        mlflow.log_text(tracking.installed_packages(), names.REQUIREMENTS_FILE)
+        if context.config_dir is not None and context.config_dir.is_dir():
+            with tempfile.TemporaryDirectory() as staging:
+                copy = copy_redacted(context.config_dir, Path(staging, names.CONFIG_DIR))
+                mlflow.log_artifacts(str(copy), names.CONFIG_DIR)
 
 
 def params(settings: TrainConfig) -> dict[str, Any]:
@@ -118,14 +132,26 @@ def params(settings: TrainConfig) -> dict[str, Any]:
     return OmegaConf.to_container(OmegaConf.structured(settings), enum_to_str=True)
 
 
-def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]:
+@dataclass(frozen=True)
+class Inputs:
+    """What a run reads: its rows as examples, the base model, the rows tokenized, and for task
+    data the held-out prompts and references generations are scored on."""
+
+    examples: data.Splits
+    model: modeling.LoadedModel
+    splits: data.Tokenized
+    held_out: scoring.HeldOut | None
+
+
+def load(settings: TrainConfig, context: RunContext, shared: Shared) -> Inputs:
     context.phase = "loading the model and data"
     examples = data.load_splits(settings.dataset)  # first: a data fault costs no model load
-    loaded = modeling.load_shared(settings.model)
-    model, tokenizer = loaded.model, loaded.tokenizer
-    splits = data.load_tokenized(settings.dataset, tokenizer)
+    loaded = shared.model(settings.model)
+    splits = data.load_tokenized(settings.dataset, loaded.tokenizer)
     log.info("Data: %d train / %d held-out rows", len(splits.train), len(splits.eval))
-    held_out = scoring.held_out(examples.eval, settings.dataset, settings.generation, tokenizer)
+    held_out = scoring.held_out(
+        examples.eval, settings.dataset, settings.generation, loaded.tokenizer
+    )
     if settings.resume is None:
         with interrupts.deferred():
             tracking.log_dataset(data.table(examples.train), settings.dataset, "training")
@@ -136,131 +162,187 @@ def _train_and_log(settings: TrainConfig, context: RunContext) -> dict[str, Any]
                     names.DATASET_DROPPED: splits.dropped,
                 }
             )
+    return Inputs(examples, loaded, splits, held_out)
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    args: TrainingArguments
+    checkpoint: str | None  # a resumed run's: where training continues
+    start_epoch: float  # the checkpoint's epoch (0 for a new run)
+
+
+def plan_training(settings: TrainConfig, context: RunContext) -> TrainingPlan:
     args = training.training_arguments(settings.trainer, context.run_dir / names.TRAINER_DIR)
     checkpoint = resume_checkpoint(settings, context)
     distributed.shared((context.run_dir, checkpoint))  # a data-parallel job's others: see below
-    start_epoch = training.epoch_of(checkpoint)  # read now: training rotates checkpoints away
+    # Read now: training rotates checkpoints away.
+    return TrainingPlan(args, checkpoint, training.epoch_of(checkpoint))
 
-    context.phase = "measuring the untuned model"
-    baseline = untuned_baseline(settings, loaded, splits, held_out, args)
+
+@dataclass(frozen=True)
+class Tuned:
+    """What training made and how the tuned model measured."""
+
+    eval_loss: float
+    steps: int  # the last optimizer step
+    epochs: float  # trained by this call: early stopping and pruning end sooner than planned
+    runtime_s: float  # of this call: a resumed run's counts from its checkpoint
+    trainable_params: int
+    samples: list[str]
+    generations: scoring.Scores | None
+    adapter_dir: Path
+
+
+def attach_and_train(
+    settings: TrainConfig, context: RunContext, inputs: Inputs, plan: TrainingPlan
+) -> Tuned:
+    """Train a fresh adapter on the shared base model, measure it, save it; the base model comes
+    back unchanged from here."""
     set_seed(settings.trainer.seed)  # adapter init and sampling repeat, whatever ran before
-    # The base model is shared by the jobs of a sweep: it comes back unchanged from here.
-    with settings.peft.attached(model, loaded.path) as peft_model:
+    with settings.peft.attached(inputs.model.model, inputs.model.path) as peft_model:
         trainable, total = peft_model.get_nb_trainable_parameters()
         log.info("Trainable params: %d of %d (%.5f%%)", trainable, total, 100 * trainable / total)
-        trainer = training.build_trainer(
-            peft_model,
-            tokenizer,
-            args,
-            splits.train,
-            splits.eval,
-            group_by_length=settings.trainer.group_by_length,
-            early_stopping_patience=settings.trainer.early_stopping_patience,
-            trial=context.trial,
-        )
+        trainer = new_trainer(settings, peft_model, inputs, plan.args, context.trial)
         context.phase = "training"
-        # An interrupt ends training at a step's end with a checkpoint, then the run (KILLED).
-        with interrupts.deferred():
-            try:
-                train_output = trainer.train(resume_from_checkpoint=checkpoint)
-            except OSError as error:  # a full disk while writing a checkpoint, most likely
-                raise PeftlabError(
-                    f"training stopped on a file error in {args.output_dir}, where checkpoints "
-                    f"are written ({error.strerror or error}); free some space, or set "
-                    "trainer.save_strategy=no"
-                ) from error
+        runtime = fit(trainer, plan)
         context.phase = "evaluating"
         eval_loss = trainer.evaluate()[names.EVAL_LOSS]
-        last_step = trainer.state.global_step
-        tuned = tuned_samples(peft_model.eval(), tokenizer, settings.generation)
-        if held_out is not None:
+        samples = tuned_samples(peft_model.eval(), inputs.model.tokenizer, settings.generation)
+        generations = None
+        if inputs.held_out is not None:
             context.phase = "generating from the held-out prompts"
             generations = scored_completions(
                 peft_model.get_base_model(),
-                tokenizer,
-                held_out,
+                inputs.model.tokenizer,
+                inputs.held_out,
                 settings.generation,
                 generation.prefix(peft_model),
             )
         adapter_dir = save_adapter(peft_model, context.run_dir / names.ADAPTER_DIR)
+    epochs = trainer.state.epoch - plan.start_epoch
+    steps = trainer.state.global_step
+    return Tuned(eval_loss, steps, epochs, runtime, trainable, samples, generations, adapter_dir)
 
-    context.phase = "logging"
-    prompts = settings.generation.prompts
-    untuned = list(baseline.samples)
-    samples = [Sample(p, u, t) for p, u, t in zip(prompts, untuned, tuned, strict=True)]
-    runtime = train_output.metrics[names.TRAIN_RUNTIME]
-    # The epochs this call trained: early stopping and a pruner end sooner than planned, and a
-    # resumed run's runtime counts from its checkpoint.
-    epochs = trainer.state.epoch - start_epoch
-    trained_tokens = data.real_tokens(splits.train) * epochs
-    metrics = {
-        names.EVAL_LOSS: eval_loss,
-        names.EVAL_LOSS_UNTUNED: baseline.eval_loss,
-        names.EVAL_PERPLEXITY: math.exp(eval_loss),
-        names.TRAINABLE_PARAMS: trainable,
-        names.ADAPTER_BYTES: sum(f.stat().st_size for f in adapter_dir.iterdir()),
-        names.TRAIN_RUNTIME: runtime,
-        names.TRAIN_STEPS: last_step,
-        names.TRAIN_TOKENS_PER_SECOND: trained_tokens / runtime,
-    }
-    if held_out is not None:
-        metrics |= scoring.logged_metrics(baseline.generations, generations)
-        table = scoring.table(held_out, baseline.generations, generations)
-        (context.run_dir / names.GENERATIONS_TABLE).write_text(json.dumps(table, indent=2))
-    # In the run's folder first: a store that went away costs the logging, not the results.
-    (context.run_dir / names.SAMPLES_FILE).write_text(
-        json.dumps([vars(s) for s in samples], indent=2)
+
+def new_trainer(settings: TrainConfig, peft_model, inputs: Inputs, args, trial=None) -> Trainer:
+    """The Trainer of a run, the same in every process of a data-parallel job."""
+    return training.build_trainer(
+        peft_model,
+        inputs.model.tokenizer,
+        args,
+        inputs.splits.train,
+        inputs.splits.eval,
+        group_by_length=settings.trainer.group_by_length,
+        early_stopping_patience=settings.trainer.early_stopping_patience,
+        trial=trial,
     )
-    (context.run_dir / names.METRICS_FILE).write_text(json.dumps(metrics, indent=2))
+
+
+def fit(trainer: Trainer, plan: TrainingPlan) -> float:
+    """Train (from the plan's checkpoint, if any); returns the seconds it took. An interrupt
+    ends training at a step's end with a checkpoint, then the run (KILLED)."""
+    with interrupts.deferred():
+        try:
+            output = trainer.train(resume_from_checkpoint=plan.checkpoint)
+        except OSError as error:  # a full disk while writing a checkpoint, most likely
+            raise PeftlabError(
+                f"training stopped on a file error in {plan.args.output_dir}, where checkpoints "
+                f"are written ({error.strerror or error}); free some space, or set "
+                "trainer.save_strategy=no"
+            ) from error
+    return output.metrics[names.TRAIN_RUNTIME]
+
+
+def log_results(
+    settings: TrainConfig,
+    context: RunContext,
+    inputs: Inputs,
+    baseline: Baseline,
+    tuned: Tuned,
+    ui_hint: str,
+) -> RunResult:
+    """The run's metrics, samples and generations in its folder first (a store that went away
+    costs the logging, not the results), then in MLflow with the adapter and the model."""
+    prompts = settings.generation.prompts
+    samples = [Sample(*s) for s in zip(prompts, baseline.samples, tuned.samples, strict=True)]
+    metrics = run_metrics(inputs, baseline, tuned)
+    table = None
+    if inputs.held_out is not None:
+        metrics |= scoring.logged_metrics(baseline.generations, tuned.generations)
+        table = scoring.table(inputs.held_out, baseline.generations, tuned.generations)
+        write_json(context.run_dir / names.GENERATIONS_TABLE, table)
+    write_json(context.run_dir / names.SAMPLES_FILE, [vars(s) for s in samples])
+    write_json(context.run_dir / names.METRICS_FILE, metrics)
     try:
         with interrupts.deferred():
-            # At the last step: the run's eval_loss, after any curve's points.
-            mlflow.log_metrics(metrics, step=last_step)
-            if context.trial is not None and context.trial.pruned_step is not None:
-                mlflow.set_tag(names.PRUNED_TAG, str(context.trial.pruned_step))
-            mlflow.log_artifacts(str(adapter_dir), names.ADAPTER_DIR)
-            logged_model.log(settings, adapter_dir, context.config_dir)
-            mlflow.log_table(
-                {"prompt": prompts, "untuned": untuned, "tuned": tuned},
-                artifact_file=names.SAMPLES_FILE,
-            )
-            if held_out is not None:  # the UI's Evaluation view: runs' generations side by side
-                mlflow.log_table(table, artifact_file=names.GENERATIONS_TABLE)
+            log_to_store(settings, context, metrics, samples, tuned, table)
     except tracking.STORE_ERRORS as error:
         raise PeftlabError(
             f"could not log the results to {settings.tracking.uri} ({tracking.short(error)}); "
             f"the adapter, config, metrics and samples are in {context.run_dir}"
         ) from error
+    scores = scoring.pairs(baseline.generations, tuned.generations) if table else {}
+    return RunResult(
+        run_id=context.run_id,
+        eval_loss_untuned=baseline.eval_loss,
+        eval_loss=tuned.eval_loss,
+        samples=samples,
+        adapter_dir=tuned.adapter_dir,
+        ui_hint=ui_hint,
+        scores=scores,
+    )
+
+
+def run_metrics(inputs: Inputs, baseline: Baseline, tuned: Tuned) -> dict[str, float]:
+    trained_tokens = data.real_tokens(inputs.splits.train) * tuned.epochs
     return {
+        names.EVAL_LOSS: tuned.eval_loss,
         names.EVAL_LOSS_UNTUNED: baseline.eval_loss,
-        names.EVAL_LOSS: eval_loss,
-        "samples": samples,
-        "adapter_dir": adapter_dir,
-        "scores": scoring.pairs(baseline.generations, generations) if held_out else {},
+        names.EVAL_PERPLEXITY: math.exp(tuned.eval_loss),
+        names.TRAINABLE_PARAMS: tuned.trainable_params,
+        names.ADAPTER_BYTES: sum(f.stat().st_size for f in tuned.adapter_dir.iterdir()),
+        names.TRAIN_RUNTIME: tuned.runtime_s,
+        names.TRAIN_STEPS: tuned.steps,
+        names.TRAIN_TOKENS_PER_SECOND: trained_tokens / tuned.runtime_s,
     }
 
 
-def train_alongside(settings: TrainConfig) -> float:
+def log_to_store(
+    settings: TrainConfig,
+    context: RunContext,
+    metrics: dict[str, float],
+    samples: list[Sample],
+    tuned: Tuned,
+    table: dict[str, list] | None,
+) -> None:
+    mlflow.log_metrics(metrics, step=tuned.steps)  # at the last step: after any curve's points
+    if context.trial is not None and context.trial.pruned_step is not None:
+        mlflow.set_tag(names.PRUNED_TAG, str(context.trial.pruned_step))
+    mlflow.log_artifacts(str(tuned.adapter_dir), names.ADAPTER_DIR)
+    logged_model.log(settings, tuned.adapter_dir, context.config_dir)
+    columns = {"prompt": [s.prompt for s in samples], "untuned": [s.untuned for s in samples]}
+    mlflow.log_table(columns | {"tuned": tuned.samples}, artifact_file=names.SAMPLES_FILE)
+    if table is not None:  # the UI's Evaluation view: runs' generations side by side
+        mlflow.log_table(table, artifact_file=names.GENERATIONS_TABLE)
+
+
+def write_json(path: Path, value: Any) -> None:
+    path.write_text(json.dumps(value, indent=2))
+
+
+def train_alongside(settings: TrainConfig, shared: Shared) -> float:
     """Another process of a data-parallel job (see :mod:`peftlab.distributed`): trains its share
     of each batch with the first process, in the first's run folder and from its checkpoint;
     logs and writes nothing. Returns the held-out loss (the same in every process)."""
-    loaded = modeling.load_shared(settings.model)
-    splits = data.load_tokenized(settings.dataset, loaded.tokenizer)
+    loaded = shared.model(settings.model)
+    inputs = Inputs(None, loaded, data.load_tokenized(settings.dataset, loaded.tokenizer), None)
     run_dir, checkpoint = distributed.shared()
     args = training.training_arguments(settings.trainer, run_dir / names.TRAINER_DIR)
     set_seed(settings.trainer.seed)
     with settings.peft.attached(loaded.model, loaded.path) as peft_model:
-        trainer = training.build_trainer(
-            peft_model,
-            loaded.tokenizer,
-            args,
-            splits.train,
-            splits.eval,
-            group_by_length=settings.trainer.group_by_length,
-            early_stopping_patience=settings.trainer.early_stopping_patience,
-        )
-        with interrupts.deferred():
-            trainer.train(resume_from_checkpoint=checkpoint)
+        trainer = new_trainer(settings, peft_model, inputs, args)
+        fit(trainer, TrainingPlan(args, checkpoint, training.epoch_of(checkpoint)))
         return trainer.evaluate()[names.EVAL_LOSS]
 
 
@@ -314,34 +396,34 @@ def scored_completions(
     return scoring.score(completions, held_out.references, settings.metrics)
 
 
-def untuned_baseline(
-    settings: TrainConfig,
-    loaded: modeling.LoadedModel,
-    splits: data.Tokenized,
-    held_out: scoring.HeldOut | None,
-    args: TrainingArguments,
+def measure_untuned(
+    settings: TrainConfig, inputs: Inputs, args: TrainingArguments, shared: Shared
 ) -> Baseline:
-    """Held-out loss, samples and generations of the base model, computed once per process for
+    """Held-out loss, samples and generations of the base model, measured once per process for
     each model, data, generation and evaluation setting: the jobs of a sweep over PEFT knobs
     share them."""
     trainer = settings.trainer
     evaluation = (trainer.per_device_eval_batch_size, training.use_bf16(trainer.precision))
     key = repr((settings.model, settings.dataset, settings.generation, evaluation, trainer.seed))
-    if key not in _baselines:
-        model, tokenizer = loaded.model, loaded.tokenizer
-        set_seed(trainer.seed)  # sampled generations repeat, so a cached baseline equals a new one
-        eval_loss = training.evaluate_loss(model, tokenizer, args, splits.eval)
-        samples = tuple(
-            generation.generate(model, tokenizer, prompt, settings.generation)
-            for prompt in settings.generation.prompts
+    return shared.measured(key, lambda: _measure_untuned(settings, inputs, args))
+
+
+def _measure_untuned(settings: TrainConfig, inputs: Inputs, args: TrainingArguments) -> Baseline:
+    model, tokenizer = inputs.model.model, inputs.model.tokenizer
+    set_seed(
+        settings.trainer.seed
+    )  # sampled generations repeat: a shared baseline equals a new one
+    eval_loss = training.evaluate_loss(model, tokenizer, args, inputs.splits.eval)
+    samples = tuple(
+        generation.generate(model, tokenizer, prompt, settings.generation)
+        for prompt in settings.generation.prompts
+    )
+    generations = None
+    if inputs.held_out is not None:
+        generations = scored_completions(
+            model, tokenizer, inputs.held_out, settings.generation, generation.no_prefix
         )
-        generations = None
-        if held_out is not None:
-            generations = scored_completions(
-                model, tokenizer, held_out, settings.generation, generation.no_prefix
-            )
-        _baselines[key] = Baseline(eval_loss, samples, generations)
-    return _baselines[key]
+    return Baseline(eval_loss, samples, generations)
 
 
 def save_adapter(peft_model: PeftModel, target: Path) -> Path:
