@@ -23,6 +23,7 @@ from peftlab.formats.base import TRAIN_ON
 from peftlab.methods import REGISTRY, PeftMethod
 from peftlab.methods.base import require
 from peftlab.metrics import REGISTRY as METRICS
+from peftlab.reference import register_help
 
 SAMPLES_DIR = Path(__file__).parent / "samples"
 EVAL_STRATEGIES = ("no", "epoch", "steps")
@@ -275,6 +276,7 @@ def register_configs() -> None:
     cs.store(name="train_schema", node=TrainConfig)
     for method, schema in REGISTRY.items():
         cs.store(group="peft", name=f"{method}_schema", node=schema)
+    register_help()
     OmegaConf.register_new_resolver("peftlab.package_dir", package_dir, replace=True)
     OmegaConf.register_new_resolver("peftlab.sample", sample_path, replace=True)
 
