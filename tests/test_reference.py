@@ -54,9 +54,9 @@ def test_a_row_reads_as_the_key_is_typed():
 
 
 def test_table_cells_hold_plain_text():
-    table = reference.markdown_table([Key("peft.x", "int | str", "1", "peft=<method> | more")])
-    assert table.splitlines()[2] == (
-        "| `peft.x` | int \\| str | `1` | peft=&lt;method&gt; \\| more |"
+    key = Key("peft.x", "int | str", '"a|<b>"', "peft=<method> | more")
+    assert reference.markdown_table([key]).splitlines()[2] == (
+        '| `peft.x` | int \\| str | `"a|<b>"` | peft=&lt;method&gt; \\| more |'
     )
 
 

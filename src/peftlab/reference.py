@@ -57,9 +57,12 @@ def keys(schema: type, prefix: str) -> Iterator[Key]:
     """The keys of a dataclass schema under ``prefix``, in the order the schema defines them."""
     types = typing.get_type_hints(schema)
     for field in dataclasses.fields(schema):
-        name = f"{prefix}.{field.name}"
-        help = field.metadata.get("help", "")
-        yield Key(name, type_text(types[field.name]), default_text(field), help)
+        yield Key(
+            f"{prefix}.{field.name}",
+            type_text(types[field.name]),
+            default_text(field),
+            field.metadata.get("help", ""),
+        )
 
 
 def group_keys(group: str) -> list[Key]:
@@ -94,13 +97,18 @@ def markdown_table(rows: Iterable[Key]) -> str:
     """Keys as a Markdown table: key, type, default, help."""
     lines = ["| key | type | default | help |", "|---|---|---|---|"]
     for key in rows:
-        cells = (f"`{key.name}`", _cell(key.type), f"`{_cell(key.default)}`", _cell(key.help))
+        cells = (_code(key.name), _text(key.type), _code(key.default), _text(key.help))
         lines.append(f"| {' | '.join(cells)} |")
     return "\n".join(lines)
 
 
-def _cell(text: str) -> str:
-    # Help is plain text: a "<method>" is not an HTML tag, and "|" does not end the cell.
+def _code(text: str) -> str:
+    # Python-Markdown's tables keep a "|" in code (an escaped one would show its backslash).
+    return f"`{text}`"
+
+
+def _text(text: str) -> str:
+    # Help is plain text: a "<method>" in it is not an HTML tag, and a "|" does not end the cell.
     return html.escape(text, quote=False).replace("|", "\\|")
 
 
@@ -129,7 +137,7 @@ ${{hydra.help.header}}
 
 $APP_CONFIG_GROUPS
 
-== Keys: set any (KEY=VALUE); peft.METHOD lists the keys of peft=METHOD ==
+== Keys: set any (KEY=VALUE); the peft.* keys are those of the method picked ==
 
 {keys}
 
