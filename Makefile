@@ -11,8 +11,8 @@ STORE = $$($(PY) -c 'from peftlab.config import local_store_uri; print(local_sto
 # Where `make cluster` keeps its daemons' files: a folder the munge and mysql users can reach.
 CLUSTER ?= /tmp/peftlab-cluster
 
-.PHONY: setup lock browser services slurm train test test-fast ui demo dashboard serve lint clean \
-	cluster cluster-down
+.PHONY: setup lock browser services slurm train test test-fast ui demo dashboard serve lint docs \
+	clean cluster cluster-down
 
 setup: $(VENV)/.installed
 
@@ -98,5 +98,9 @@ lint: setup
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 
+# The docs site (mkdocs.yml, pages in docs/) into site/; --strict fails on a broken link.
+docs: setup
+	$(VENV)/bin/mkdocs build --strict --site-dir site
+
 clean:
-	rm -rf outputs multirun mlruns test-artifacts .pytest_cache .ruff_cache
+	rm -rf outputs multirun mlruns test-artifacts site .pytest_cache .ruff_cache

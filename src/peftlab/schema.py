@@ -32,6 +32,7 @@ from peftlab.formats.base import TRAIN_ON
 from peftlab.methods import REGISTRY as METHODS
 from peftlab.methods import PeftMethod
 from peftlab.metrics import REGISTRY as METRICS
+from peftlab.reference import register_help
 
 T = TypeVar("T")
 # Each config group whose options share one schema, by the name its yaml picks it with.
@@ -95,6 +96,13 @@ def metric_names(requested: list[str] | None) -> list[str]:
     return list(requested)
 
 
+def groups() -> dict[str, type]:
+    """Every config group's schema by name, the peft group's one per method (``peft.<method>``):
+    what the docs' key tables and ``train.py --help`` list."""
+    sections = {"model": ModelConfig, "dataset": DatasetConfig} | SECTIONS
+    return sections | {f"peft.{method}": schema for method, schema in METHODS.items()}
+
+
 def package_dir(package: str) -> str:
     """Directory of an installed package, found without importing it."""
     spec = importlib.util.find_spec(package)
@@ -120,6 +128,7 @@ def register_configs() -> None:
         cs.store(group="peft", name=f"{method}_schema", node=schema)
     OmegaConf.register_new_resolver("peftlab.package_dir", package_dir, replace=True)
     OmegaConf.register_new_resolver("peftlab.sample", sample_path, replace=True)
+    register_help(groups())
 
 
 def typed_section(cfg: DictConfig, key: str, schema: type[T]) -> T:

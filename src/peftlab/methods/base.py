@@ -15,8 +15,8 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, ClassVar
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from peftlab.errors import require
 
@@ -30,6 +30,15 @@ VIRTUAL_TOKENS = [4, 8, 20, 32]  # the search space of every num_virtual_tokens
 # Text inits start from a phrase of the embedded data's task (role-play instructions).
 INIT_TEXT = "I want you to act as"
 ALL_LINEAR = "all-linear"  # peft's shorthand: every linear layer but the output head
+
+
+def method_name(name: str) -> Any:
+    """The ``method`` field of a method's schema: its name as the default, with the key's help."""
+    text = (
+        "Which method this is (peft's PeftType in lower case), stored in every saved config: "
+        "chosen with peft=<method>, e.g. peft=prompt-tuning."
+    )
+    return field(default=name, metadata={"help": text})
 
 
 def register(cls: type[PeftMethod]) -> type[PeftMethod]:
@@ -50,10 +59,12 @@ class PeftMethod(ABC):
     """Base of the ``peft`` config group: one subclass per PEFT method.
 
     Subclasses set ``method`` (the discriminator stored in every saved config, peft's
-    ``PeftType`` in lower case) as a field default and declare the class-level facts below.
+    ``PeftType`` in lower case) with :func:`method_name` and declare the class-level facts
+    below. Each field holds its key's help (``metadata={"help": ...}``): ``train.py --help`` and
+    the docs show it.
     """
 
-    method: str = ""
+    method: str = method_name("")
 
     peft_type: ClassVar[str]  # peft's PeftType name, as written in adapter_config.json
     # Trains tokens in front of the input (True) or changes the base model's layers (False).

@@ -3,23 +3,32 @@ base model's layers (peft.IA3Config, Liu et al. 2022): the fewest trained parame
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from peftlab.errors import require
-from peftlab.methods.base import PeftMethod, register, target_modules
+from peftlab.methods.base import PeftMethod, method_name, register, target_modules
 
 
 @register
 @dataclass
 class IA3(PeftMethod):
-    """null modules take peft's per-architecture defaults (Llama: k_proj, v_proj, down_proj;
-    BLOOM: query_key_value, mlp.dense_4h_to_h); ``feedforward_modules`` must be a subset of
-    ``target_modules`` (their inputs are scaled, not their outputs)."""
-
-    method: str = "ia3"
-    target_modules: list[str] | None = None
-    feedforward_modules: list[str] | None = None
+    method: str = method_name("ia3")
+    target_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "The layers whose activations are rescaled; null: peft's per-architecture "
+            "defaults (Llama: k_proj, v_proj, down_proj; BLOOM: query_key_value, "
+            "mlp.dense_4h_to_h)."
+        },
+    )
+    feedforward_modules: list[str] | None = field(
+        default=None,
+        metadata={
+            "help": "Those of target_modules that are feed-forward layers (their inputs are "
+            "scaled, not their outputs): a subset of target_modules; null when it is null."
+        },
+    )
 
     peft_type: ClassVar[str] = "IA3"
     is_prompt_learning: ClassVar[bool] = False

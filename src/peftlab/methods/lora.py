@@ -9,6 +9,7 @@ from typing import ClassVar
 from peftlab.methods.base import (
     ALL_LINEAR,
     PeftMethod,
+    method_name,
     register,
     require,
     require_counts,
@@ -19,17 +20,32 @@ from peftlab.methods.base import (
 @register
 @dataclass
 class Lora(PeftMethod):
-    """``target_modules: all-linear`` adapts every linear layer but the LM head, whatever the
-    architecture (Llama's q/k/v/o/gate/up/down_proj, BLOOM's query_key_value/dense/...);
-    null takes peft's per-architecture attention defaults; a list names modules."""
-
-    method: str = "lora"
-    r: int = 8
-    lora_alpha: int = 16
-    lora_dropout: float = 0.05
-    target_modules: list[str] | None = field(default_factory=lambda: [ALL_LINEAR])
-    use_rslora: bool = False
-    use_dora: bool = False
+    method: str = method_name("lora")
+    r: int = field(default=8, metadata={"help": "Rank of each low-rank update."})
+    lora_alpha: int = field(
+        default=16,
+        metadata={"help": "Scale of the updates: lora_alpha / r (/ sqrt(r) with use_rslora)."},
+    )
+    lora_dropout: float = field(
+        default=0.05, metadata={"help": "Dropout on the updates' input while training, in [0, 1)."}
+    )
+    target_modules: list[str] | None = field(
+        default_factory=lambda: [ALL_LINEAR],
+        metadata={
+            "help": "The layers to adapt: [all-linear] every linear layer but the LM head, "
+            "whatever the architecture (Llama's q/k/v/o/gate/up/down_proj, BLOOM's "
+            "query_key_value/dense/...); null peft's per-architecture attention defaults; "
+            "or a list of module names."
+        },
+    )
+    use_rslora: bool = field(
+        default=False,
+        metadata={"help": "Rank-stabilized LoRA: scale by lora_alpha / sqrt(r), not / r."},
+    )
+    use_dora: bool = field(
+        default=False,
+        metadata={"help": "DoRA: train each weight's magnitude apart from its direction."},
+    )
 
     peft_type: ClassVar[str] = "LORA"
     is_prompt_learning: ClassVar[bool] = False

@@ -3,11 +3,17 @@ embeddings, prepended to every input (peft.PromptEncoderConfig, Liu et al. 2021)
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import ClassVar
 
-from peftlab.methods.base import VIRTUAL_TOKENS, PeftMethod, register, require_counts
+from peftlab.methods.base import (
+    VIRTUAL_TOKENS,
+    PeftMethod,
+    method_name,
+    register,
+    require_counts,
+)
 
 
 class EncoderType(str, Enum):
@@ -20,10 +26,17 @@ class EncoderType(str, Enum):
 @register
 @dataclass
 class PTuning(PeftMethod):
-    method: str = "p_tuning"
-    num_virtual_tokens: int = 20
-    encoder_reparameterization_type: EncoderType = EncoderType.MLP
-    encoder_hidden_size: int = 128
+    method: str = method_name("p_tuning")
+    num_virtual_tokens: int = field(
+        default=20, metadata={"help": "Virtual tokens the encoder makes, put before every input."}
+    )
+    encoder_reparameterization_type: EncoderType = field(
+        default=EncoderType.MLP,
+        metadata={"help": "The trained encoder that makes the tokens from their embeddings."},
+    )
+    encoder_hidden_size: int = field(
+        default=128, metadata={"help": "Width of the encoder's hidden layer."}
+    )
 
     peft_type: ClassVar[str] = "P_TUNING"
     is_prompt_learning: ClassVar[bool] = True

@@ -6,13 +6,14 @@ from __future__ import annotations
 import math
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import ClassVar
 
 from peftlab.methods.base import (
     INIT_TEXT,
     VIRTUAL_TOKENS,
     PeftMethod,
+    method_name,
     register,
     require,
     require_counts,
@@ -22,16 +23,30 @@ from peftlab.methods.base import (
 @register
 @dataclass
 class PrefixTuning(PeftMethod):
-    """peft starts the prefix from N(0, 1) keys and values, far from any the model computes:
-    held-out loss on SmolLM2 rises before it falls. ``prefix_init_text`` starts it instead from
-    the base model's own keys and values over a text of the task (its tokens repeated to
-    ``num_virtual_tokens``): at step 0 the adapter is that text prepended as a hard prompt."""
-
-    method: str = "prefix_tuning"
-    num_virtual_tokens: int = 20
-    prefix_projection: bool = False
-    encoder_hidden_size: int = 128  # width of the projection MLP, when prefix_projection
-    prefix_init_text: str | None = INIT_TEXT
+    method: str = method_name("prefix_tuning")
+    num_virtual_tokens: int = field(
+        default=20,
+        metadata={"help": "Positions of trained keys and values before every attention layer's."},
+    )
+    prefix_projection: bool = field(
+        default=False,
+        metadata={
+            "help": "Make the keys and values with an MLP over trained embeddings "
+            "(needs prefix_init_text=null)."
+        },
+    )
+    encoder_hidden_size: int = field(
+        default=128, metadata={"help": "Width of the projection MLP, when prefix_projection."}
+    )
+    prefix_init_text: str | None = field(
+        default=INIT_TEXT,
+        metadata={
+            "help": "Start the prefix from the base model's own keys and values over this text "
+            "(its tokens repeated to num_virtual_tokens), so that at step 0 the adapter is the "
+            "text as a hard prompt; null: peft's N(0, 1) start, far from any keys and values "
+            "the model computes (held-out loss rises before it falls)."
+        },
+    )
 
     peft_type: ClassVar[str] = "PREFIX_TUNING"
     is_prompt_learning: ClassVar[bool] = True

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import ClassVar
 
@@ -11,6 +11,7 @@ from peftlab.methods.base import (
     INIT_TEXT,
     VIRTUAL_TOKENS,
     PeftMethod,
+    method_name,
     register,
     require,
     require_counts,
@@ -28,13 +29,26 @@ class PromptTuningInit(str, Enum):
 @register
 @dataclass
 class PromptTuning(PeftMethod):
-    """TEXT init from a phrase of the task lowers held-out loss on SmolLM2 where RANDOM raises
-    it (N(0,1) vectors are far from its embedding scale; see README)."""
-
-    method: str = "prompt_tuning"
-    num_virtual_tokens: int = 4
-    prompt_tuning_init: PromptTuningInit = PromptTuningInit.TEXT
-    prompt_tuning_init_text: str | None = INIT_TEXT
+    method: str = method_name("prompt_tuning")
+    num_virtual_tokens: int = field(
+        default=4, metadata={"help": "Trained virtual-token embeddings put before every input."}
+    )
+    prompt_tuning_init: PromptTuningInit = field(
+        default=PromptTuningInit.TEXT,
+        metadata={
+            "help": "How the virtual tokens start: TEXT as the embeddings of "
+            "prompt_tuning_init_text (lowers held-out loss on SmolLM2 where RANDOM raises it: "
+            "N(0, 1) vectors are far from its embedding scale), RANDOM, or SAMPLE_VOCAB "
+            "(embeddings of tokens drawn from the vocabulary)."
+        },
+    )
+    prompt_tuning_init_text: str | None = field(
+        default=INIT_TEXT,
+        metadata={
+            "help": "The phrase of the task whose tokens start the virtual tokens with "
+            "prompt_tuning_init=TEXT (repeated or cut to num_virtual_tokens)."
+        },
+    )
 
     peft_type: ClassVar[str] = "PROMPT_TUNING"
     is_prompt_learning: ClassVar[bool] = True
