@@ -142,6 +142,10 @@ class MlflowSweepCallback(Callback):
         if any(child.info.status == "KILLED" for child in children):
             status = "KILLED"  # a job was interrupted, and the sweep with it
         client.set_terminated(parent_id, status)
+        from peftlab import shared_view  # the runs side by side in the UI, best first
+
+        link = shared_view.sweep_link(client, experiment_id, parent_id)
+        print(f"MLflow sweep {parent_id}: {link}", flush=True)
 
 
 def best_run(finished: list[Run]) -> Run | None:
