@@ -252,8 +252,11 @@ def publish(
     key = share_key(parent_id, experiment_id, metric)
     state = view_state(runs, swept, metric, parent_id, f"{title}, ranked by {metric}")
     client.set_experiment_tag(experiment_id, TAG_PREFIX + key, encode(state))
-    for run_id, colour in colours(runs).items():
-        client.set_tag(run_id, RUN_COLOR_TAG, colour)
+    try:
+        for run_id, colour in colours(runs).items():
+            client.set_tag(run_id, RUN_COLOR_TAG, colour)
+    except Exception as error:  # a server may let this user tag the experiment, not the runs
+        log.warning("The runs' colours were not saved in MLflow: %s", error)
     return experiment_route(experiment_id, **{KEY_PARAM: key, "compareRunsMode": "CHART"})
 
 
