@@ -1,7 +1,9 @@
 """peftlab compare: ranked tables and plots of a sweep, logged back to it."""
 
 import re
+import webbrowser
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import matplotlib.image
 import pandas as pd
@@ -9,7 +11,7 @@ import pytest
 from conftest import imported_top_level, peftlab, peftlab_process, store_runs, sweep_parts
 from test_methods import METHODS
 
-from peftlab import compare
+from peftlab import compare, shared_view
 from peftlab.errors import PeftlabError
 from peftlab.methods import REGISTRY
 
@@ -97,6 +99,25 @@ def test_compare_command_prints_the_ranking(sweep_run: Path, tmp_path: Path):
     header = result.stdout.splitlines()[0]
     assert "rank" in header and "eval_loss" in header and "peft.num_virtual_tokens" in header
     assert (tmp_path / "out" / "comparison.md").is_file()
+
+
+def test_compare_open_prints_and_opens_the_view_ranked_by_its_metric(
+    sweep_run, tmp_path, monkeypatch
+):
+    opened = []
+    monkeypatch.setattr(webbrowser, "open", opened.append)
+    result = peftlab("compare", "--open", "--out", str(tmp_path), cwd=sweep_run)
+    assert result.returncode == 0, result.stderr[-2000:]
+    (line,) = [line for line in result.stdout.splitlines() if line.startswith("MLflow UI: ")]
+    assert line.startswith("MLflow UI: `make ui`, then http://127.0.0.1:5000/#/experiments/")
+    assert opened == [line[line.index("http") :]]
+    query = parse_qs(urlsplit(opened[0]).fragment.split("?", 1)[1])
+    assert query["compareRunsMode"] == ["CHART"] and query["workflowType"] == ["machine_learning"]
+    client, parent, _ = sweep_parts(sweep_run)
+    tags = client.get_experiment(parent.info.experiment_id).tags
+    state = shared_view.decode(tags[shared_view.TAG_PREFIX + query["viewStateShareKey"][0]])
+    assert parent.info.run_id in state["searchFilter"]
+    assert state["orderByKey"] == "metrics.`eval_loss`"
 
 
 def test_experiment_mode_compares_runs_by_the_params_that_differ(sweep_run: Path, comparison):

@@ -16,7 +16,7 @@ from conftest import (
 )
 from test_methods import METHODS
 
-from peftlab import sweep
+from peftlab import names, shared_view, sweep
 from peftlab.config import SAMPLES_DIR
 from peftlab.methods import REGISTRY
 from peftlab.methods.lora import Lora
@@ -47,6 +47,21 @@ def test_sweep_is_one_parent_with_a_child_per_job_named_by_its_overrides(sweep_r
     for child in children:
         tokens = child.data.params["peft.num_virtual_tokens"]
         assert child.info.run_name.startswith(f"peft.num_virtual_tokens={tokens},")
+
+
+def test_a_finished_sweep_leaves_the_view_its_link_opens_in_the_experiment(sweep_run: Path):
+    client, parent, children = sweep_parts(sweep_run)
+    tags = client.get_experiment(parent.info.experiment_id).tags
+    key = f"{shared_view.TAG_PREFIX}peftlab-{parent.info.run_id}-eval_loss"
+    state = shared_view.decode(tags[key])
+    assert state["searchFilter"] == f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'"
+    assert state["selectedColumns"][:3] == [
+        "params.`peft.num_virtual_tokens`",
+        "params.`trainer.num_train_epochs`",
+        "metrics.`eval_loss`",
+    ]
+    colours = {child.data.tags[names.RUN_COLOR_TAG] for child in children}
+    assert len(colours) == len(children)
 
 
 def test_one_sweep_runs_every_method_as_a_finished_child(method_sweep: Path):

@@ -54,6 +54,12 @@ def add_compare(commands: argparse._SubParsersAction) -> None:
         help="rank by this metric, best first (e.g. eval_rougeL, eval_chrf; default: eval_loss)",
     )
     comparing.add_argument(
+        "--open",
+        action="store_true",
+        help="open the comparison in the MLflow UI (a browser on its link; `make ui` first for "
+        "a local store)",
+    )
+    comparing.add_argument(
         "--register",
         metavar="NAME",
         help="register the best run's model as NAME; alias 'champion' on the best so far",
@@ -204,7 +210,7 @@ def run_dashboard(client: MlflowClient, args: argparse.Namespace) -> int:
 
 def latest_search(client: MlflowClient) -> tuple[str, str]:
     """The storage and study name recorded on the latest search's parent run."""
-    from peftlab.sweep import latest_parent
+    from peftlab.tracking import latest_parent
 
     found = latest_parent(client, names.STUDY_TAG)
     if found is None:
@@ -226,6 +232,14 @@ def run_compare(client: MlflowClient, args: argparse.Namespace) -> int:
     compare.log_to_parent(client, comparison, files)
     print(compare.console_table(comparison))
     print("\nWrote " + ", ".join(str(f) for f in files))
+    from peftlab import shared_view
+
+    link = shared_view.link(client, comparison)
+    print(f"MLflow UI: {link}")
+    if args.open:
+        import webbrowser
+
+        webbrowser.open(link[link.index("http") :])  # a local store's: after `make ui`
     if args.register:
         from peftlab import registry
 

@@ -12,7 +12,7 @@ from mlflow.tracking import MlflowClient
 
 from peftlab import metrics, names
 from peftlab.errors import PeftlabError
-from peftlab.sweep import latest_parent
+from peftlab.tracking import latest_parent
 
 METRICS = [
     names.EVAL_LOSS,

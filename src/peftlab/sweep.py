@@ -138,6 +138,10 @@ class MlflowSweepCallback(Callback):
         if any(child.info.status == "KILLED" for child in children):
             status = "KILLED"  # a job was interrupted, and the sweep with it
         client.set_terminated(parent_id, status)
+        from peftlab import shared_view  # the runs side by side in the UI, best first
+
+        link = shared_view.sweep_link(client, experiment_id, parent_id)
+        print(f"MLflow sweep {parent_id}: {link}", flush=True)
 
 
 def best_run(finished: list[Run]) -> Run | None:
@@ -175,15 +179,6 @@ def shared_study(config: DictConfig) -> SharedStudy | None:
     if OmegaConf.select(config, "hydra.sweeper.study_name") is None:
         return None
     return SharedStudy(config)
-
-
-def latest_parent(client: MlflowClient, tag: str) -> Run | None:
-    """The most recently started sweep parent run that carries ``tag``, in any experiment."""
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    found = client.search_runs(
-        experiments, f"tags.`{tag}` != ''", order_by=["start_time DESC"], max_results=1
-    )
-    return found[0] if found else None
 
 
 def swept_keys(overrides: list[str], sweeper_params: Any) -> list[str]:

@@ -334,6 +334,20 @@ def git_commit(directory: Path) -> str | None:
 def ui_hint(cfg: TrackingConfig, active: Run) -> str:
     info = active.info
     where = f"#/experiments/{info.experiment_id}/runs/{info.run_id}?{MODEL_TRAINING_VIEW}"
-    if urlparse(cfg.uri).scheme in {"http", "https"}:
-        return f"{redact(cfg.uri).rstrip('/')}/{where}"
+    return ui_address(cfg.uri, where)
+
+
+def ui_address(uri: str, where: str) -> str:
+    """Where the UI of the store ``uri`` shows ``where`` (a ``#/...`` route)."""
+    if urlparse(uri).scheme in {"http", "https"}:
+        return f"{redact(uri).rstrip('/')}/{where}"
     return f"`make ui`, then http://127.0.0.1:5000/{where}"
+
+
+def latest_parent(client: MlflowClient, tag: str) -> Run | None:
+    """The most recently started sweep parent run that carries ``tag``, in any experiment."""
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    found = client.search_runs(
+        experiments, f"tags.`{tag}` != ''", order_by=["start_time DESC"], max_results=1
+    )
+    return found[0] if found else None
