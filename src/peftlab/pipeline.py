@@ -15,7 +15,7 @@ import mlflow
 from mlflow.exceptions import MlflowException
 from omegaconf import OmegaConf
 from peft import PeftModel
-from transformers import Trainer, TrainingArguments, set_seed
+from transformers import PreTrainedTokenizerBase, Trainer, TrainingArguments, set_seed
 
 from peftlab import (
     data,
@@ -203,7 +203,8 @@ def attach_and_train(
     with settings.peft.attached(inputs.model.model, inputs.model.path) as peft_model:
         trainable, total = peft_model.get_nb_trainable_parameters()
         log.info("Trainable params: %d of %d (%.5f%%)", trainable, total, 100 * trainable / total)
-        trainer = new_trainer(settings, peft_model, inputs, plan.args, context.trial)
+        tokenizer, splits = inputs.model.tokenizer, inputs.splits
+        trainer = new_trainer(settings, peft_model, tokenizer, splits, plan.args, context.trial)
         context.phase = "training"
         runtime = fit(trainer, plan)
         context.phase = "evaluating"
@@ -225,14 +226,21 @@ def attach_and_train(
     return Tuned(eval_loss, steps, epochs, runtime, trainable, samples, generations, adapter_dir)
 
 
-def new_trainer(settings: TrainConfig, peft_model, inputs: Inputs, args, trial=None) -> Trainer:
+def new_trainer(
+    settings: TrainConfig,
+    peft_model: PeftModel,
+    tokenizer: PreTrainedTokenizerBase,
+    splits: data.Tokenized,
+    args: TrainingArguments,
+    trial: TrialLink | None = None,
+) -> Trainer:
     """The Trainer of a run, the same in every process of a data-parallel job."""
     return training.build_trainer(
         peft_model,
-        inputs.model.tokenizer,
+        tokenizer,
         args,
-        inputs.splits.train,
-        inputs.splits.eval,
+        splits.train,
+        splits.eval,
         group_by_length=settings.trainer.group_by_length,
         early_stopping_patience=settings.trainer.early_stopping_patience,
         trial=trial,
@@ -336,12 +344,12 @@ def train_alongside(settings: TrainConfig, shared: Shared) -> float:
     of each batch with the first process, in the first's run folder and from its checkpoint;
     logs and writes nothing. Returns the held-out loss (the same in every process)."""
     loaded = shared.model(settings.model)
-    inputs = Inputs(None, loaded, data.load_tokenized(settings.dataset, loaded.tokenizer), None)
+    splits = data.load_tokenized(settings.dataset, loaded.tokenizer)
     run_dir, checkpoint = distributed.shared()
     args = training.training_arguments(settings.trainer, run_dir / names.TRAINER_DIR)
     set_seed(settings.trainer.seed)
     with settings.peft.attached(loaded.model, loaded.path) as peft_model:
-        trainer = new_trainer(settings, peft_model, inputs, args)
+        trainer = new_trainer(settings, peft_model, loaded.tokenizer, splits, args)
         fit(trainer, TrainingPlan(args, checkpoint, training.epoch_of(checkpoint)))
         return trainer.evaluate()[names.EVAL_LOSS]
 
