@@ -6,8 +6,9 @@ from pathlib import Path
 import matplotlib.image
 import pandas as pd
 import pytest
-from conftest import imported_top_level, peftlab, peftlab_process, store_runs, sweep_parts
-from test_methods import METHODS
+from helpers.matrices import METHODS
+from helpers.runners import imported_top_level, peftlab, peftlab_process
+from helpers.stores import store_runs, sweep_parts
 
 from peftlab import compare
 from peftlab.errors import PeftlabError

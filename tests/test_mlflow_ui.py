@@ -4,12 +4,9 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import (
-    CHROMIUM_ARGS,
-    chromium,
-    mlflow_server,
-    sweep_parts,
-)
+from helpers.browser import CHROMIUM_ARGS, chromium
+from helpers.servers import mlflow_server
+from helpers.stores import sweep_parts
 from playwright.sync_api import expect, sync_playwright
 
 from peftlab import pipeline, tracking
