@@ -5,7 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from hydra import compose, initialize_config_dir
-from omegaconf import DictConfig
+from hydra.types import RunMode
+from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[2]
 CONF_DIR = ROOT / "conf"
@@ -34,6 +35,20 @@ def tiny_overrides(model_dir: Path, work: Path) -> list[str]:
 def compose_config(overrides: list[str]) -> DictConfig:
     with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
         return compose("train", overrides=overrides)
+
+
+def compose_run(overrides: list[str], run_dir: Path) -> tuple[DictConfig, DictConfig]:
+    """The config of a run into ``run_dir`` and Hydra's own config of it (its ``hydra`` node:
+    the groups' choices, the output folder), as a launch by train.py would have them."""
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        cfg = compose("train", overrides=overrides, return_hydra_config=True)
+    hydra_cfg = cfg.hydra
+    with open_dict(cfg):
+        del cfg["hydra"]
+    with open_dict(hydra_cfg):
+        hydra_cfg.runtime.output_dir = str(run_dir)
+        hydra_cfg.mode = RunMode.RUN
+    return cfg, hydra_cfg
 
 
 def in_process_overrides(work: Path, name: str = "run") -> list[str]:

@@ -18,36 +18,28 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from helpers.configs import ROOT, compose_config, in_process_overrides, tiny_overrides
+from helpers.configs import ROOT, compose_run, in_process_overrides, tiny_overrides
 from helpers.stores import new_store, store_runs
-from peftlab import cli, pipeline
+from peftlab import app, cli, pipeline
 from peftlab.config import to_settings
-from peftlab.pipeline import RunContext, RunResult
+from peftlab.pipeline import RunResult
 
 TRAIN_PY = ROOT / "train.py"
 LONG = "trainer.num_train_epochs=500"  # minutes of training: time to be interrupted
 
 
-def peft_option(overrides) -> str:
-    """The peft group's choice, as Hydra reports it to train.py's runs."""
-    choices = [o.split("=", 1)[1] for o in overrides if o.startswith("peft=")]
-    return choices[-1] if choices else "prompt-tuning"
-
-
 def run_tiny(model_dir: Path, work: Path, *overrides: str, name: str = "run") -> RunResult:
-    """One run in this process, as train.py would do it, into ``work/name``."""
+    """One run in this process, as train.py would do it, into ``work/name``: its config saved
+    where Hydra saves it, its context (tags from the groups' choices) made by the product's own
+    ``app.run_context``."""
     new_store(work)
-    cfg = compose_config(
-        [*tiny_overrides(model_dir, work), *in_process_overrides(work, name), *overrides]
-    )
-    config_dir = work / name / ".hydra"  # as Hydra writes it: the config before resolution
-    config_dir.mkdir(parents=True)
-    OmegaConf.save(cfg, config_dir / "config.yaml")
-    context = RunContext(
+    cfg, hydra_cfg = compose_run(
+        [*tiny_overrides(model_dir, work), *in_process_overrides(work, name), *overrides],
         run_dir=work / name,
-        tags={"model": "tiny", "dataset": "prompts-sample", "peft": peft_option(overrides)},
-        config_dir=config_dir,
     )
+    context = app.run_context(hydra_cfg)
+    context.config_dir.mkdir(parents=True)  # as Hydra writes it: the config before resolution
+    OmegaConf.save(cfg, context.config_dir / "config.yaml")
     return pipeline.run(to_settings(cfg), context)
 
 
