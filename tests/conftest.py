@@ -1,5 +1,16 @@
 """What every test gets: its fixtures (from tests/helpers/), private caches, no tracking URI
-leaking between tests, the ``process`` marker on tests of process-starting fixtures."""
+leaking between tests, the ``process`` marker on tests of process-starting fixtures.
+
+The layout: ``test_<module>.py`` tests ``src/peftlab/<module>.py`` (``test_train.py`` train.py,
+``test_optuna_sweeper.py`` the Hydra sweeper plugin); ``scenarios/`` the whole system through
+real processes, servers and browsers (faults, Slurm, a team's server, the MLflow UI, the
+dashboard, SmolLM2); ``helpers/`` what tests share (see its ``__init__``). Modules without a
+file of their own are tested through the one that uses them: ``app`` by test_train.py and
+scenarios/test_faults.py, ``interrupts`` and ``output_dirs`` by scenarios/test_faults.py,
+``cache`` by test_modeling.py, ``console`` by test_train.py and test_pipeline.py, ``data_files``
+by test_data.py, ``metrics`` by test_scoring.py, ``search`` by test_sweep.py,
+``mlflow_model_code`` by test_logged_model.py, ``errors`` everywhere.
+"""
 
 from __future__ import annotations
 

@@ -124,7 +124,8 @@ def train_in_process(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 def run_sweep(model_dir: Path, work: Path, *overrides: str) -> subprocess.CompletedProcess:
     """``train.py -m`` on a tiny model in this process, its store and multirun/ under ``work``
-    (test_train.py and test_faults.py run train.py, and a sweep, as processes of their own)."""
+    (test_train.py and scenarios/test_faults.py run train.py, and a sweep, as processes of
+    their own)."""
     new_store(work)
     return train_in_process("-m", *tiny_overrides(model_dir, work), *overrides, cwd=work)
 
