@@ -21,6 +21,9 @@ import pytest
 
 from peftlab.config import register_configs
 
+# Asserts in the helpers report what they compared, as the tests' own do.
+pytest.register_assert_rewrite("helpers")
+
 # The fixture modules: tiny models, shared runs, the browser's screenshots, real servers.
 pytest_plugins = [
     "helpers.tiny_models",
