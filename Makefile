@@ -39,16 +39,18 @@ browser:
 		&& apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
 		>/dev/null; } || echo "note: no chromium here: sudo apt-get install chromium"
 
-# The shared-study tests start a throwaway PostgreSQL cluster of their own (tests/services.py)
-# from Debian's server package: installed here where this user may, else those tests skip.
+# The shared-study tests start a throwaway PostgreSQL cluster of their own
+# (tests/helpers/services.py) from Debian's server package: installed here where this user may,
+# else those tests skip.
 services:
 	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] \
 		&& command -v apt-get >/dev/null && apt-get update -qq \
 		&& DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >/dev/null; } \
 		|| echo "note: no PostgreSQL server here: sudo apt-get install postgresql"
 
-# The Slurm tests and `make cluster` start a one-node Slurm with accounting (tests/cluster.py)
-# from Debian's packages: installed here where this user may, else those tests skip.
+# The Slurm tests and `make cluster` start a one-node Slurm with accounting
+# (tests/helpers/cluster.py) from Debian's packages: installed here where this user may, else
+# those tests skip.
 slurm:
 	@command -v slurmctld >/dev/null && command -v slurmdbd >/dev/null \
 		&& command -v mariadbd >/dev/null || { [ "$$(id -u)" = 0 ] \
@@ -60,10 +62,10 @@ slurm:
 # Try the Slurm path on this machine: `make cluster`, then the `export SLURM_CONF=...` it
 # prints, then a sweep with hydra/launcher=submitit_slurm hydra.launcher.partition=debug.
 cluster: setup slurm
-	$(PY) tests/cluster.py up $(CLUSTER)
+	$(PY) tests/helpers/cluster.py up $(CLUSTER)
 
 cluster-down: setup
-	$(PY) tests/cluster.py down $(CLUSTER)
+	$(PY) tests/helpers/cluster.py down $(CLUSTER)
 
 train: setup
 	$(PY) train.py $(ARGS)

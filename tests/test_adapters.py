@@ -6,7 +6,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import imported_top_level, peftlab, peftlab_process, run_tiny
+from helpers.runners import imported_top_level, peftlab, peftlab_process, run_tiny
 from mlflow.tracking import MlflowClient
 from transformers import BloomConfig, BloomForCausalLM, PreTrainedTokenizerFast
 

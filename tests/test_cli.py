@@ -3,14 +3,9 @@
 from pathlib import Path
 
 import pytest
-from conftest import (
-    new_store,
-    peftlab,
-    peftlab_process,
-    store_runs,
-    tiny_overrides,
-    train_in_process,
-)
+from helpers.configs import tiny_overrides
+from helpers.runners import peftlab, peftlab_process, train_in_process
+from helpers.stores import new_store, store_runs, sweep_parts
 
 pytestmark = pytest.mark.process  # rerun launches train.py
 
@@ -76,8 +71,6 @@ def test_rerun_of_an_unknown_run_is_one_error_line(original):
 
 
 def test_generate_puts_a_task_runs_input_into_its_template(method_sweep, capsys):
-    from conftest import sweep_parts
-
     from peftlab import cli
     from peftlab.adapter_sources import resolve
     from peftlab.adapters import AdapterBank

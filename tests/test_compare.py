@@ -8,8 +8,9 @@ from urllib.parse import parse_qs, urlsplit
 import matplotlib.image
 import pandas as pd
 import pytest
-from conftest import imported_top_level, peftlab, peftlab_process, store_runs, sweep_parts
-from test_methods import METHODS
+from helpers.matrices import METHODS
+from helpers.runners import imported_top_level, peftlab, peftlab_process
+from helpers.stores import store_runs, sweep_parts
 
 from peftlab import compare, shared_view
 from peftlab.errors import PeftlabError

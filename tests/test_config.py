@@ -1,7 +1,7 @@
 from pathlib import Path
 
 import pytest
-from conftest import CONF_DIR, compose_config, in_process_overrides
+from helpers.configs import CONF_DIR, compose_config, in_process_overrides
 from hydra.errors import ConfigCompositionException
 
 from peftlab.errors import PeftlabError

@@ -4,7 +4,10 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM_ARGS, chromium, free_port, run_tiny, sweep_parts
+from helpers.browser import CHROMIUM_ARGS, chromium
+from helpers.cluster import free_port
+from helpers.runners import run_tiny
+from helpers.stores import sweep_parts
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import expect, sync_playwright
 

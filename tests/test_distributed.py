@@ -8,7 +8,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, run_tiny, store_runs, tiny_overrides
+from helpers.configs import ROOT, tiny_overrides
+from helpers.runners import run_tiny
+from helpers.stores import store_runs
 
 pytestmark = pytest.mark.process  # torchrun's processes
 

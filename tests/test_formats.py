@@ -1,7 +1,8 @@
 """Every data format through the same tests: rows to examples, labels on the answers, every PEFT
 method trained on it, and batched generation equal to one prompt at a time.
 
-A new format adds one row to FORMATS; every test here then runs for it.
+A new format adds one row to FORMATS (tests/helpers/matrices.py); every test here then runs for
+it.
 """
 
 from __future__ import annotations
@@ -14,39 +15,16 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import ROOT, compose_config, in_process_overrides, tiny_overrides
-from test_methods import METHODS, randomize_adapter
+from helpers.configs import ROOT, compose_config, in_process_overrides, tiny_overrides
+from helpers.datasets import write_chats
+from helpers.matrices import FORMATS, METHODS
+from helpers.measures import answers
+from helpers.tiny_models import randomize_adapter
 from transformers import AutoTokenizer
 
 from peftlab import data, formats, generation, modeling, scoring, training
 from peftlab.errors import PeftlabError
 from peftlab.schema import DatasetConfig, to_settings
-
-CHATS = [
-    [
-        {"role": "system", "content": "Answer briefly."},
-        {"role": "user", "content": f"Act as {role}."},
-        {"role": "assistant", "content": f"I want you to act as a {role}."},
-        {"role": "user", "content": "Again, please."},
-        {"role": "assistant", "content": f"Act as a {role}, then."},
-    ]
-    for role in ("poet", "chef", "coach", "translator", "historian", "storyteller", "gardener",
-                 "proofreader", "philosopher", "songwriter", "dietitian", "tour guide")
-]  # fmt: skip
-
-
-def write_chats(folder: Path) -> Path:
-    path = folder / "chats.jsonl"
-    path.write_text("".join(json.dumps({"messages": chat}) + "\n" for chat in CHATS))
-    return path
-
-
-# The dataset overrides of each format, and the model fixture whose tokenizer can render it.
-FORMATS = {
-    "text": (["dataset=prompts-sample"], "tiny_llama"),
-    "completion": (["dataset=prompts-task"], "tiny_llama"),
-    "chat": (["dataset.format=chat", "dataset.name=chats"], "tiny_chat_llama"),
-}
 
 
 def test_every_format_has_a_row_here():
@@ -73,20 +51,6 @@ def task_config(**values) -> DatasetConfig:
 @pytest.fixture(scope="module")
 def tokenizer(tiny_chat_llama: Path):
     return AutoTokenizer.from_pretrained(tiny_chat_llama)
-
-
-def answers(row: dict, tokenizer) -> list[str]:
-    """The labelled runs of tokens of a tokenized row, decoded."""
-    runs, current = [], []
-    for token, label in zip(row["input_ids"], row["labels"], strict=True):
-        if label == data.IGNORED:
-            if current:
-                runs.append(current)
-            current = []
-        else:
-            assert label == token
-            current.append(token)
-    return [tokenizer.decode(run) for run in [*runs, current] if run]
 
 
 def test_completion_rows_learn_only_the_answer_then_eos(tokenizer):

@@ -2,7 +2,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import compose_config, in_process_overrides
+from helpers.configs import compose_config, in_process_overrides
 
 from peftlab import data, hub, modeling
 from peftlab.errors import PeftlabError

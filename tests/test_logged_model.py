@@ -7,7 +7,10 @@ from pathlib import Path
 import httpx
 import mlflow
 import pytest
-from conftest import free_port, run_tiny, serving
+from helpers.cluster import free_port
+from helpers.runners import run_tiny
+from helpers.servers import serving
+from helpers.stores import sweep_parts
 
 PROMPT = "I want you to act as a motivational coach."
 
@@ -83,7 +86,6 @@ def test_a_task_runs_model_takes_its_columns_and_writes_its_scored_generations(m
     import json
 
     import pandas as pd
-    from conftest import sweep_parts
 
     client, _, children = sweep_parts(method_sweep)
     (lora,) = [c for c in children if c.data.params["peft.method"] == "lora"]

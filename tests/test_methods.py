@@ -1,6 +1,7 @@
 """Every PEFT method through the same tests: compose, train, save, reload, generate, log.
 
-A new method adds one row to METHODS; every test here then runs for it.
+A new method adds one row to METHODS (tests/helpers/matrices.py); every test here then runs for
+it.
 """
 
 from __future__ import annotations
@@ -13,15 +14,12 @@ from pathlib import Path
 import mlflow
 import pytest
 import torch
-from conftest import (
-    CONF_DIR,
-    compose_config,
-    held_out_loss,
-    in_process_overrides,
-    logged_adapter_loss,
-    run_tiny,
-    store_runs,
-)
+from helpers.configs import CONF_DIR, compose_config, in_process_overrides
+from helpers.matrices import METHODS, MODELS
+from helpers.measures import held_out_loss, logged_adapter_loss
+from helpers.runners import run_tiny
+from helpers.stores import store_runs
+from helpers.tiny_models import randomize_adapter
 from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 from transformers import RepetitionPenaltyLogitsProcessor
@@ -33,15 +31,6 @@ from peftlab.methods import REGISTRY
 from peftlab.schema import to_settings
 from peftlab.shared import Shared
 
-# The config group option of each method, and overrides that keep its tiny runs short.
-METHODS = {
-    "prompt-tuning": [],
-    "p-tuning": ["peft.num_virtual_tokens=4", "peft.encoder_hidden_size=16"],
-    "prefix-tuning": ["peft.num_virtual_tokens=4"],
-    "lora": ["peft.r=4"],
-    "ia3": [],
-}
-MODELS = ["tiny_bloom", "tiny_llama"]
 PROMPT = "I want you to act as a motivational coach."
 PROBE_IDS = torch.tensor([[5, 17, 42, 99, 3, 250, 7]])
 
@@ -129,15 +118,6 @@ def reference_greedy(peft_model, tokenizer, prompt: str, max_new_tokens: int, pe
         if next_id.item() == tokenizer.eos_token_id:
             break
     return tokenizer.decode(ids[0, start:], skip_special_tokens=True).strip()
-
-
-@torch.no_grad()
-def randomize_adapter(peft_model) -> None:
-    """Random trainable weights (a fresh LoRA is a no-op: this makes it matter), eval mode."""
-    for param in peft_model.parameters():
-        if param.requires_grad:
-            param.normal_(0, 1)
-    peft_model.eval()
 
 
 @pytest.mark.parametrize("option", METHODS)

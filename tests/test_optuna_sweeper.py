@@ -12,16 +12,11 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import (
-    ROOT,
-    SEARCH,
-    free_port,
-    peftlab,
-    run_sweep,
-    store_runs,
-    sweep_parts,
-    tiny_overrides,
-)
+from helpers.cluster import free_port
+from helpers.configs import ROOT, tiny_overrides
+from helpers.runners import LONG, peftlab, run_sweep, start_train, wait_until_training
+from helpers.session_runs import SEARCH
+from helpers.stores import store_runs, sweep_parts
 
 from peftlab import study as studies
 
@@ -226,8 +221,6 @@ def test_bad_search_settings_are_one_line_before_any_run(case, tiny_bloom, tmp_p
 
 @pytest.mark.process
 def test_an_interrupted_search_ends_its_trial_killed_and_not_counted(tiny_bloom, tmp_path):
-    from test_faults import LONG, start_train, wait_until_training
-
     (tmp_path / "model").symlink_to(tiny_bloom)
     work = tmp_path / "work"
     work.mkdir()

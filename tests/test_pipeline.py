@@ -9,7 +9,10 @@ from pathlib import Path
 import peft
 import pytest
 import torch
-from conftest import logged_adapter_loss, real_tokens_per_epoch, rows_csv, run_tiny, store_runs
+from helpers.datasets import rows_csv
+from helpers.measures import logged_adapter_loss, real_tokens_per_epoch
+from helpers.runners import run_tiny
+from helpers.stores import store_runs
 from mlflow.tracking import MlflowClient
 
 from peftlab import training

@@ -5,7 +5,7 @@ import dataclasses
 import string
 
 import pytest
-from conftest import train_in_process
+from helpers.runners import train_in_process
 from omegaconf import OmegaConf
 
 from peftlab import reference

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import peftlab, store_runs
+from helpers.runners import peftlab
+from helpers.stores import store_runs
 
 NAME = "prompts"
 

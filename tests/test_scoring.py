@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import pytest
-from conftest import sweep_parts
+from helpers.stores import sweep_parts
 from rouge_score.rouge_scorer import RougeScorer
 from sacrebleu.metrics import CHRF
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from conftest import free_port
+from helpers.cluster import free_port
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 

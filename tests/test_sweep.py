@@ -4,17 +4,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import (
-    mlflow_server,
-    new_store,
-    run_sweep,
-    run_train,
-    store_runs,
-    sweep_parts,
-    tiny_overrides,
-    train_in_process,
-)
-from test_methods import METHODS
+from helpers.configs import tiny_overrides
+from helpers.matrices import METHODS
+from helpers.runners import run_sweep, run_train, train_in_process
+from helpers.servers import mlflow_server
+from helpers.stores import new_store, store_runs, sweep_parts
 
 from peftlab import names, shared_view, sweep
 from peftlab.config import SAMPLES_DIR

@@ -8,7 +8,9 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
-from conftest import ROOT, free_port, new_store
+from helpers.cluster import free_port
+from helpers.configs import ROOT
+from helpers.stores import new_store
 from mlflow.tracking import MlflowClient
 
 from peftlab import tracking

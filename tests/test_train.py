@@ -5,7 +5,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, imported_top_level, run_train, store_runs, tiny_overrides
+from helpers.configs import ROOT, tiny_overrides
+from helpers.runners import imported_top_level, run_train
+from helpers.stores import store_runs
 
 pytestmark = pytest.mark.process  # train.py as a user runs it
 

@@ -4,7 +4,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import logged_adapter_loss, real_tokens_per_epoch, run_tiny, store_runs
+from helpers.measures import logged_adapter_loss, real_tokens_per_epoch
+from helpers.runners import run_tiny
+from helpers.stores import store_runs
 from peft import LoraConfig, get_peft_model
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import TrainerCallback

@@ -1,7 +1,7 @@
 """Data formats, one module each, registered by the ``format`` value of the dataset config.
 
 Every module of this package is imported here, so a new format is a new module (plus a row in
-``tests/test_formats.py``) and nothing else changes.
+``FORMATS`` in ``tests/helpers/matrices.py``) and nothing else changes.
 """
 
 import importlib

@@ -5,13 +5,10 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from conftest import (
-    CHROMIUM_ARGS,
-    chromium,
-    mlflow_server,
-    run_sweep,
-    sweep_parts,
-)
+from helpers.browser import CHROMIUM_ARGS, chromium
+from helpers.runners import run_sweep
+from helpers.servers import mlflow_server
+from helpers.stores import sweep_parts
 from playwright.sync_api import expect, sync_playwright
 
 from peftlab import names, shared_view, tracking

@@ -4,7 +4,10 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM_ARGS, chromium, free_port, peftlab_process, serving
+from helpers.browser import CHROMIUM_ARGS, chromium
+from helpers.cluster import free_port
+from helpers.runners import peftlab_process
+from helpers.servers import serving
 from playwright.sync_api import expect, sync_playwright
 
 pytestmark = pytest.mark.process  # the peftlab command and optuna-dashboard seen in Chromium

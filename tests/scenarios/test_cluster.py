@@ -11,10 +11,11 @@ import tempfile
 import time
 from pathlib import Path
 
-import cluster
 import mlflow
 import pytest
-from conftest import ROOT, run_tiny, tiny_overrides
+from helpers import cluster
+from helpers.configs import ROOT, tiny_overrides
+from helpers.runners import run_tiny
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.process  # Slurm's daemons and jobs

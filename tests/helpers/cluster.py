@@ -5,8 +5,8 @@ munged, MariaDB, slurmdbd, slurmctld and slurmd each run from a temp folder with
 sockets and ports on loopback; nothing touches /etc or the system's services. Every daemon runs
 in the foreground of its own session and is stopped by its pid (see ``stop``).
 
-    python tests/cluster.py up HOME      # starts it, prints `export SLURM_CONF=HOME/slurm.conf`
-    python tests/cluster.py down HOME    # stops it and removes HOME
+    python tests/helpers/cluster.py up HOME    # starts it, prints `export SLURM_CONF=...`
+    python tests/helpers/cluster.py down HOME  # stops it and removes HOME
 """
 
 from __future__ import annotations

@@ -1,5 +1,6 @@
 """Real servers for the tests, started from Debian's packages on loopback and stopped by pid:
-a throwaway PostgreSQL cluster (shared Optuna studies; a team's MLflow store)."""
+a throwaway PostgreSQL cluster (shared Optuna studies; a team's MLflow store), the one-node
+Slurm cluster (cluster.py), a team's ``mlflow server`` over PostgreSQL (session fixtures)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import os
 import pwd
 import shutil
 import subprocess
+import sys
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -15,6 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from helpers import cluster
+from helpers.cluster import free_port
+from helpers.servers import MLFLOW_SERVER_ENV, serving
 
 INSTALL_POSTGRES = "sudo apt-get install postgresql"
 
@@ -105,3 +111,39 @@ def postgres_cluster(port: int) -> Iterator[Postgres]:
             run(str(bin_dir / "pg_ctl"), "-D", str(data), "-m", "fast", "-w", "stop")
     finally:
         shutil.rmtree(home, ignore_errors=True)
+
+
+@pytest.fixture(scope="session")
+def postgres():
+    """A throwaway PostgreSQL cluster on loopback for the session (see postgres_cluster)."""
+    with postgres_cluster(free_port()) as server:
+        yield server
+
+
+@pytest.fixture(scope="session")
+def slurm():
+    """A one-node Slurm cluster with accounting for the session (see cluster.py): skipped where
+    it can't be installed, naming the command; in CI (PEFTLAB_REQUIRE_CLUSTER=1) failed."""
+    reason = cluster.missing()
+    if reason:
+        if os.environ.get("PEFTLAB_REQUIRE_CLUSTER") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    with cluster.slurm_cluster(Path(tempfile.mkdtemp(prefix="peftlab-slurm-"))) as running:
+        yield running
+
+
+@pytest.fixture(scope="session")
+def mlflow_on_postgres(postgres, tmp_path_factory: pytest.TempPathFactory):
+    """A team's tracking server: ``mlflow server`` over PostgreSQL, artifacts proxied to a
+    folder, on loopback; yields its base URL."""
+    store = postgres.create_database("mlflow")
+    artifacts = tmp_path_factory.mktemp("server-artifacts")
+    base = f"http://127.0.0.1:{free_port()}"
+    command = [
+        sys.executable, "-m", "mlflow", "server", "--backend-store-uri", store,
+        "--artifacts-destination", str(artifacts), "--host", "127.0.0.1",
+        "--port", base.rsplit(":", 1)[1], "--workers", "2",
+    ]  # fmt: skip
+    with serving(command, f"{base}/health", env=MLFLOW_SERVER_ENV):
+        yield base

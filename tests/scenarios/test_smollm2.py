@@ -4,7 +4,7 @@ conversion cache itself is tested on a tiny GGUF (test_modeling.py)."""
 from pathlib import Path
 
 import pytest
-from conftest import run_train
+from helpers.runners import run_train
 from mlflow.tracking import MlflowClient
 
 from peftlab import modeling
@@ -41,7 +41,8 @@ def test_chat_rows_render_with_smollm2s_own_template(tmp_path: Path):
     message is learnt with its end of turn (EOS here), nothing else is."""
     import json
 
-    from test_formats import CHATS, answers
+    from helpers.datasets import CHATS
+    from helpers.measures import answers
     from transformers import AutoTokenizer
 
     from peftlab import data, formats

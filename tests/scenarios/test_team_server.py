@@ -1,6 +1,6 @@
-"""A team's MLflow server over PostgreSQL (conftest's ``mlflow_on_postgres``): jobs of sweeps in
-parallel and at the same moment, each run exactly once and complete; a database URI straight
-in ``tracking.uri``, its password written nowhere."""
+"""A team's MLflow server over PostgreSQL (``mlflow_on_postgres``, tests/helpers/services.py):
+jobs of sweeps in parallel and at the same moment, each run exactly once and complete; a
+database URI straight in ``tracking.uri``, its password written nowhere."""
 
 from __future__ import annotations
 
@@ -12,7 +12,9 @@ from pathlib import Path
 import httpx
 import mlflow
 import pytest
-from conftest import MLFLOW_SERVER_ENV, ROOT, free_port, serving, tiny_overrides
+from helpers.cluster import free_port
+from helpers.configs import ROOT, tiny_overrides
+from helpers.servers import MLFLOW_SERVER_ENV, serving
 from mlflow.tracking import MlflowClient
 
 pytestmark = pytest.mark.process  # an MLflow server and the jobs that log to it

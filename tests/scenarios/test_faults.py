@@ -5,63 +5,32 @@ import json
 import re
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import psutil
 import pytest
-from conftest import (
-    ROOT,
-    free_port,
-    mlflow_server,
-    new_store,
+from helpers.cluster import free_port
+from helpers.datasets import rows_csv
+from helpers.measures import real_tokens_per_epoch
+from helpers.runners import (
+    LONG,
     peftlab,
     peftlab_process,
-    real_tokens_per_epoch,
-    rows_csv,
-    store_runs,
-    sweep_parts,
-    tiny_overrides,
+    start_train,
+    train_args,
     train_in_process,
+    wait_until_training,
 )
+from helpers.servers import mlflow_server
+from helpers.stores import new_store, store_runs, sweep_parts
 
 from peftlab import training
 
-LONG = "trainer.num_train_epochs=500"  # minutes of training: time to be interrupted
-
-
-def train_args(work: Path, *overrides: str, multirun: bool = False, name: str = "run"):
-    """train.py's arguments for a tiny run (or sweep) in ``work``, the tiny model beside it."""
-    return [*(["-m"] if multirun else []), *tiny_overrides(work.parent / "model", work),
-            f"hydra.run.dir={work}/outputs/{name}", f"hydra.sweep.dir={work}/multirun",
-            *overrides]  # fmt: skip
-
-
-def start_train(work: Path, *overrides: str, **kind) -> subprocess.Popen:
-    """``python train.py`` on :func:`train_args`, started: a process to send signals to."""
-    return subprocess.Popen(
-        [sys.executable, str(ROOT / "train.py"), *train_args(work, *overrides, **kind)],
-        cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
-
 
 def train_here(work: Path, *overrides: str, **kind) -> subprocess.CompletedProcess:
-    """train.py on :func:`train_args` in this process (conftest.train_in_process)."""
+    """train.py on :func:`train_args` in this process (runners.train_in_process)."""
     return train_in_process(*train_args(work, *overrides, **kind), cwd=work)
-
-
-def wait_until_training(work: Path, process: subprocess.Popen) -> str:
-    """The id of the run once it has logged a training step."""
-    deadline = time.monotonic() + 180
-    while time.monotonic() < deadline:
-        assert process.poll() is None, process.communicate()[1][-3000:]
-        if (work / "mlruns" / "mlflow.db").is_file():
-            training = [r for r in store_runs(work)[1] if "train_loss" in r.data.metrics]
-            if training:
-                return training[0].info.run_id
-        time.sleep(0.5)
-    raise TimeoutError("the run did not start training within 180 s")
 
 
 def wait_until_sigint_is_default(process: subprocess.Popen) -> None:
@@ -89,7 +58,7 @@ def bare_work(tiny_bloom: Path, tmp_path: Path) -> Path:
 
 @pytest.fixture
 def work(bare_work: Path) -> Path:
-    """The same with an empty store (see conftest.new_store)."""
+    """The same with an empty store (see stores.new_store)."""
     new_store(bare_work)
     return bare_work
 

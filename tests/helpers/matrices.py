@@ -1,0 +1,25 @@
+"""The matrices the tests run through: every PEFT method, every data format, the tiny models.
+
+A new method adds one row to METHODS, a new format one to FORMATS; every test parametrized by
+them (tests/test_methods.py, tests/test_formats.py, the sweeps, compare) then runs for it.
+"""
+
+# The config group option of each method, and overrides that keep its tiny runs short.
+METHODS = {
+    "prompt-tuning": [],
+    "p-tuning": ["peft.num_virtual_tokens=4", "peft.encoder_hidden_size=16"],
+    "prefix-tuning": ["peft.num_virtual_tokens=4"],
+    "lora": ["peft.r=4"],
+    "ia3": [],
+}
+
+# The fixtures of the tiny models every method runs on (tests/helpers/tiny_models.py).
+MODELS = ["tiny_bloom", "tiny_llama"]
+
+# The dataset overrides of each format, and the model fixture whose tokenizer can render it
+# (chat's rows: tests/helpers/datasets.py's CHATS, written by write_chats).
+FORMATS = {
+    "text": (["dataset=prompts-sample"], "tiny_llama"),
+    "completion": (["dataset=prompts-task"], "tiny_llama"),
+    "chat": (["dataset.format=chat", "dataset.name=chats"], "tiny_chat_llama"),
+}
