@@ -7,6 +7,8 @@ from helpers.configs import tiny_overrides
 from helpers.runners import peftlab, peftlab_process, train_in_process
 from helpers.stores import new_store, store_runs, sweep_parts
 
+from peftlab import names
+
 pytestmark = pytest.mark.process  # rerun launches train.py
 
 
@@ -32,18 +34,18 @@ def test_rerun_reproduces_the_eval_loss(original):
     assert {k: v for k, v in rerun.data.params.items() if k not in changed} == {
         k: v for k, v in run.data.params.items() if k != "output_dir"
     }
-    assert abs(rerun.data.metrics["eval_loss"] - run.data.metrics["eval_loss"]) < 1e-5
+    assert abs(rerun.data.metrics[names.EVAL_LOSS] - run.data.metrics[names.EVAL_LOSS]) < 1e-5
 
 
 def test_hydra_rerun_from_the_saved_config_folder(original):
     work, run = original
-    config_dir = work / "outputs" / "run" / ".hydra"
+    config_dir = work / "outputs" / "run" / names.CONFIG_DIR
     result = train_in_process("--config-path", str(config_dir), "--config-name", "config",
                               f"hydra.run.dir={work}/outputs/hydra-rerun", cwd=work)  # fmt: skip
     assert result.returncode == 0, result.stderr[-2000:]
     newest = max(store_runs(work)[1], key=lambda r: r.info.start_time)
     assert newest.info.run_id != run.info.run_id
-    assert abs(newest.data.metrics["eval_loss"] - run.data.metrics["eval_loss"]) < 1e-5
+    assert abs(newest.data.metrics[names.EVAL_LOSS] - run.data.metrics[names.EVAL_LOSS]) < 1e-5
 
 
 def test_rerun_says_in_one_line_which_versions_differ(original):

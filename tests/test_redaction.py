@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from peftlab import names
 from peftlab.redaction import copy_redacted, redact
 
 
@@ -29,9 +30,9 @@ def test_a_uris_password_is_masked_and_nothing_else(text: str, expected: str):
 
 
 def test_a_copied_config_folder_holds_no_password(tmp_path: Path):
-    source = tmp_path / ".hydra"
+    source = tmp_path / names.CONFIG_DIR
     source.mkdir()
-    (source / "config.yaml").write_text("tracking:\n  uri: postgresql://u:hunter2@h/db\n")
+    (source / names.CONFIG_FILE).write_text("tracking:\n  uri: postgresql://u:hunter2@h/db\n")
     (source / "overrides.yaml").write_text("- hydra.sweeper.storage=mysql://u:hunter2@h/db\n")
     copy = copy_redacted(source, tmp_path / "copy")
     texts = [path.read_text() for path in sorted(copy.iterdir())]

@@ -9,6 +9,8 @@ import pytest
 from helpers.runners import peftlab
 from helpers.stores import store_runs
 
+from peftlab import names
+
 NAME = "prompts"
 
 
@@ -18,8 +20,8 @@ def store(sweep_run: Path, tmp_path: Path):
     (tmp_path / "mlruns").mkdir()
     shutil.copy(sweep_run / "mlruns" / "mlflow.db", tmp_path / "mlruns" / "mlflow.db")
     client, runs = store_runs(tmp_path)
-    children = [r for r in runs if "eval_loss" in r.data.metrics]
-    return client, sorted(children, key=lambda r: r.data.metrics["eval_loss"])
+    children = [r for r in runs if names.EVAL_LOSS in r.data.metrics]
+    return client, sorted(children, key=lambda r: r.data.metrics[names.EVAL_LOSS])
 
 
 def register(work: Path) -> str:
@@ -54,7 +56,9 @@ def test_champion_loads_and_predicts_the_best_runs_samples(store, tmp_path: Path
     client, (best, *_) = store
     register(tmp_path)
     table = json.loads(
-        Path(client.download_artifacts(best.info.run_id, "samples.json", str(tmp_path))).read_text()
+        Path(
+            client.download_artifacts(best.info.run_id, names.SAMPLES_FILE, str(tmp_path))
+        ).read_text()
     )
     first = dict(zip(table["columns"], table["data"][0], strict=True))
     mlflow.set_tracking_uri(client.tracking_uri)

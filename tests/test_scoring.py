@@ -10,7 +10,7 @@ from helpers.stores import sweep_parts
 from rouge_score.rouge_scorer import RougeScorer
 from sacrebleu.metrics import CHRF
 
-from peftlab import metrics, scoring
+from peftlab import metrics, names, scoring
 from peftlab.errors import PeftlabError
 from peftlab.schema import metric_names
 
@@ -34,8 +34,8 @@ def test_scores_are_the_libraries_own_on_a_0_to_100_scale():
 def test_each_metric_knows_its_direction():
     assert metrics.higher_is_better("eval_rougeL")
     assert metrics.higher_is_better("eval_chrf_untuned")
-    assert not metrics.higher_is_better("eval_loss")
-    assert not metrics.higher_is_better("eval_perplexity")
+    assert not metrics.higher_is_better(names.EVAL_LOSS)
+    assert not metrics.higher_is_better(names.EVAL_PERPLEXITY)
 
 
 def test_an_unknown_metric_is_one_line():
@@ -54,7 +54,7 @@ def test_a_task_sweep_logs_scored_generations_once_untuned(method_sweep: Path):
         ]
         assert set(names) <= set(logged)
         untuned.add(logged["eval_rougeL_untuned"])
-        path = client.download_artifacts(child.info.run_id, "generations.json")
+        path = client.download_artifacts(child.info.run_id, names.GENERATIONS_TABLE)
         table = json.loads(Path(path).read_text())
         columns = table["columns"]
         assert columns[:4] == ["prompt", "reference", "untuned", "tuned"]
@@ -64,8 +64,8 @@ def test_a_task_sweep_logs_scored_generations_once_untuned(method_sweep: Path):
         assert all(r["prompt"].startswith("Role: ") and r["reference"] for r in rows)
         mean = sum(r["rougeL"] for r in rows) / len(rows)
         assert logged["eval_rougeL"] == pytest.approx(mean)
-        run_dir = Path(child.data.tags["run_dir"])
-        assert json.loads((run_dir / "generations.json").read_text())["tuned"] == [
+        run_dir = Path(child.data.tags[names.RUN_DIR_TAG])
+        assert json.loads((run_dir / names.GENERATIONS_TABLE).read_text())["tuned"] == [
             r["tuned"] for r in rows
         ]
     assert len(untuned) == 1  # one base model: the same untuned score in every job

@@ -27,8 +27,7 @@ def run(number: int, params: dict, metrics: dict, tags: dict | None = None) -> R
         metrics=[Metric(key, value, 0, 0) for key, value in metrics.items()],
         params=[Param(key, str(value)) for key, value in params.items()],
         tags=[
-            RunTag(key, value)
-            for key, value in {"mlflow.parentRunId": PARENT, **(tags or {})}.items()
+            RunTag(key, value) for key, value in {names.PARENT_TAG: PARENT, **(tags or {})}.items()
         ],
     )
     return Run(info, data)
@@ -41,13 +40,13 @@ def sweep(tokens=(2, 4, 8)) -> list[Run]:
             number,
             {"peft.num_virtual_tokens": n, "peft.method": "prompt-tuning", "output_dir": f"o/{n}"},
             {
-                "eval_loss": 9.0 + number,
-                "eval_loss_untuned": 9.7,
-                "train_loss": 10.0,
-                "train_runtime": 0.5,
-                "trainable_params": 64.0 * n,
-                "adapter_bytes": 6000.0,
-                "grad_norm": 0.4,
+                names.EVAL_LOSS: 9.0 + number,
+                names.EVAL_LOSS_UNTUNED: 9.7,
+                names.TRAIN_LOSS: 10.0,
+                names.TRAIN_RUNTIME: 0.5,
+                names.TRAINABLE_PARAMS: 64.0 * n,
+                names.ADAPTER_BYTES: 6000.0,
+                names.GRAD_NORM: 0.4,
             },
         )
         for number, n in enumerate(tokens, 1)
@@ -55,7 +54,7 @@ def sweep(tokens=(2, 4, 8)) -> list[Run]:
 
 
 def test_the_view_lists_the_sweeps_runs_flat_best_first_and_what_matters_first():
-    state = shared_view.view_state(sweep(), ["peft.num_virtual_tokens"], "eval_loss", PARENT)
+    state = shared_view.view_state(sweep(), ["peft.num_virtual_tokens"], names.EVAL_LOSS, PARENT)
     # The sweep's runs only, sorted by a metric: the UI lists them flat, not under the parent.
     assert state["searchFilter"] == f"tags.`mlflow.parentRunId` = '{PARENT}'"
     assert (state["orderByKey"], state["orderByAsc"]) == ("metrics.`eval_loss`", True)
@@ -73,17 +72,17 @@ def test_the_view_lists_the_sweeps_runs_flat_best_first_and_what_matters_first()
 
 def test_the_views_charts_compare_the_runs():
     runs = sweep(tokens=range(1, 13))  # more than the UI's 10 runs a chart by default
-    state = shared_view.view_state(runs, ["peft.num_virtual_tokens"], "eval_loss", PARENT)
+    state = shared_view.view_state(runs, ["peft.num_virtual_tokens"], names.EVAL_LOSS, PARENT)
     cards = {card["uuid"]: card for card in state["compareRunCharts"]}
     assert [(c["type"], c.get("metricKey")) for c in cards.values()] == [
-        ("BAR", "eval_loss"),
-        ("LINE", "eval_loss"),
-        ("LINE", "train_loss"),
+        ("BAR", names.EVAL_LOSS),
+        ("LINE", names.EVAL_LOSS),
+        ("LINE", names.TRAIN_LOSS),
         ("PARALLEL", None),
     ]
     parallel = cards["parallel-swept"]
     assert parallel["selectedParams"] == ["peft.num_virtual_tokens"]
-    assert parallel["selectedMetrics"] == ["eval_loss"]
+    assert parallel["selectedMetrics"] == [names.EVAL_LOSS]
     assert all(card["runsCountToCompare"] >= len(runs) for card in cards.values())
     (section, *folded) = state["compareRunSections"]
     assert all(card["metricSectionId"] == section["uuid"] for card in cards.values())
@@ -93,10 +92,10 @@ def test_the_views_charts_compare_the_runs():
 
 def test_a_method_sweep_shows_its_choice_and_puts_the_method_on_an_axis():
     runs = [
-        run(1, {"peft.method": "lora", "peft.r": 8}, {"eval_loss": 1.0}, {"peft": "lora"}),
-        run(2, {"peft.method": "ia3"}, {"eval_loss": 2.0}, {"peft": "ia3"}),
+        run(1, {"peft.method": "lora", "peft.r": 8}, {names.EVAL_LOSS: 1.0}, {"peft": "lora"}),
+        run(2, {"peft.method": "ia3"}, {names.EVAL_LOSS: 2.0}, {"peft": "ia3"}),
     ]
-    state = shared_view.view_state(runs, ["peft"], "eval_loss", PARENT)
+    state = shared_view.view_state(runs, ["peft"], names.EVAL_LOSS, PARENT)
     assert state["selectedColumns"] == [
         "tags.`peft`",
         "metrics.`eval_loss`",
@@ -175,7 +174,7 @@ def test_the_installed_mlflow_ui_reads_every_field_the_view_sets():
 
     taken = listed("searchFilter") | listed("selectedColumns")  # search facets, UI state
     dropped = listed("runsExpanded")  # of the UI state, what a shared view may not set
-    state = shared_view.view_state(sweep(), ["peft.num_virtual_tokens"], "eval_loss", PARENT)
+    state = shared_view.view_state(sweep(), ["peft.num_virtual_tokens"], names.EVAL_LOSS, PARENT)
     cards = state["compareRunCharts"]
     card_fields = {key for card in cards for key in card} - {"uuid", "type"}
     missing = [

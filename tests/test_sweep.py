@@ -19,7 +19,9 @@ from peftlab.methods.lora import Lora
 def test_sweep_is_one_parent_with_a_child_per_job_named_by_its_overrides(sweep_run: Path):
     _, parent, children = sweep_parts(sweep_run)
     assert parent.info.status == "FINISHED"
-    assert parent.data.tags["swept_keys"] == "peft.num_virtual_tokens,trainer.num_train_epochs"
+    assert (
+        parent.data.tags[names.SWEPT_KEYS_TAG] == "peft.num_virtual_tokens,trainer.num_train_epochs"
+    )
     assert "peft.num_virtual_tokens=2,4" in parent.data.params["sweep.overrides"]
     assert parent.data.params["peft.prompt_tuning_init"] == "RANDOM"  # the resolved base config
     assert sorted(c.info.run_name for c in children) == [
@@ -29,15 +31,18 @@ def test_sweep_is_one_parent_with_a_child_per_job_named_by_its_overrides(sweep_r
         "peft.num_virtual_tokens=4,trainer.num_train_epochs=2",
     ]
     assert all(c.info.status == "FINISHED" for c in children)
-    assert {c.data.tags["sweep_id"] for c in children} == {parent.info.run_id}
+    assert {c.data.tags[names.SWEEP_ID_TAG] for c in children} == {parent.info.run_id}
     # The result on the parent, for its collapsed row in the UI.
-    best = min(children, key=lambda c: c.data.metrics["eval_loss"])
-    assert parent.data.metrics["best_eval_loss"] == best.data.metrics["eval_loss"]
-    assert (parent.data.tags["best_run_id"], parent.data.tags["best_run_name"]) == (
+    best = min(children, key=lambda c: c.data.metrics[names.EVAL_LOSS])
+    assert parent.data.metrics[names.BEST_EVAL_LOSS] == best.data.metrics[names.EVAL_LOSS]
+    assert (parent.data.tags[names.BEST_RUN_ID_TAG], parent.data.tags[names.BEST_RUN_NAME_TAG]) == (
         best.info.run_id,
         best.info.run_name,
     )
-    assert (parent.data.tags["finished_jobs"], parent.data.tags["failed_jobs"]) == ("4", "0")
+    assert (parent.data.tags[names.FINISHED_JOBS_TAG], parent.data.tags[names.FAILED_JOBS_TAG]) == (
+        "4",
+        "0",
+    )
     for child in children:
         tokens = child.data.params["peft.num_virtual_tokens"]
         assert child.info.run_name.startswith(f"peft.num_virtual_tokens={tokens},")
@@ -78,7 +83,7 @@ def test_job_of_a_sweep_equals_the_same_config_run_alone(sweep_run, tiny_bloom, 
     _, _, children = sweep_parts(sweep_run)
     name = "peft.num_virtual_tokens=4,trainer.num_train_epochs=1"
     (job,) = [c for c in children if c.info.run_name == name]
-    assert int(job.data.tags["job_num"]) > 0  # ran after another job, on the shared model
+    assert int(job.data.tags[names.JOB_NUM_TAG]) > 0  # ran after another job, on the shared model
     new_store(tmp_path)
     alone = train_in_process(
         *tiny_overrides(tiny_bloom, tmp_path),
@@ -90,8 +95,8 @@ def test_job_of_a_sweep_equals_the_same_config_run_alone(sweep_run, tiny_bloom, 
     )
     assert alone.returncode == 0, alone.stderr[-2000:]
     (single,) = store_runs(tmp_path)[1]
-    assert single.data.metrics["eval_loss"] == pytest.approx(
-        job.data.metrics["eval_loss"], abs=1e-6
+    assert single.data.metrics[names.EVAL_LOSS] == pytest.approx(
+        job.data.metrics[names.EVAL_LOSS], abs=1e-6
     )
 
 
@@ -117,8 +122,11 @@ def test_failing_job_is_failed_while_the_others_finish(tiny_bloom: Path, tmp_pat
     assert bad.info.status == "FAILED"
     assert "dataset.text_column='nope' is not a column" in bad.data.tags["error"]
     assert parent.info.status != "RUNNING"
-    assert (parent.data.tags["finished_jobs"], parent.data.tags["failed_jobs"]) == ("1", "1")
-    assert parent.data.tags["best_run_id"] == good.info.run_id
+    assert (parent.data.tags[names.FINISHED_JOBS_TAG], parent.data.tags[names.FAILED_JOBS_TAG]) == (
+        "1",
+        "1",
+    )
+    assert parent.data.tags[names.BEST_RUN_ID_TAG] == good.info.run_id
 
 
 @pytest.mark.process
@@ -154,7 +162,7 @@ def test_optuna_search_minimises_eval_loss_over_the_search_space(tiny_bloom, tmp
             "peft.prompt_tuning_init",
             "trainer.learning_rate",
         }
-    best = min(c.data.metrics["eval_loss"] for c in children)
+    best = min(c.data.metrics[names.EVAL_LOSS] for c in children)
     assert "Best value: " in result.stderr + result.stdout
     assert f"{best}"[:6] in (result.stderr + result.stdout).split("Best value: ")[1]
 

@@ -13,7 +13,7 @@ from helpers.configs import ROOT
 from helpers.stores import new_store
 from mlflow.tracking import MlflowClient
 
-from peftlab import tracking
+from peftlab import names, tracking
 from peftlab.config import TrackingConfig
 from peftlab.errors import PeftlabError
 from peftlab.schema import DatasetConfig
@@ -64,7 +64,7 @@ def test_run_ends_finished(tmp_path: Path):
     cfg = store(tmp_path)
     tracking.use_store(cfg)
     with tracking.run(cfg, "ok", {"model": "tiny"}) as active:
-        mlflow.log_metric("eval_loss", 1.0)
+        mlflow.log_metric(names.EVAL_LOSS, 1.0)
     run = MlflowClient(cfg.uri).get_run(active.info.run_id)
     assert run.info.status == "FINISHED"
     assert run.data.tags["model"] == "tiny"

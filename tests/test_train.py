@@ -9,6 +9,8 @@ from helpers.configs import ROOT, tiny_overrides
 from helpers.runners import imported_top_level, run_train
 from helpers.stores import store_runs
 
+from peftlab import names
+
 pytestmark = pytest.mark.process  # train.py as a user runs it
 
 
@@ -34,8 +36,10 @@ def test_train_leaves_one_finished_run_with_config_and_tags(cli_run):
     assert run.info.run_id in result.stdout
     assert run.data.tags["dataset"] == "prompts-sample"
     assert run.data.tags["model"] == "smollm2-135m"  # the group choice, overridden keys aside
-    hydra_files = {Path(a.path).name for a in client.list_artifacts(run.info.run_id, ".hydra")}
-    assert {"config.yaml", "overrides.yaml"} <= hydra_files
+    hydra_files = {
+        Path(a.path).name for a in client.list_artifacts(run.info.run_id, names.CONFIG_DIR)
+    }
+    assert {names.CONFIG_FILE, "overrides.yaml"} <= hydra_files
     assert (work / "outputs" / "run" / "adapter" / "adapter_model.safetensors").is_file()
 
 

@@ -11,7 +11,7 @@ from peft import LoraConfig, get_peft_model
 from torch.utils._python_dispatch import TorchDispatchMode
 from transformers import TrainerCallback
 
-from peftlab import data, modeling, training
+from peftlab import data, modeling, names, training
 from peftlab.config import SAMPLES_DIR, ModelConfig, Precision, TrainerConfig
 from peftlab.schema import DatasetConfig
 
@@ -239,7 +239,7 @@ def test_the_last_checkpoint_is_the_latest_complete_one(tmp_path: Path):
 
 def eval_curve(work: Path) -> list[tuple[int, float]]:
     client, (run,) = store_runs(work)
-    history = client.get_metric_history(run.info.run_id, "eval_loss")
+    history = client.get_metric_history(run.info.run_id, names.EVAL_LOSS)
     return [(m.step, m.value) for m in sorted(history, key=lambda m: (m.step, m.timestamp))]
 
 
@@ -288,5 +288,5 @@ def test_early_stopping_ends_training_on_the_best_adapter(tiny_bloom: Path, tmp_
     # Throughput over the epochs trained, not the 12 planned.
     _, (run,) = store_runs(tmp_path)
     tokens = len(during) * real_tokens_per_epoch(tiny_bloom)
-    seconds = run.data.metrics["train_runtime"]
-    assert run.data.metrics["train_tokens_per_second"] * seconds == pytest.approx(tokens)
+    seconds = run.data.metrics[names.TRAIN_RUNTIME]
+    assert run.data.metrics[names.TRAIN_TOKENS_PER_SECOND] * seconds == pytest.approx(tokens)

@@ -20,7 +20,7 @@ from omegaconf import OmegaConf
 
 from helpers.configs import ROOT, compose_run, in_process_overrides, tiny_overrides
 from helpers.stores import new_store, store_runs
-from peftlab import app, cli, pipeline
+from peftlab import app, cli, names, pipeline
 from peftlab.pipeline import RunResult
 from peftlab.schema import to_settings
 from peftlab.shared import Shared
@@ -43,7 +43,7 @@ def run_tiny(
     )
     context = app.run_context(hydra_cfg)
     context.config_dir.mkdir(parents=True)  # as Hydra writes it: the config before resolution
-    OmegaConf.save(cfg, context.config_dir / "config.yaml")
+    OmegaConf.save(cfg, context.config_dir / names.CONFIG_FILE)
     return pipeline.run(to_settings(cfg), context, shared or Shared())
 
 
@@ -155,7 +155,7 @@ def wait_until_training(work: Path, process: subprocess.Popen) -> str:
     while time.monotonic() < deadline:
         assert process.poll() is None, process.communicate()[1][-3000:]
         if (work / "mlruns" / "mlflow.db").is_file():
-            training = [r for r in store_runs(work)[1] if "train_loss" in r.data.metrics]
+            training = [r for r in store_runs(work)[1] if names.TRAIN_LOSS in r.data.metrics]
             if training:
                 return training[0].info.run_id
         time.sleep(0.5)

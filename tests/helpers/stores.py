@@ -10,7 +10,7 @@ from pathlib import Path
 
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-from peftlab import tracking
+from peftlab import names, tracking
 
 
 @functools.cache
@@ -42,6 +42,6 @@ def store_runs(work: Path):
 def sweep_parts(work: Path):
     """The sweep's parent run and its children, by job number."""
     client, runs = store_runs(work)
-    (parent,) = [r for r in runs if r.data.tags.get("peftlab.sweep") == "true"]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
-    return client, parent, sorted(children, key=lambda r: int(r.data.tags["job_num"]))
+    (parent,) = [r for r in runs if r.data.tags.get(names.SWEEP_TAG) == "true"]
+    children = [r for r in runs if r.data.tags.get(names.PARENT_TAG) == parent.info.run_id]
+    return client, parent, sorted(children, key=lambda r: int(r.data.tags[names.JOB_NUM_TAG]))

@@ -18,6 +18,8 @@ from helpers.configs import ROOT, tiny_overrides
 from helpers.runners import run_tiny
 from mlflow.tracking import MlflowClient
 
+from peftlab import names
+
 pytestmark = pytest.mark.process  # Slurm's daemons and jobs
 
 SLURM = [
@@ -48,10 +50,10 @@ def sweep_on(server: str, experiment: str):
     """The sweep's parent run and its children by job number, from the server."""
     client = MlflowClient(server)
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
-    (parent,) = [r for r in runs if r.data.tags.get("peftlab.sweep") == "true"]
-    children = [r for r in runs if r.data.tags.get("mlflow.parentRunId") == parent.info.run_id]
+    (parent,) = [r for r in runs if r.data.tags.get(names.SWEEP_TAG) == "true"]
+    children = [r for r in runs if r.data.tags.get(names.PARENT_TAG) == parent.info.run_id]
     assert len(children) + 1 == len(runs)  # every run exactly once
-    return client, parent, sorted(children, key=lambda r: int(r.data.tags["job_num"]))
+    return client, parent, sorted(children, key=lambda r: int(r.data.tags[names.JOB_NUM_TAG]))
 
 
 def slurm_jobs(work: Path) -> list[str]:
@@ -113,22 +115,25 @@ def test_a_sweep_runs_as_slurm_jobs_tracked_by_the_team_server(
     assert [c.info.status for c in good] == ["FINISHED", "FINISHED"]
     assert [c.info.status for c in bad] == ["FAILED", "FAILED"]
     assert all("dataset.text_column='nope' is not a column" in c.data.tags["error"] for c in bad)
-    best = min(good, key=lambda c: c.data.metrics["eval_loss"])
-    assert parent.data.tags["best_run_id"] == best.info.run_id
-    assert parent.data.metrics["best_eval_loss"] == best.data.metrics["eval_loss"]
-    assert (parent.data.tags["finished_jobs"], parent.data.tags["failed_jobs"]) == ("2", "2")
+    best = min(good, key=lambda c: c.data.metrics[names.EVAL_LOSS])
+    assert parent.data.tags[names.BEST_RUN_ID_TAG] == best.info.run_id
+    assert parent.data.metrics[names.BEST_EVAL_LOSS] == best.data.metrics[names.EVAL_LOSS]
+    assert (parent.data.tags[names.FINISHED_JOBS_TAG], parent.data.tags[names.FAILED_JOBS_TAG]) == (
+        "2",
+        "2",
+    )
     assert parent.info.status == "FAILED"  # as the sweep's exit code says
 
     # Through the server: curves, datasets, the adapter and a logged model that predicts.
     for run in good:
-        assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 2
+        assert len(client.get_metric_history(run.info.run_id, names.TRAIN_LOSS)) >= 2
         assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"prompts-sample"}
         assert "adapter_model.safetensors" in {
             Path(f.path).name for f in client.list_artifacts(run.info.run_id, "adapter")
         }
     mlflow.set_tracking_uri(mlflow_on_postgres)
     model = mlflow.pyfunc.load_model(f"runs:/{best.info.run_id}/model")
-    sample = json.loads(Path(best.data.tags["run_dir"], "samples.json").read_text())[0]
+    sample = json.loads(Path(best.data.tags[names.RUN_DIR_TAG], names.SAMPLES_FILE).read_text())[0]
     assert model.predict([sample["prompt"]]) == [sample["tuned"]]
 
     compared = subprocess.run(
@@ -210,12 +215,12 @@ def test_preempted_and_timed_out_slurm_jobs_resume_their_runs_after_the_requeue(
     alone = run_tiny(tiny_bloom, tmp_path, *training)
     client = MlflowClient(mlflow_on_postgres)
     for child in children:
-        log = Path(child.data.tags["run_dir"], "train.log").read_text()
+        log = Path(child.data.tags[names.RUN_DIR_TAG], "train.log").read_text()
         assert f"Found unfinished run {child.info.run_id} (KILLED)" in log
         assert child.info.status == "FINISHED"
-        steps = [m.step for m in client.get_metric_history(child.info.run_id, "train_loss")]
+        steps = [m.step for m in client.get_metric_history(child.info.run_id, names.TRAIN_LOSS)]
         assert len(steps) == len(set(steps))  # no step logged twice
-        assert child.data.metrics["eval_loss"] == pytest.approx(alone.eval_loss, abs=1e-4)
+        assert child.data.metrics[names.EVAL_LOSS] == pytest.approx(alone.eval_loss, abs=1e-4)
 
 
 def test_a_slurm_job_of_two_tasks_trains_data_parallel(
@@ -235,9 +240,9 @@ def test_a_slurm_job_of_two_tasks_trains_data_parallel(
     logs = tmp_path / "multirun" / ".submitit" / job_id
     assert (logs / f"{job_id}_1_log.out").is_file()  # the second task's
     alone = run_tiny(tiny_bloom, tmp_path, "trainer.per_device_train_batch_size=4")
-    assert run.data.metrics["eval_loss"] == pytest.approx(alone.eval_loss, abs=1e-4)
-    assert run.data.metrics["train_steps"] == alone_steps(tmp_path)
+    assert run.data.metrics[names.EVAL_LOSS] == pytest.approx(alone.eval_loss, abs=1e-4)
+    assert run.data.metrics[names.TRAIN_STEPS] == alone_steps(tmp_path)
 
 
 def alone_steps(work: Path) -> float:
-    return json.loads((work / "run" / "metrics.json").read_text())["train_steps"]
+    return json.loads((work / "run" / names.METRICS_FILE).read_text())[names.TRAIN_STEPS]

@@ -25,7 +25,7 @@ from helpers.runners import (
 from helpers.servers import mlflow_server
 from helpers.stores import new_store, store_runs, sweep_parts
 
-from peftlab import training
+from peftlab import names, training
 
 
 def train_here(work: Path, *overrides: str, **kind) -> subprocess.CompletedProcess:
@@ -189,18 +189,20 @@ def assert_ends_as_uninterrupted(
     Steps after ``redone_after`` (the checkpoint a killed process resumed from) were trained
     again: they may be logged twice, with the same loss (the same training, redone)."""
     client, runs = store_runs(work)
-    assert [r.info.run_id for r in runs if "train_loss" in r.data.metrics] == [run_id]  # no other
+    assert [r.info.run_id for r in runs if names.TRAIN_LOSS in r.data.metrics] == [
+        run_id
+    ]  # no other
     run = client.get_run(run_id)
     assert run.info.status == "FINISHED"
     losses: dict[int, list[float]] = {}
-    for point in client.get_metric_history(run_id, "train_loss"):
+    for point in client.get_metric_history(run_id, names.TRAIN_LOSS):
         losses.setdefault(point.step, []).append(point.value)
     assert sorted(losses) == list(range(1, STEPS + 1))  # none lost
     for step, values in losses.items():
         redone = redone_after is not None and step > redone_after
         assert len(values) == 1 or (redone and values == pytest.approx([values[0]] * 2)), step
-    assert run.data.metrics["eval_loss"] == pytest.approx(
-        expected.data.metrics["eval_loss"], abs=1e-4
+    assert run.data.metrics[names.EVAL_LOSS] == pytest.approx(
+        expected.data.metrics[names.EVAL_LOSS], abs=1e-4
     )
 
 
@@ -225,7 +227,7 @@ def logged_losses(work: Path) -> list:
     if not (work / "mlruns" / "mlflow.db").is_file():
         return []
     client, runs = store_runs(work)
-    return [m for run in runs for m in client.get_metric_history(run.info.run_id, "train_loss")]
+    return [m for run in runs for m in client.get_metric_history(run.info.run_id, names.TRAIN_LOSS)]
 
 
 @pytest.mark.process
@@ -246,7 +248,9 @@ def test_a_resumed_run_continues_as_the_same_run_and_ends_as_if_uninterrupted(
     metrics = store_runs(work)[0].get_run(run_id).data.metrics
     resumed_epochs = (STEPS - checkpoint_step) / 4
     tokens = real_tokens_per_epoch(work.parent / "model") * resumed_epochs
-    assert metrics["train_tokens_per_second"] * metrics["train_runtime"] == pytest.approx(tokens)
+    assert metrics[names.TRAIN_TOKENS_PER_SECOND] * metrics[names.TRAIN_RUNTIME] == pytest.approx(
+        tokens
+    )
 
 
 @pytest.mark.process
@@ -321,11 +325,11 @@ def test_a_tracking_server_gone_mid_run_costs_no_training(work: Path):
     assert line.startswith(f"error: could not log the results to {base} ("), line
     assert line.endswith(f"the adapter, config, metrics and samples are in {run_dir}")
     assert "Traceback" not in stderr
-    for kept in ("adapter/adapter_model.safetensors", ".hydra/config.yaml", "samples.json"):
+    for kept in ("adapter/adapter_model.safetensors", ".hydra/config.yaml", names.SAMPLES_FILE):
         assert (run_dir / kept).is_file(), kept
-    metrics = json.loads((run_dir / "metrics.json").read_text())
-    assert metrics["train_steps"] == 40  # 10 epochs of 4 steps: all trained
-    assert metrics["eval_loss"] < metrics["eval_loss_untuned"]
+    metrics = json.loads((run_dir / names.METRICS_FILE).read_text())
+    assert metrics[names.TRAIN_STEPS] == 40  # 10 epochs of 4 steps: all trained
+    assert metrics[names.EVAL_LOSS] < metrics[names.EVAL_LOSS_UNTUNED]
     # The curves the server missed: every logging step's loss, in the last checkpoint.
     (checkpoint,) = (run_dir / "trainer").glob("checkpoint-*")
     history = json.loads((checkpoint / "trainer_state.json").read_text())["log_history"]

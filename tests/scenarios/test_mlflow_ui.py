@@ -37,7 +37,7 @@ def test_the_sweeps_link_opens_its_runs_and_charts_that_compare_them(three_jobs,
     chart cards comparing them (peftlab's shared view state, see shared_view.py)."""
     work, printed = three_jobs
     client, parent, children = sweep_parts(work)
-    ranked = sorted(children, key=lambda run: run.data.metrics["eval_loss"])
+    ranked = sorted(children, key=lambda run: run.data.metrics[names.EVAL_LOSS])
     names = [run.info.run_name for run in ranked]
     (line,) = [line for line in printed.splitlines() if line.startswith("MLflow sweep ")]
     route = line.split("http://127.0.0.1:5000/", 1)[1]  # a local store's: `make ui`, then ...
@@ -75,12 +75,12 @@ def test_the_sweeps_link_opens_its_runs_and_charts_that_compare_them(three_jobs,
         assert [next(n for n in names if n in text) for text in shown] == names
 
         # eval_loss per run: a bar each, its value on it.
-        bar = card(cards, "eval_loss", ".barlayer")
+        bar = card(cards, names.EVAL_LOSS, ".barlayer")
         expect(bar.locator(".barlayer path")).to_have_count(len(children))
         values = sorted(float(t) for t in bar.locator(".barlayer text").all_text_contents())
-        assert values == [round(r.data.metrics["eval_loss"], 2) for r in ranked]
+        assert values == [round(r.data.metrics[names.EVAL_LOSS], 2) for r in ranked]
         # The curves: a line per run, a point per logged step.
-        for metric in ("eval_loss", "train_loss"):
+        for metric in (names.EVAL_LOSS, names.TRAIN_LOSS):
             curves = card(cards, metric, ".scatterlayer").locator(
                 ".scatterlayer .trace:has(path.point)"
             )
@@ -92,7 +92,7 @@ def test_the_sweeps_link_opens_its_runs_and_charts_that_compare_them(three_jobs,
             assert sorted(points) == sorted(steps) and min(steps) > 1  # a point per step
         # The swept key against held-out loss.
         parallel = cards.filter(has=page.get_by_text("Parallel Coordinates", exact=True))
-        for axis in ("peft.num_virtual_tokens", "eval_loss"):
+        for axis in ("peft.num_virtual_tokens", names.EVAL_LOSS):
             expect(parallel.get_by_text(axis, exact=True).first).to_be_visible()
         page.screenshot(path=screenshots / "mlflow-ui.png")
         browser.close()
@@ -158,7 +158,7 @@ def test_the_evaluation_view_puts_the_runs_generations_side_by_side(method_sweep
         page.locator("label:has(input[value=ARTIFACT])").click()
         page.get_by_test_id("dropdown-tables").click()
         page.get_by_role("option", name=names.GENERATIONS_TABLE).click()
-        page.get_by_role("option", name="samples.json").click()  # the probes: not this table
+        page.get_by_role("option", name=names.SAMPLES_FILE).click()  # the probes: not this table
         page.keyboard.press("Escape")
         page.get_by_text("Compare:").click()
         page.get_by_role("option", name="tuned", exact=True).click()

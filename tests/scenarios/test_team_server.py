@@ -17,6 +17,8 @@ from helpers.configs import ROOT, tiny_overrides
 from helpers.servers import MLFLOW_SERVER_ENV, serving
 from mlflow.tracking import MlflowClient
 
+from peftlab import names
+
 pytestmark = pytest.mark.process  # an MLflow server and the jobs that log to it
 
 
@@ -46,11 +48,11 @@ def ended(process: subprocess.Popen, returncode: int = 0) -> tuple[str, str]:
 def sweeps_in(client: MlflowClient, experiment: str) -> dict[str, list]:
     """Each sweep's parent run id -> its children; every run of the experiment in one."""
     runs = client.search_runs([client.get_experiment_by_name(experiment).experiment_id])
-    parents = [r for r in runs if r.data.tags.get("peftlab.sweep") == "true"]
+    parents = [r for r in runs if r.data.tags.get(names.SWEEP_TAG) == "true"]
     children = {p.info.run_id: [] for p in parents}
     for run in runs:
         if run not in parents:
-            children[run.data.tags["mlflow.parentRunId"]].append(run)
+            children[run.data.tags[names.PARENT_TAG]].append(run)
     return {p.info.run_id: (p, children[p.info.run_id]) for p in parents}
 
 
@@ -58,16 +60,16 @@ def complete(client: MlflowClient, run) -> None:
     """A finished job's run holds its params, curves, datasets and adapter."""
     assert run.info.status == "FINISHED"
     assert "peft.num_virtual_tokens" in run.data.params
-    assert len(client.get_metric_history(run.info.run_id, "train_loss")) >= 2
+    assert len(client.get_metric_history(run.info.run_id, names.TRAIN_LOSS)) >= 2
     assert {i.dataset.name for i in run.inputs.dataset_inputs} == {"prompts-sample"}
     adapter = {Path(f.path).name for f in client.list_artifacts(run.info.run_id, "adapter")}
     assert "adapter_model.safetensors" in adapter
 
 
 def best_is_right(parent, children) -> None:
-    best = min(children, key=lambda c: c.data.metrics["eval_loss"])
-    assert parent.data.tags["best_run_id"] == best.info.run_id
-    assert parent.data.metrics["best_eval_loss"] == best.data.metrics["eval_loss"]
+    best = min(children, key=lambda c: c.data.metrics[names.EVAL_LOSS])
+    assert parent.data.tags[names.BEST_RUN_ID_TAG] == best.info.run_id
+    assert parent.data.metrics[names.BEST_EVAL_LOSS] == best.data.metrics[names.EVAL_LOSS]
 
 
 def test_a_joblib_sweep_runs_two_jobs_at_a_time_into_the_server(
@@ -134,7 +136,7 @@ def test_a_database_uri_in_tracking_uri_tracks_the_run_and_writes_its_password_n
     assert postgres.password not in stdout + stderr
     client = MlflowClient(store)
     runs = client.search_runs([client.get_experiment_by_name("peftlab").experiment_id])
-    (only,) = [run for run in runs if "mlflow.parentRunId" in run.data.tags]
+    (only,) = [run for run in runs if names.PARENT_TAG in run.data.tags]
     assert only.info.status == "FINISHED"
     logs = [p.read_text() for p in (tmp_path / "multirun").rglob("*.log")]
     assert logs and all(postgres.password not in log for log in logs)
@@ -143,7 +145,7 @@ def test_a_database_uri_in_tracking_uri_tracks_the_run_and_writes_its_password_n
         assert all(postgres.password not in v for v in [*run.data.params.values(),
                                                           *run.data.tags.values()])  # fmt: skip
     artifacts = [p for p in (tmp_path / "a").rglob("*") if p.is_file()]
-    assert any(p.name == "config.yaml" for p in artifacts)  # the .hydra copies among them
+    assert any(p.name == names.CONFIG_FILE for p in artifacts)  # the .hydra copies among them
     for artifact in artifacts:
         assert postgres.password.encode() not in artifact.read_bytes(), artifact
 
