@@ -17,10 +17,22 @@ from __future__ import annotations
 
 import gc
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
-import pytest
+# Before any library is imported: transformers, huggingface_hub and matplotlib read where their
+# caches are once, when first imported (the fixture modules below import them). The tests'
+# model conversions, Hugging Face files and font cache stay in a folder of their own, never in
+# the user's ~/.cache; the variables reach the tests' subprocesses too.
+CACHES = Path(tempfile.mkdtemp(prefix="peftlab-test-caches-"))
+os.environ["PEFTLAB_CACHE"] = str(CACHES / "peftlab")
+os.environ["HF_HOME"] = str(CACHES / "huggingface")
+os.environ["MPLCONFIGDIR"] = str(CACHES / "matplotlib")
 
-from peftlab.schema import register_configs
+import pytest  # noqa: E402
+
+from peftlab.schema import register_configs  # noqa: E402
 
 # Asserts in the helpers report what they compared, as the tests' own do.
 pytest.register_assert_rewrite("helpers")
@@ -46,6 +58,10 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
             item.add_marker(pytest.mark.process)
 
 
+def pytest_unconfigure() -> None:
+    shutil.rmtree(CACHES, ignore_errors=True)
+
+
 def pytest_collection_finish() -> None:
     """Every run's Trainer.train calls gc.collect() (accelerate's free_memory): in this process,
     which holds every library the tests import, ~0.5 s of a tiny run's ~1.4 s. What is alive
@@ -60,16 +76,3 @@ def tracking_uri_from_config_only():
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     yield
     os.environ.pop("MLFLOW_TRACKING_URI", None)
-
-
-@pytest.fixture(scope="session", autouse=True)
-def private_caches(tmp_path_factory: pytest.TempPathFactory):
-    """The tests' model conversions, Hugging Face files and matplotlib's font cache stay in
-    their own temp folder, never in the user's ~/.cache (the variables reach the subprocesses
-    too; matplotlib reads its own when first imported, after this)."""
-    cache = tmp_path_factory.mktemp("cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("PEFTLAB_CACHE", str(cache / "peftlab"))
-        patch.setenv("HF_HOME", str(cache / "huggingface"))
-        patch.setenv("MPLCONFIGDIR", str(cache / "matplotlib"))
-        yield

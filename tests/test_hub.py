@@ -1,3 +1,4 @@
+import os
 import time
 from pathlib import Path
 
@@ -70,3 +71,15 @@ def test_the_hub_presets_fail_fast_offline_naming_the_sample_to_use(
     assert str(error.value).startswith(message) and "\n" not in str(error.value)
     assert "not in the local cache" in str(error.value)
     assert alternative in str(error.value)
+
+
+def test_the_libraries_caches_are_the_tests_own():
+    """Set before any library was imported (they read it once, then): no test reads or fills
+    the user's ~/.cache, nor finds a model there that a fresh machine lacks."""
+    import matplotlib
+    from huggingface_hub import constants
+
+    tests_caches = Path(os.environ["HF_HOME"]).parent
+    assert tests_caches.name.startswith("peftlab-test-caches-")
+    assert Path(constants.HF_HUB_CACHE).is_relative_to(tests_caches)
+    assert Path(matplotlib.get_cachedir()).is_relative_to(tests_caches)
