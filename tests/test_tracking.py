@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 from helpers.cluster import free_port
 from helpers.configs import ROOT
+from helpers.runners import run_train
 from helpers.stores import new_store
 from mlflow.tracking import MlflowClient
 
@@ -48,6 +49,9 @@ def test_store_and_experiment_are_created_once(tmp_path: Path):
         ("http://127.0.0.1:{port}", "tracking.uri='http://127.0.0.1:{port}': no MLflow server "
          "answers there ([Errno 111] Connection refused); start one"),
         ("bogus://x", "tracking.uri='bogus://x' is not allowed: an MLflow store URI"),
+        ("postgresql://user:secret@127.0.0.1:{port}/db", "tracking.uri='postgresql://user:***@"
+         "127.0.0.1:{port}/db': cannot connect to the database (connection failed: connection "
+         'to server at "127.0.0.1", port {port} failed: Connection refused); check its host'),
     ],
 )  # fmt: skip
 def test_a_store_that_cannot_be_used_is_one_line_within_seconds(uri: str, message: str):
@@ -58,6 +62,57 @@ def test_a_store_that_cannot_be_used_is_one_line_within_seconds(uri: str, messag
     assert time.monotonic() - started < 5  # not MLflow's minutes of retries
     assert str(error.value).startswith(message.format(port=port))
     assert "\n" not in str(error.value)
+
+
+DATABASE_ERROR = "error: tracking.uri='postgresql://user:***@127.0.0.1:{port}/db': cannot connect"
+
+
+@pytest.mark.process
+@pytest.mark.parametrize(
+    ("overrides", "failing"),
+    [
+        (["tracking.uri={uri}"], 1),  # a run
+        (["-m", "tracking.uri={uri}", "peft.num_virtual_tokens=2,4"], 1),  # the sweep's parent
+        (["-m", "tracking.uri={uri},{uri}"], 2),  # each job: Hydra prints the job's overrides
+    ],
+    ids=["run", "sweep", "swept-uri"],
+)
+def test_a_database_that_cannot_be_reached_is_one_line_its_password_masked(
+    tmp_path: Path, overrides: list[str], failing: int
+):
+    """python train.py, as typed by a user with a wrong port: not MLflow's minutes of engine
+    retries and a traceback; no line carries the password, Hydra's own included."""
+    port = free_port()  # nothing listens there
+    uri = f"postgresql://user:secret@127.0.0.1:{port}/db"
+    typed = [item.format(uri=uri) for item in overrides]
+    started = time.monotonic()
+    result = run_train(*typed, f"hydra.sweep.dir={tmp_path}/multirun", cwd=tmp_path)
+    elapsed = time.monotonic() - started
+    output = result.stdout + result.stderr
+    assert result.returncode == 1, output[-3000:]
+    assert elapsed < 10 * failing, elapsed  # each failing start, its imports included
+    (line,) = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert line.startswith(DATABASE_ERROR.format(port=port)), output[-3000:]
+    assert "secret" not in output
+    assert "Traceback" not in output
+    if failing == 2:  # the sweep's parent is in the default store; its jobs fail
+        masked = r"tracking.uri=postgresql\\://user\\:***@127.0.0.1"
+        assert f"Error executing job with overrides: ['{masked}" in result.stderr
+
+
+def test_a_wrong_database_password_is_one_line_within_seconds(postgres):
+    uri = postgres.url("postgres").replace(postgres.password, "wrong-pw")
+    started = time.monotonic()
+    with pytest.raises(PeftlabError) as error:
+        tracking.use_store(TrackingConfig(uri=uri))
+    assert time.monotonic() - started < 5
+    assert str(error.value).startswith(
+        f"tracking.uri='postgresql+psycopg://peftlab:***@127.0.0.1:{postgres.port}/postgres': "
+        "cannot connect to the database (connection failed: connection to server at "
+        f'"127.0.0.1", port {postgres.port} failed: FATAL: password authentication failed for '
+        'user "peftlab"); check its host, port, database, user and password'
+    )
+    assert "wrong-pw" not in str(error.value)
 
 
 def test_run_ends_finished(tmp_path: Path):

@@ -6,7 +6,13 @@ from __future__ import annotations
 import logging
 import re
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+from hydra.experimental.callback import Callback
+
+if TYPE_CHECKING:
+    from hydra.core.utils import JobReturn
+    from omegaconf import DictConfig
 
 # scheme://user:password@host: the password runs from the ':' after the user name to the last
 # '@' of the URI (a password may hold an unescaped '@'). Hydra prints overrides with each ':'
@@ -34,6 +40,16 @@ class RedactingFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         record.msg, record.args = redact(record.getMessage()), None
         return True
+
+
+class RedactedOverrides(Callback):
+    """A Hydra callback (conf/train.yaml): a failed job's overrides with their passwords masked.
+    Hydra writes ``Error executing job with overrides: [...]`` from them straight to stderr,
+    past the logging filter; the job itself has already run on the overrides as typed."""
+
+    def on_job_end(self, config: DictConfig, job_return: JobReturn, **kwargs: Any) -> None:
+        if job_return.overrides is not None:
+            job_return.overrides = [redact(str(item)) for item in job_return.overrides]
 
 
 def copy_redacted(source: Path, target: Path) -> Path:

@@ -42,6 +42,9 @@ SERVER_RETRIES = {
     "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
     "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
 }
+# One connection attempt to a database store gives up after this; its drivers' keyword for it.
+DATABASE_TIMEOUT_S = 5
+CONNECT_TIMEOUT_ARGS = {"postgresql": "connect_timeout", "mysql": "connect_timeout"}
 # What a store that went away raises: MLflow's errors, or the HTTP client's underneath.
 STORE_ERRORS = (MlflowException, requests.RequestException, OSError)
 log = logging.getLogger(__name__)
@@ -66,6 +69,7 @@ def use_store(cfg: TrackingConfig) -> str:
     would otherwise race to create its schema, or the same experiment.
     """
     require_server(cfg.uri)
+    require_database(cfg.uri)
     with store_lock(cfg.uri), admitted(cfg.uri):
         mlflow.set_tracking_uri(cfg.uri)
         try:
@@ -151,6 +155,42 @@ def require_server(uri: str) -> None:
             "(`mlflow server --host 127.0.0.1 --port 5000`) or leave tracking.uri unset for "
             "the local store in mlruns/"
         ) from error
+
+
+def require_database(uri: str) -> None:
+    """For a PostgreSQL or MySQL store, one connection attempt first (a few seconds at most):
+    MLflow's engine retries a database it cannot reach for about two minutes, then fails with a
+    traceback. The message is one line, the URI's password masked (PeftlabError)."""
+    timeout = CONNECT_TIMEOUT_ARGS.get(urlparse(uri).scheme.split("+")[0])  # postgresql+psycopg
+    if timeout is None:
+        return
+    import sqlalchemy
+    from sqlalchemy.pool import NullPool
+
+    try:
+        engine = sqlalchemy.create_engine(
+            uri, poolclass=NullPool, connect_args={timeout: DATABASE_TIMEOUT_S}
+        )
+        with engine.connect():
+            pass
+    except (sqlalchemy.exc.ArgumentError, ValueError) as error:  # a port that is no number
+        raise PeftlabError(
+            f"tracking.uri={uri!r} is not a database URL ({error}); the form is "
+            f"{urlparse(uri).scheme}://USER:***@HOST:PORT/DATABASE"
+        ) from None
+    except ImportError as error:  # the URL's driver, not installed
+        raise PeftlabError(
+            f"tracking.uri={uri!r}: its database driver is not installed ({error}); install it "
+            "in this environment, or leave tracking.uri unset for the local store in mlruns/"
+        ) from None
+    except sqlalchemy.exc.DBAPIError as error:
+        # The driver's first line (psycopg adds a hint on the next: our own follows instead).
+        reason = " ".join(str(error.orig).split("\n", 1)[0].split()) or type(error.orig).__name__
+        raise PeftlabError(
+            f"tracking.uri={uri!r}: cannot connect to the database ({reason}); check its host, "
+            "port, database, user and password, and that its server runs, or leave tracking.uri "
+            "unset for the local store in mlruns/"
+        ) from None
 
 
 @contextmanager
