@@ -1,7 +1,8 @@
 """Hugging Face Hub access that fails fast and clearly when the Hub can't be reached.
 
 transformers and datasets retry an unreachable Hub for about a minute before failing with a
-long traceback. peftlab asks once, briefly, and otherwise falls back to the local HF cache.
+long traceback. peftlab asks briefly, each time it resolves an id, and otherwise falls back to
+the local HF cache.
 """
 
 from __future__ import annotations

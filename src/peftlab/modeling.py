@@ -10,7 +10,6 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 
 import torch
@@ -37,13 +36,6 @@ class LoadedModel:
     model: PreTrainedModel
     tokenizer: PreTrainedTokenizerBase
     path: str  # local directory or Hub id that from_pretrained loaded; also the tokenizer's
-
-
-@lru_cache(maxsize=1)
-def load_shared(cfg: ModelConfig) -> LoadedModel:
-    """The base model that the jobs of a sweep in one process share: each job's method leaves it
-    as it found it (see ``PeftMethod.attached``)."""
-    return load(cfg)
 
 
 def load(cfg: ModelConfig) -> LoadedModel:
