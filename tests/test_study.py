@@ -8,6 +8,7 @@ from pathlib import Path
 import optuna
 import pytest
 from helpers.cluster import free_port
+from helpers.configs import compose_config
 from optuna.distributions import CategoricalDistribution
 from optuna.trial import TrialState
 
@@ -95,15 +96,21 @@ def test_the_lowest_trial_numbers_keep_the_last_places_of_the_budget(tmp_path: P
     assert studies.over_budget(study, second.number, 1, heartbeat_s=60)
 
 
+EVERY_5 = studies.Reports(every=5, steps=42)  # the default run's 42 steps, a report every 5
+NO_REPORTS = studies.Reports(every=None, steps=42)
+
+
 @pytest.mark.parametrize(
     ("make", "message"),
     [
         (lambda: studies.make_sampler("cmaes", 0, {}, False, None), "one of tpe, random, gp"),
         (lambda: studies.make_sampler("tpe", 0, {"n_startup": 3}, False, None), "n_startup"),
         (lambda: studies.make_sampler("grid", 0, {}, False, None), "choices only"),
-        (lambda: studies.make_pruner("sometimes", {}, "epoch"), "one of median, percentile"),
-        (lambda: studies.make_pruner("median", {}, "no"), "set trainer.eval_strategy=epoch"),
-        (lambda: studies.make_pruner("median", {"warmup": 1}, "epoch"), "warmup"),
+        (lambda: studies.make_pruner("sometimes", {}, EVERY_5), "one of median, percentile"),
+        (lambda: studies.make_pruner("median", {}, NO_REPORTS), "set trainer.eval_strategy=steps"),
+        (lambda: studies.make_pruner("median", {"warmup": 1}, EVERY_5), "warmup"),
+        (lambda: studies.make_pruner("asha", {"reduction_factor": 1}, EVERY_5), "reduction_factor"),
+        (lambda: studies.make_pruner("asha", {"rungs": 3}, EVERY_5), "rungs"),
     ],
 )
 def test_bad_sampler_and_pruner_settings_name_the_key(make, message):
@@ -121,11 +128,34 @@ def test_samplers_and_pruners_by_name_are_optunas_own():
     assert isinstance(
         studies.make_sampler("random", 7, {}, True, None), optuna.samplers.RandomSampler
     )
-    percentile = studies.make_pruner("percentile", {}, "epoch")
+    percentile = studies.make_pruner("percentile", {}, EVERY_5)
     assert isinstance(percentile, optuna.pruners.PercentilePruner)
-    assert isinstance(studies.make_pruner("none", {}, "no"), optuna.pruners.NopPruner)
-    hyperband = studies.make_pruner("hyperband", {"min_resource": 4}, "steps")
+    assert isinstance(studies.make_pruner("none", {}, NO_REPORTS), optuna.pruners.NopPruner)
+    hyperband = studies.make_pruner("hyperband", {"min_resource": 4}, EVERY_5)
     assert isinstance(hyperband, optuna.pruners.HyperbandPruner)
+
+
+def test_multi_fidelity_pruners_have_their_rungs_on_the_reports():
+    asha = studies.make_pruner("asha", {}, EVERY_5)
+    assert isinstance(asha, optuna.pruners.SuccessiveHalvingPruner)
+    assert (asha._min_resource, asha._reduction_factor) == (5, 3)  # rungs at 5, 15, 45 steps
+    hyperband = studies.make_pruner("hyperband", {"reduction_factor": 2}, EVERY_5)
+    assert (hyperband._min_resource, hyperband._max_resource) == (5, 42)
+    assert hyperband._reduction_factor == 2  # a setting given wins over the default
+
+
+def test_a_pruner_whose_trials_would_never_report_is_refused():
+    with pytest.raises(PeftlabError, match="trainer.eval_steps=50 is more than the 42") as error:
+        studies.make_pruner("asha", {}, studies.Reports(every=50, steps=42))
+    assert "at most 42" in str(error.value)
+    studies.make_pruner("none", {}, studies.Reports(every=50, steps=42))  # no pruner: no matter
+
+
+def test_a_search_preset_reports_every_5_steps_of_the_default_run():
+    config = compose_config(["hparams_search=optuna"])
+    assert studies.Reports.of(config) == studies.Reports(every=5, steps=42)  # 7 a epoch, 6 epochs
+    epochs = compose_config(["hparams_search=optuna", "trainer.eval_strategy=epoch"])
+    assert studies.Reports.of(epochs).every == 7
 
 
 def test_workers_opening_a_new_database_at_once_all_get_its_tables(postgres):

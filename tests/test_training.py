@@ -290,3 +290,44 @@ def test_early_stopping_ends_training_on_the_best_adapter(tiny_bloom: Path, tmp_
     tokens = len(during) * real_tokens_per_epoch(tiny_bloom)
     seconds = run.data.metrics[names.TRAIN_RUNTIME]
     assert run.data.metrics[names.TRAIN_TOKENS_PER_SECOND] * seconds == pytest.approx(tokens)
+
+
+class EvaluatedRows(TrainerCallback):
+    """The rows of each of a trainer's evaluations."""
+
+    def __init__(self, trainer: training.Trainer) -> None:
+        self.trainer, self.rows = trainer, []
+
+    def on_evaluate(self, args, state, control, **kwargs):
+        self.rows.append(len(self.trainer.eval_dataset))
+
+
+def test_evaluations_during_training_read_a_fixed_subset_and_tokens_are_counted(
+    tiny_llama: Path, llama_and_rows, tmp_path: Path
+):
+    _, rows = llama_and_rows
+    peft_model, tokenizer = lora_on_tiny_llama(tiny_llama)
+    cfg = TrainerConfig(
+        num_train_epochs=1,
+        learning_rate=1e-3,
+        per_device_train_batch_size=4,
+        eval_strategy="steps",
+        eval_steps=1,
+        eval_subset_rows=3,
+        precision=Precision.fp32,
+    )
+    trainer = training.build_trainer(
+        peft_model,
+        tokenizer,
+        training.training_arguments(cfg, tmp_path),
+        rows.select(range(8)),
+        rows.select(range(6)),
+        eval_subset_rows=cfg.eval_subset_rows,
+    )
+    seen = EvaluatedRows(trainer)
+    trainer.add_callback(seen)
+    trainer.train()
+    assert seen.rows == [3, 3]  # every step, the same first 3 held-out rows
+    assert trainer.evaluate()[names.EVAL_LOSS] > 0 and seen.rows[-1] == 6  # after: all of them
+    # The real (non-pad) tokens of the 8 rows trained, padding excluded.
+    assert trainer.state.num_input_tokens_seen == data.real_tokens(rows.select(range(8)))

@@ -52,7 +52,7 @@ def run_job(cfg: DictConfig, shared: Shared) -> float:
             distributed.join_slurm_job()
             if not distributed.is_first():  # a data-parallel job's other processes: no run
                 return pipeline.train_alongside(settings, shared)
-            context = run_context(hydra_cfg)
+            context = run_context(hydra_cfg, cfg)
             result = pipeline.run(settings, context, shared)
     except PeftlabError as error:
         if hydra_cfg.mode == RunMode.RUN:
@@ -91,7 +91,7 @@ def interrupted(interrupt: interrupts.Interrupted, context: pipeline.RunContext 
     return f"{line}: MLflow run {context.run_id} ended KILLED; last checkpoint {checkpoint}; {then}"
 
 
-def run_context(hydra_cfg: DictConfig) -> pipeline.RunContext:
+def run_context(hydra_cfg: DictConfig, cfg: DictConfig) -> pipeline.RunContext:
     from peftlab import pipeline, tracking
 
     run_dir = Path(hydra_cfg.runtime.output_dir)
@@ -101,7 +101,7 @@ def run_context(hydra_cfg: DictConfig) -> pipeline.RunContext:
     run_name, sweep_tags, trial = None, {}, None
     if hydra_cfg.mode == RunMode.MULTIRUN:
         run_name, sweep_tags = sweep.job_identity(hydra_cfg)
-        trial = sweep.trial_of_job(hydra_cfg)
+        trial = sweep.trial_of_job(hydra_cfg, cfg)
     return pipeline.RunContext(
         run_dir=run_dir,
         run_name=run_name,

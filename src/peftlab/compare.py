@@ -23,9 +23,16 @@ METRICS = [
     names.ADAPTER_BYTES,
     names.TRAIN_RUNTIME,
     names.TRAIN_TOKENS_PER_SECOND,
+    names.SEARCH_STEPS,  # a search's trials: what each spent, a pruned one up to its stop
+    names.SEARCH_TOKENS,
 ]
 DERIVED = ("improvement", "improvement_pct")  # computed here from the logged metrics
-COUNTS = (names.TRAINABLE_PARAMS, names.ADAPTER_BYTES)  # MLflow stores every metric as a float
+COUNTS = (
+    names.TRAINABLE_PARAMS,
+    names.ADAPTER_BYTES,
+    names.SEARCH_STEPS,
+    names.SEARCH_TOKENS,
+)  # MLflow stores every metric as a float
 # Scores of held-out generations, where runs logged them (tasks: completion and chat data).
 GENERATION_METRICS = [
     f"{names.SCORE_PREFIX}{name}{suffix}"
@@ -116,7 +123,8 @@ def _comparison(runs: list[Run], parent: Run | None, metric: str = names.EVAL_LO
         ascending=[True, not metrics.higher_is_better(metric)],
         kind="stable",
     ).reset_index(drop=True)
-    table[list(COUNTS)] = table[list(COUNTS)].round().astype("Int64")
+    counts = table[list(COUNTS)].apply(pd.to_numeric)  # a column no run logged: all None
+    table[list(COUNTS)] = counts.round().astype("Int64")
     table.index = pd.RangeIndex(1, len(table) + 1, name="rank")
     columns = ["run", *swept, "method", "pruned", *METRICS, *scores, "run_id"]
     return Comparison(table[columns], swept, finished, parent, metric)

@@ -133,6 +133,9 @@ class TrainerConfig:
         "no", "no, epoch or steps (every eval_steps): an eval_loss curve during training"
     )
     eval_steps: int | None = setting(None, "steps between evaluations with eval_strategy=steps")
+    eval_subset_rows: int | None = setting(
+        None, "held-out rows evaluated during training (the first N; null: all); final: all"
+    )
     save_strategy: str = setting(
         "epoch", "checkpoints to resume from (the latest kept): epoch, steps or no"
     )
@@ -166,6 +169,12 @@ class TrainerConfig:
             "trainer.eval_steps",
             self.eval_steps,
             "an integer >= 1 with trainer.eval_strategy=steps",
+        )
+        require(
+            self.eval_subset_rows is None or self.eval_subset_rows >= 1,
+            "trainer.eval_subset_rows",
+            self.eval_subset_rows,
+            "null (every held-out row) or an integer >= 1",
         )
         require(
             self.early_stopping_patience is None

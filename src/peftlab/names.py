@@ -42,6 +42,10 @@ ADAPTER_BYTES = "adapter_bytes"
 TRAIN_RUNTIME = "train_runtime"
 TRAIN_STEPS = "train_steps"
 TRAIN_TOKENS_PER_SECOND = "train_tokens_per_second"
+# A search's budget: on a trial's run what it trained (optimizer steps; real, non-pad tokens),
+# on the search's parent run the sum over its trials.
+SEARCH_STEPS = "search_steps"
+SEARCH_TOKENS = "search_tokens"
 DATASET_SKIPPED_LINES = "dataset_skipped_lines"
 DATASET_DROPPED = "dataset_dropped"
 # A generation metric is logged as eval_<name>, its untuned twin as eval_<name>_untuned.

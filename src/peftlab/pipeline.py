@@ -186,6 +186,7 @@ class Tuned:
 
     eval_loss: float
     steps: int  # the last optimizer step
+    tokens: int  # real (non-pad) tokens trained up to it
     epochs: float  # trained by this call: early stopping and pruning end sooner than planned
     runtime_s: float  # of this call: a resumed run's counts from its checkpoint
     trainable_params: int
@@ -222,8 +223,10 @@ def attach_and_train(
             )
         adapter_dir = save_adapter(peft_model, context.run_dir / names.ADAPTER_DIR)
     epochs = trainer.state.epoch - plan.start_epoch
-    steps = trainer.state.global_step
-    return Tuned(eval_loss, steps, epochs, runtime, trainable, samples, generations, adapter_dir)
+    steps, tokens = trainer.state.global_step, trainer.state.num_input_tokens_seen
+    return Tuned(
+        eval_loss, steps, tokens, epochs, runtime, trainable, samples, generations, adapter_dir
+    )
 
 
 def new_trainer(
@@ -244,6 +247,7 @@ def new_trainer(
         group_by_length=settings.trainer.group_by_length,
         early_stopping_patience=settings.trainer.early_stopping_patience,
         trial=trial,
+        eval_subset_rows=settings.trainer.eval_subset_rows,
     )
 
 
@@ -275,6 +279,8 @@ def log_results(
     prompts = settings.generation.prompts
     samples = [Sample(*s) for s in zip(prompts, baseline.samples, tuned.samples, strict=True)]
     metrics = run_metrics(inputs, baseline, tuned)
+    if context.trial is not None:  # what the trial spent of its search's budget
+        metrics |= {names.SEARCH_STEPS: tuned.steps, names.SEARCH_TOKENS: tuned.tokens}
     table = None
     if inputs.held_out is not None:
         metrics |= scoring.logged_metrics(baseline.generations, tuned.generations)

@@ -13,6 +13,7 @@ whatever process a trial runs in. Optuna is imported here, never by the config s
 from __future__ import annotations
 
 import logging
+import math
 import os
 import socket
 import threading
@@ -295,13 +296,14 @@ def search_done(study: optuna.Study, n_trials: int, heartbeat_s: float) -> bool:
     return done >= n_trials and not any(is_live(t, heartbeat_s) for t in found)
 
 
-def trial_link(sweeper: Any, sweep_dir: Path) -> TrialLink | None:
+def trial_link(sweeper: Any, sweep_dir: Path, config: Any) -> TrialLink | None:
     """The trial a job of a search runs (``hydra.sweeper.trial``, set by the sweeper on each
-    job it launches), on the study with its pruner; None for any other job."""
+    job it launches), on the study with its pruner (for the job's ``config``: its reports);
+    None for any other job."""
     if sweeper.get("trial") is None or sweeper.get("study_name") is None:
         return None
     settings = StudySettings.of(sweeper, sweep_dir)
-    pruner = make_pruner(sweeper.pruner, dict(sweeper.pruner_settings), eval_strategy=None)
+    pruner = make_pruner(sweeper.pruner, dict(sweeper.pruner_settings), Reports.of(config))
     study = optuna.load_study(
         study_name=settings.study_name, storage=open_storage(settings.storage), pruner=pruner
     )
@@ -360,11 +362,45 @@ def _grid(seed, settings, parallel, grid):
 
 
 SAMPLERS = {"tpe": _tpe, "random": _random, "gp": _gp, "grid": _grid}
+
+
+@dataclass(frozen=True)
+class Reports:
+    """When a trial reports its held-out loss to its pruner, in optimizer steps, as its config
+    plans its training (``trainer`` and ``dataset.train_rows``)."""
+
+    every: int | None  # steps between reports: eval_steps, or an epoch's; None: no reports
+    steps: int  # the steps a trial trains
+
+    @classmethod
+    def of(cls, config: Any) -> Reports:
+        trainer = config.trainer
+        per_epoch = math.ceil(config.dataset.train_rows / trainer.per_device_train_batch_size)
+        every = {"steps": trainer.eval_steps, "epoch": per_epoch}.get(trainer.eval_strategy)
+        return cls(every, math.ceil(per_epoch * trainer.num_train_epochs))
+
+
+# Multi-fidelity pruners judge a trial at rungs of min_resource * reduction_factor**k steps. The
+# first rung is the first report; a factor of 3 puts every rung on a report (a multiple of the
+# first) and keeps a third of the trials at each: with the default run's 42 steps and a report
+# every 5, rungs at 5 and 15 steps, a ninth of the trials trained to the end. Hyperband's
+# brackets span the reports up to a trial's planned steps.
+def _asha(reports: Reports, settings: dict) -> optuna.pruners.BasePruner:
+    defaults = {"min_resource": reports.every, "reduction_factor": 3}
+    return optuna.pruners.SuccessiveHalvingPruner(**{**defaults, **settings})
+
+
+def _hyperband(reports: Reports, settings: dict) -> optuna.pruners.BasePruner:
+    defaults = {"min_resource": reports.every, "max_resource": reports.steps, "reduction_factor": 3}
+    return optuna.pruners.HyperbandPruner(**{**defaults, **settings})
+
+
 PRUNERS = {
-    "median": optuna.pruners.MedianPruner,
-    "percentile": lambda **s: optuna.pruners.PercentilePruner(**{"percentile": 25.0, **s}),
-    "hyperband": optuna.pruners.HyperbandPruner,
-    "none": optuna.pruners.NopPruner,
+    "median": lambda reports, s: optuna.pruners.MedianPruner(**s),
+    "percentile": lambda reports, s: optuna.pruners.PercentilePruner(**{"percentile": 25.0, **s}),
+    "asha": _asha,
+    "hyperband": _hyperband,
+    "none": lambda reports, s: optuna.pruners.NopPruner(**s),
 }
 
 
@@ -377,21 +413,28 @@ def make_sampler(
     )
 
 
-def make_pruner(name: str, settings: dict, eval_strategy: str | None) -> optuna.pruners.BasePruner:
-    """The pruner; one that has no held-out evaluations to act on is a mistake."""
+def make_pruner(name: str, settings: dict, reports: Reports) -> optuna.pruners.BasePruner:
+    """The pruner for trials that report as ``reports`` says; one that would get no report to
+    act on is a mistake."""
     _require_known("hydra.sweeper.pruner", name, PRUNERS)
-    if name != "none" and eval_strategy == "no":
+    if name != "none" and reports.every is None:
         raise PeftlabError(
             f"hydra.sweeper.pruner={name!r} needs held-out evaluations during training to act "
-            "on: set trainer.eval_strategy=epoch (or steps with trainer.eval_steps=N)"
+            "on: set trainer.eval_strategy=steps with trainer.eval_steps=N (or epoch)"
         )
-    return _construct("hydra.sweeper.pruner_settings", lambda: PRUNERS[name](**settings))
+    if name != "none" and reports.every > reports.steps:
+        raise PeftlabError(
+            f"trainer.eval_steps={reports.every} is more than the {reports.steps} optimizer "
+            f"steps a trial trains: hydra.sweeper.pruner={name!r} would get no report; set "
+            f"trainer.eval_steps to at most {reports.steps}"
+        )
+    return _construct("hydra.sweeper.pruner_settings", lambda: PRUNERS[name](reports, settings))
 
 
-def check_search(sweeper: Any, eval_strategy: str | None) -> None:
+def check_search(sweeper: Any, config: Any) -> None:
     """The sampler's and pruner's names and the pruner's settings, before anything starts."""
     _require_known("hydra.sweeper.sampler", sweeper.sampler, SAMPLERS)
-    make_pruner(sweeper.pruner, dict(sweeper.pruner_settings), eval_strategy)
+    make_pruner(sweeper.pruner, dict(sweeper.pruner_settings), Reports.of(config))
 
 
 def _require_known(key: str, name: str, known: dict) -> None:

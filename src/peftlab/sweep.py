@@ -130,6 +130,11 @@ class MlflowSweepCallback(Callback):
             names.PRUNED_JOBS_TAG,
             str(sum(names.PRUNED_TAG in c.data.tags for c in finished)),
         )
+        # What the search spent: its trials' steps and tokens (a pruned trial's up to its stop).
+        for name in (names.SEARCH_STEPS, names.SEARCH_TOKENS):
+            spent = [c.data.metrics[name] for c in children if name in c.data.metrics]
+            if spent:
+                client.log_metric(parent_id, name, sum(spent))
         best = best_run(finished)
         if best is not None:
             client.log_metric(parent_id, names.BEST_EVAL_LOSS, best.data.metrics[names.EVAL_LOSS])
@@ -160,7 +165,7 @@ class SharedStudy:
 
         sweeper = config.hydra.sweeper
         self.settings = studies.StudySettings.of(sweeper, Path(config.hydra.sweep.dir))
-        studies.check_search(sweeper, OmegaConf.select(config, "trainer.eval_strategy"))
+        studies.check_search(sweeper, config)
         self.study, self.created = studies.create_or_load(self.settings)
         self.tags = {
             names.STUDY_TAG: self.settings.study_name,
@@ -235,13 +240,13 @@ def job_identity(hydra_cfg: DictConfig) -> tuple[str | None, dict[str, str]]:
     return name or f"job {hydra_cfg.job.num}", tags
 
 
-def trial_of_job(hydra_cfg: DictConfig) -> TrialLink | None:
+def trial_of_job(hydra_cfg: DictConfig, config: DictConfig) -> TrialLink | None:
     """The Optuna trial a job of a search runs, to report its evaluations to; None otherwise."""
     if OmegaConf.select(hydra_cfg, "sweeper.trial") is None:
         return None
     from peftlab import study
 
-    return study.trial_link(hydra_cfg.sweeper, Path(hydra_cfg.sweep.dir))
+    return study.trial_link(hydra_cfg.sweeper, Path(hydra_cfg.sweep.dir), config)
 
 
 def _key(override: str) -> str:

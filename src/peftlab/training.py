@@ -88,6 +88,8 @@ def training_arguments(cfg: TrainerConfig, output_dir: Path) -> TrainingArgument
         metric_for_best_model=names.EVAL_LOSS if stopping else None,
         # Evaluation only needs the loss; gathering every batch's logits costs time and memory.
         prediction_loss_only=True,
+        # The real (non-pad) tokens trained, exactly: a search's budget (search_tokens).
+        include_num_input_tokens_seen="non_padding",
         report_to="none",
         disable_tqdm=False,
         label_names=["labels"],
@@ -300,16 +302,31 @@ def frozen_linears_in_bf16(model: nn.Module, enabled: bool = True) -> Iterator[N
 
 class LengthGroupingTrainer(Trainer):
     """HF Trainer whose training batches can be grouped by length (less padding), whose
-    held-out loss is the mean over all held-out tokens (see :meth:`evaluation_loop`), and whose
-    bf16 autocast casts a frozen base's weights once (see :func:`frozen_linears_in_bf16`)."""
+    held-out loss is the mean over all held-out tokens (see :meth:`evaluation_loop`), whose
+    evaluations during training may read a fixed subset of the held-out rows (see
+    :meth:`train`), and whose bf16 autocast casts a frozen base's weights once (see
+    :func:`frozen_linears_in_bf16`)."""
 
-    def __init__(self, *args, group_by_length: bool = False, **kwargs) -> None:
+    def __init__(
+        self, *args, group_by_length: bool = False, eval_subset_rows: int | None = None, **kwargs
+    ) -> None:
         super().__init__(*args, **kwargs)
         self.group_by_length = group_by_length
+        self.eval_subset_rows = eval_subset_rows
 
     def train(self, *args, **kwargs):
-        with frozen_linears_in_bf16(self.model, enabled=self.args.bf16):
-            return super().train(*args, **kwargs)
+        """Evaluations during training (curves, a search's reports, early stopping) read the
+        first ``eval_subset_rows`` held-out rows, the same ones each time; any evaluation after
+        training reads them all."""
+        full = self.eval_dataset
+        rows = self.eval_subset_rows
+        if isinstance(full, Dataset) and rows is not None and rows < len(full):
+            self.eval_dataset = full.select(range(rows))
+        try:
+            with frozen_linears_in_bf16(self.model, enabled=self.args.bf16):
+                return super().train(*args, **kwargs)
+        finally:
+            self.eval_dataset = full
 
     def evaluate(self, *args, **kwargs):
         with frozen_linears_in_bf16(self.model, enabled=self.args.bf16):
@@ -388,6 +405,7 @@ def build_trainer(
     group_by_length: bool = False,
     early_stopping_patience: int | None = None,
     trial: TrialLink | None = None,
+    eval_subset_rows: int | None = None,
 ) -> Trainer:
     # Trainer writes its use_cache into the model's config: keep the shared base model's own.
     args = replace(args, use_cache=model.config.use_cache)
@@ -395,6 +413,7 @@ def build_trainer(
         model=model,
         args=args,
         group_by_length=group_by_length,
+        eval_subset_rows=eval_subset_rows,
         data_collator=PadToLongest(tokenizer.pad_token_id),
         train_dataset=train_dataset,
         eval_dataset=eval_dataset,

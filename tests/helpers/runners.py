@@ -41,7 +41,7 @@ def run_tiny(
         [*tiny_overrides(model_dir, work), *in_process_overrides(work, name), *overrides],
         run_dir=work / name,
     )
-    context = app.run_context(hydra_cfg)
+    context = app.run_context(hydra_cfg, cfg)
     context.config_dir.mkdir(parents=True)  # as Hydra writes it: the config before resolution
     OmegaConf.save(cfg, context.config_dir / names.CONFIG_FILE)
     return pipeline.run(to_settings(cfg), context, shared or Shared())

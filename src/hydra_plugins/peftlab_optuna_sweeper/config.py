@@ -20,7 +20,7 @@ class OptunaSweeperConf:
     sampler: str = "tpe"  # tpe, random, gp, grid
     seed: int | None = 42
     sampler_settings: dict[str, Any] = field(default_factory=dict)
-    pruner: str = "none"  # median, percentile, hyperband, none
+    pruner: str = "none"  # asha, hyperband, median, percentile, none
     pruner_settings: dict[str, Any] = field(default_factory=dict)
     heartbeat_s: float = 30.0  # a worker silent for 3 beats has died: its trials are retried
     # key: choice(...) | interval(...) | tag(log, interval(...)) | range(...), Hydra's syntax.

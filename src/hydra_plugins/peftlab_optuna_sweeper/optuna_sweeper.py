@@ -101,7 +101,7 @@ class OptunaSweeper(Sweeper):
         return studies.make_pruner(
             self.settings.pruner,
             OmegaConf.to_container(self.settings.pruner_settings),
-            OmegaConf.select(self.config, "trainer.eval_strategy"),
+            studies.Reports.of(self.config),
         )
 
     def _ask(self, study, space, custom, n_trials: int, heartbeat_s: float) -> list:
