@@ -15,7 +15,7 @@ import pytest
 from helpers.cluster import free_port
 from helpers.configs import ROOT, tiny_overrides
 from helpers.runners import LONG, peftlab, run_sweep, start_train, wait_until_training
-from helpers.session_runs import SEARCH
+from helpers.session_runs import ASHA_SEARCH_STEPS, SEARCH
 from helpers.stores import store_runs, sweep_parts
 
 from peftlab import names
@@ -68,6 +68,42 @@ def test_compare_marks_pruned_runs_and_ranks_them_after_completed_ones(pruned_se
     assert "" in pruned and any(p for p in pruned)
     first_pruned = next(i for i, p in enumerate(pruned) if p)
     assert all(pruned[first_pruned:]), pruned  # no completed run ranks below a pruned one
+
+
+def test_asha_stops_trials_at_a_rung_and_the_parent_sums_the_steps_spent(asha_search: Path):
+    study = journal_study(asha_search)
+    _, parent, children = sweep_parts(asha_search)
+    by_trial = {int(c.data.tags[names.JOB_NUM_TAG]): c for c in children}
+    pruned = [t for t in study.trials if t.state == optuna.trial.TrialState.PRUNED]
+    assert pruned and len(study.trials) == 4, [t.state for t in study.trials]
+    for trial in study.trials:
+        run = by_trial[trial.number].data
+        steps = run.metrics[names.SEARCH_STEPS]
+        assert steps == run.metrics[names.TRAIN_STEPS] and run.metrics[names.SEARCH_TOKENS] > 0
+        if trial in pruned:  # at the first rung: the first report, 5 steps (the preset's)
+            assert sorted(trial.intermediate_values) == [5] and steps == 5
+            assert int(run.tags[names.PRUNED_TAG]) == 5
+        else:
+            # Every 5 steps, and at the last one.
+            assert sorted(trial.intermediate_values) == [5, 10, 12] == [5, 10, steps]
+    for name in (names.SEARCH_STEPS, names.SEARCH_TOKENS):
+        spent = sum(c.data.metrics[name] for c in children)
+        assert parent.data.metrics[name] == spent
+    assert parent.data.metrics[names.SEARCH_STEPS] < 4 * ASHA_SEARCH_STEPS  # the saving
+
+
+def test_compare_shows_the_steps_each_trial_of_a_search_spent(asha_search: Path):
+    out = asha_search / "compare"
+    result = peftlab("compare", "--out", str(out), cwd=asha_search)
+    assert result.returncode == 0, result.stderr[-2000:]
+    table = (out / "comparison.csv").read_text().splitlines()
+    header = table[0].split(",")
+    rows = [dict(zip(header, row.split(","), strict=True)) for row in table[1:]]
+    spent = sorted((r[names.PRUNED_TAG], int(r[names.SEARCH_STEPS])) for r in rows)
+    assert {steps for pruned, steps in spent if pruned} == {5}
+    assert {steps for pruned, steps in spent if not pruned} == {ASHA_SEARCH_STEPS}
+    shown = (out / "comparison.md").read_text().splitlines()[0]
+    assert names.SEARCH_STEPS in shown and names.SEARCH_STEPS in result.stdout
 
 
 def test_a_failed_trial_is_told_fail_and_the_search_goes_on(tiny_bloom: Path, tmp_path: Path):
@@ -200,6 +236,22 @@ BAD_SEARCHES = {
     "unreachable storage": (
         lambda work: [f"hydra.sweeper.storage=postgresql://u:pw@127.0.0.1:{free_port()}/db"],
         "hydra.sweeper.storage='postgresql://u:***@127.0.0.1:",
+    ),
+    "unknown pruner": (
+        lambda work: ["hydra.sweeper.pruner=sha"],
+        "hydra.sweeper.pruner='sha' is not allowed: one of median, percentile, asha, hyperband",
+    ),
+    "unknown pruner setting": (
+        lambda work: ["hydra.sweeper.pruner=asha", "+hydra.sweeper.pruner_settings.rungs=3"],
+        "hydra.sweeper.pruner_settings: ",
+    ),
+    "eval_steps past a trial's steps": (  # 2 epochs of 16 rows in batches of 4
+        lambda work: ["hydra.sweeper.pruner=asha", "trainer.eval_steps=9"],
+        "trainer.eval_steps=9 is more than the 8 optimizer steps a trial trains",
+    ),
+    "pruner with no reports": (
+        lambda work: ["hydra.sweeper.pruner=hyperband", "trainer.eval_strategy=no"],
+        "hydra.sweeper.pruner='hyperband' needs held-out evaluations during training",
     ),
     "study with another direction": (
         lambda work: [f"hydra.sweeper.storage={maximising_study(work)}"],

@@ -78,3 +78,25 @@ def pruned_search(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory) ->
     )
     assert result.returncode == 0, result.stderr[-3000:]
     return work
+
+
+# 4 trials of 12 steps (3 epochs of 16 rows in batches of 4), reporting at the preset's every
+# 5 steps; asha's first rung is the first report: a low learning rate after a high one stops
+# there.
+ASHA_SEARCH_STEPS = 12
+
+
+@pytest.fixture(scope="session")
+def asha_search(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """4 trials, one after another, with the asha pruner at its defaults."""
+    work = tmp_path_factory.mktemp("asha-search")
+    result = run_sweep(
+        tiny_bloom,
+        work,
+        *SEARCH[:4],
+        "trainer.num_train_epochs=3",
+        "hydra.sweeper.n_trials=4",
+        "hydra.sweeper.pruner=asha",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return work
