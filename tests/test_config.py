@@ -116,6 +116,7 @@ def test_misspelled_key_fails_at_compose():
         ),
         ("trainer.early_stopping_patience=2", "with trainer.eval_strategy=epoch or steps"),
         ("trainer.eval_strategy=steps", "trainer.eval_steps=None is not allowed: an integer >= 1"),
+        ("trainer.eval_subset_rows=0", "trainer.eval_subset_rows=0 is not allowed: null (every"),
     ],
 )
 def test_out_of_range_values_fail_before_any_model_loads(tmp_path, override, message):
