@@ -20,6 +20,7 @@ from helpers.measures import held_out_loss, logged_adapter_loss
 from helpers.runners import run_tiny
 from helpers.stores import store_runs
 from helpers.tiny_models import randomize_adapter
+from hydra.errors import ConfigCompositionException
 from peft import PeftModel
 from peft.tuners.lora import LoraLayer
 from transformers import RepetitionPenaltyLogitsProcessor
@@ -252,9 +253,29 @@ def test_out_of_range_method_settings_fail_in_one_line(option, override, message
     assert "\n" not in str(error.value)
 
 
-def test_a_key_of_another_method_fails_at_compose():
-    with pytest.raises(Exception, match="peft.r"):
-        method_settings("prompt-tuning", "peft.r=8")
+# For each method, a key only another method has (its owner), and a value of it.
+FOREIGN_KEYS = {
+    "prompt-tuning": ("lora", "r", 4),
+    "p-tuning": ("prefix-tuning", "prefix_init_text", "Hello"),
+    "prefix-tuning": ("prompt-tuning", "prompt_tuning_init_text", "Hello"),
+    "lora": ("p-tuning", "encoder_hidden_size", 16),
+    "ia3": ("lora", "use_dora", True),
+}
+
+
+def test_every_method_has_a_foreign_key_here():
+    assert sorted(FOREIGN_KEYS) == sorted(METHODS)
+
+
+@pytest.mark.parametrize("option", METHODS)
+def test_a_key_of_another_method_fails_at_compose(option):
+    owner, key, value = FOREIGN_KEYS[option]
+    override = f"peft.{key}={str(value).lower() if value is True else value}"
+    # Hydra refuses it while composing, before any schema of peftlab's checks a value.
+    with pytest.raises(ConfigCompositionException) as refused:
+        compose_config([f"peft={option}", override])
+    assert str(refused.value).startswith(f"Could not override 'peft.{key}'")
+    assert getattr(method_settings(owner, override).peft, key) == value
 
 
 @pytest.mark.parametrize("model_fixture", MODELS)
