@@ -16,14 +16,13 @@ import pytest
 import torch
 from helpers.configs import CONF_DIR, compose_config, in_process_overrides
 from helpers.matrices import METHODS, MODELS
-from helpers.measures import held_out_loss, logged_adapter_loss
+from helpers.measures import held_out_loss, logged_adapter_loss, reference_greedy
 from helpers.runners import run_tiny
 from helpers.stores import store_runs
 from helpers.tiny_models import randomize_adapter
 from hydra.errors import ConfigCompositionException
 from peft import PeftModel
 from peft.tuners.lora import LoraLayer
-from transformers import RepetitionPenaltyLogitsProcessor
 
 from peftlab import data, generation, modeling, names, pipeline, training
 from peftlab.config import GenerationSettings, ModelConfig
@@ -105,20 +104,6 @@ def test_logged_model_predicts_the_runs_samples(method_run):
     model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
     prompts = [sample.prompt for sample in result.samples]
     assert model.predict(prompts) == [sample.tuned for sample in result.samples]
-
-
-def reference_greedy(peft_model, tokenizer, prompt: str, max_new_tokens: int, penalty: float):
-    """Token-by-token greedy decoding through the adapted model's own forward, no KV cache."""
-    ids = tokenizer(prompt, return_tensors="pt").input_ids.to(peft_model.device)
-    start = ids.shape[1]
-    processor = RepetitionPenaltyLogitsProcessor(penalty)
-    for _ in range(max_new_tokens):
-        logits = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
-        next_id = processor(ids, logits.logits[:, -1]).argmax(dim=-1, keepdim=True)
-        ids = torch.cat([ids, next_id], dim=1)
-        if next_id.item() == tokenizer.eos_token_id:
-            break
-    return tokenizer.decode(ids[0, start:], skip_special_tokens=True).strip()
 
 
 @pytest.mark.parametrize("option", METHODS)
