@@ -4,7 +4,8 @@ import csv
 import errno
 import json
 import logging
-from importlib import metadata
+import re
+import sys
 from pathlib import Path
 
 import peft
@@ -77,16 +78,30 @@ def test_run_is_logged_with_params_metrics_and_artifacts(bloom_run, tiny_bloom: 
 
 
 def test_run_records_library_versions_device_and_packages(bloom_run):
+    import datasets
+    import mlflow
+    import transformers
+
     work, result = bloom_run
     client = MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db")
     tags = client.get_run(result.run_id).data.tags
-    assert tags["torch_version"] == metadata.version("torch")
-    assert tags["peft_version"] == peft.__version__
-    versions = {"python", "transformers", "datasets", "mlflow"}
-    assert {f"{name}_version" for name in versions} <= set(tags)
-    assert tags["device"].startswith("CPU: ") or torch.cuda.is_available()
+    # Each library's version as the imported module states it.
+    modules = {"torch": torch, "transformers": transformers, "peft": peft, "datasets": datasets,
+               "mlflow": mlflow}  # fmt: skip
+    python = ".".join(map(str, sys.version_info[:3]))
+    expected = {"python_version": python} | {
+        f"{name}_version": module.__version__ for name, module in modules.items()
+    }
+    assert {key: tags.get(key) for key in expected} == expected
+    if torch.cuda.is_available():
+        assert tags[names.DEVICE_TAG] == torch.cuda.get_device_name(0)
+    else:  # the CPU's model, as the kernel names it
+        model = re.search(r"^model name\s*:\s*(.+)$", Path("/proc/cpuinfo").read_text(), re.M)
+        assert tags[names.DEVICE_TAG] == f"CPU: {model.group(1).strip()}"
     packages = Path(client.download_artifacts(result.run_id, names.REQUIREMENTS_FILE))
-    assert f"peft=={peft.__version__}" in packages.read_text().splitlines()
+    lines = packages.read_text().splitlines()
+    assert {f"{name}=={module.__version__}" for name, module in modules.items()} <= set(lines)
+    assert all(re.fullmatch(r"[A-Za-z0-9_.\-]+==\S+", line) for line in lines)
 
 
 def test_run_records_its_training_and_held_out_rows_as_datasets(bloom_run):
