@@ -1,6 +1,7 @@
 """peftlab compare: ranked tables and plots of a sweep, logged back to it."""
 
 import re
+import shutil
 import webbrowser
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
@@ -11,6 +12,7 @@ import pytest
 from helpers.matrices import METHODS
 from helpers.runners import imported_top_level, peftlab, peftlab_process
 from helpers.stores import store_runs, sweep_parts
+from mlflow import MlflowClient
 
 from peftlab import compare, names, shared_view
 from peftlab.errors import PeftlabError
@@ -23,17 +25,36 @@ def comparison(sweep_run: Path):
     return client, compare.collect(client)
 
 
-def test_latest_sweep_is_ranked_by_held_out_loss(sweep_run: Path, comparison):
+def test_latest_sweep_is_ranked_by_held_out_loss(sweep_run: Path, tmp_path: Path):
     _, parent, children = sweep_parts(sweep_run)
-    _, result = comparison
+    # A copy of the store with an older sweep in it too, whose runs have the lowest losses: a
+    # ranking that mixed sweeps, or took the older, would put them first.
+    shutil.copy(sweep_run / "mlruns" / "mlflow.db", tmp_path / "mlflow.db")
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlflow.db")
+    experiment = parent.info.experiment_id
+    older = client.create_run(experiment, start_time=parent.info.start_time - 3_600_000,
+                              tags={names.SWEEP_TAG: "true"})  # fmt: skip
+    for loss in (0.5, 0.25):
+        run = client.create_run(experiment, tags={names.PARENT_TAG: older.info.run_id})
+        client.log_metric(run.info.run_id, names.EVAL_LOSS, loss)
+        client.set_terminated(run.info.run_id)
+    client.set_terminated(older.info.run_id)
+
+    result = compare.collect(client)
     table = result.table
     assert result.parent.info.run_id == parent.info.run_id
+    logged = {c.info.run_id: c.data.metrics for c in children}  # as the runs logged them
+    ranked = sorted(logged, key=lambda run_id: logged[run_id][names.EVAL_LOSS])
     assert list(table.index) == [1, 2, 3, 4]
-    assert table[names.EVAL_LOSS].is_monotonic_increasing
-    assert set(table["run_id"]) == {c.info.run_id for c in children}
+    assert list(table["run_id"]) == ranked
+    assert list(table[names.EVAL_LOSS]) == [logged[r][names.EVAL_LOSS] for r in ranked]
+    assert list(table["improvement"]) == pytest.approx(
+        [logged[r][names.EVAL_LOSS_UNTUNED] - logged[r][names.EVAL_LOSS] for r in ranked]
+    )
     assert result.swept == ["peft.num_virtual_tokens", "trainer.num_train_epochs"]
-    improvement = table[names.EVAL_LOSS_UNTUNED] - table[names.EVAL_LOSS]
-    assert (table["improvement"] - improvement).abs().max() < 1e-9
+    assert [table[key].tolist() for key in result.swept] == [
+        [client.get_run(r).data.params[key] for r in ranked] for key in result.swept
+    ]
 
 
 def test_tables_and_plots_are_written_and_logged_to_the_sweep(comparison, tmp_path: Path):
@@ -52,18 +73,27 @@ def test_tables_and_plots_are_written_and_logged_to_the_sweep(comparison, tmp_pa
     assert {Path(a.path).name for a in logged} == names
 
 
-def test_the_loss_plot_draws_each_runs_logged_curve_one_colour_per_method(comparison):
-    client, result = comparison
+# One method swept four ways; every method swept once each.
+@pytest.mark.parametrize("sweep", ["sweep_run", "method_sweep"])
+def test_the_loss_plot_draws_each_runs_logged_curve_one_colour_per_method(sweep, request):
+    client, _ = store_runs(request.getfixturevalue(sweep))
+    result = compare.collect(client)
     (ax,) = compare.train_loss_figure(result, client).axes
     drawn = {line.get_label(): line for line in ax.get_lines()}
+    colours: dict[str, set[str]] = {}
     for run in result.runs:
         history = sorted(client.get_metric_history(run.info.run_id, names.TRAIN_LOSS),
                          key=lambda m: m.step)  # fmt: skip
-        line = drawn.pop(f"{run.data.params['peft.method']}: {run.info.run_name}")
+        method = run.data.params["peft.method"]
+        line = drawn.pop(f"{method}: {run.info.run_name}")
+        assert len(history) > 1
         assert list(line.get_xdata()) == [m.step for m in history]
         assert list(line.get_ydata()) == [m.value for m in history]
+        colours.setdefault(method, set()).add(line.get_color())
     assert not drawn
-    assert len({line.get_color() for line in ax.get_lines()}) == 1  # one method swept
+    assert len(colours) == (1 if sweep == "sweep_run" else len(METHODS))
+    assert all(len(colour) == 1 for colour in colours.values())  # a method's runs share one
+    assert len(set.union(*colours.values())) == len(colours)  # and no other method has it
 
 
 def test_the_eval_loss_plot_draws_each_run_against_each_swept_key(comparison):

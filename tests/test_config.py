@@ -1,8 +1,9 @@
 import dataclasses
+from enum import Enum
 from pathlib import Path
 
 import pytest
-from helpers.configs import CONF_DIR, compose_config, in_process_overrides
+from helpers.configs import CONF_DIR, compose_config, compose_run, in_process_overrides
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
@@ -31,11 +32,63 @@ def settings(tmp_path: Path, *overrides: str) -> TrainConfig:
     return to_settings(compose_config([*tracking, *in_process_overrides(tmp_path), *overrides]))
 
 
-@pytest.mark.parametrize(
-    "override", [f"{group}={option}" for group in GROUPS for option in options(group)]
-)
-def test_every_config_option_composes_into_typed_settings(override: str, tmp_path: Path):
-    assert isinstance(settings(tmp_path, override), TrainConfig)
+def yaml_values(group: str, option: str) -> dict[str, object]:
+    """What an option's yaml sets, read as plain YAML rather than composed: dotted keys from the
+    config's root, after the options its defaults list pulls in (its own keys last, as ``_self_``
+    comes last); schemas, Hydra's own groups and interpolations left out."""
+    path = CONF_DIR / group / f"{option}.yaml"
+    node = OmegaConf.to_container(OmegaConf.load(path), resolve=False)
+    values: dict[str, object] = {}
+    for entry in node.pop("defaults", []):
+        if isinstance(entry, str) and (CONF_DIR / group / f"{entry}.yaml").is_file():
+            values |= yaml_values(group, entry)
+        elif isinstance(entry, dict):
+            ((key, choice),) = entry.items()
+            other = key.removeprefix("override /")
+            if (CONF_DIR / other / f"{choice}.yaml").is_file():
+                values |= yaml_values(other, choice)
+    root = "" if "# @package _global_" in path.read_text() else f"{group}."
+
+    def flatten(prefix: str, value: object) -> None:
+        if isinstance(value, dict):
+            for key, item in value.items():
+                flatten(f"{prefix}{key}.", item)
+        elif not (isinstance(value, str) and "${" in value):
+            values[prefix.removesuffix(".")] = value
+
+    flatten(root, node)
+    return values
+
+
+def typed_value(cfg: object, key: str) -> object:
+    """A dotted key of the typed settings, an enum as its name (as a yaml writes it)."""
+    for part in key.split("."):
+        cfg = getattr(cfg, part)
+    return cfg.name if isinstance(cfg, Enum) else cfg
+
+
+@pytest.mark.parametrize(("group", "option"), [(g, o) for g in GROUPS for o in options(g)])
+def test_every_config_option_composes_into_typed_settings(group, option, tmp_path: Path):
+    overrides = [f"{group}={option}"]
+    cfg = settings(tmp_path, *overrides)
+    expected = yaml_values(group, option)
+    hydra_keys = {key: value for key, value in expected.items() if key.startswith("hydra.")}
+    own = {key: value for key, value in expected.items() if key not in hydra_keys}
+    assert {key: typed_value(cfg, key) for key in own} == own
+    if hydra_keys:
+        _, hydra_cfg = compose_run([*overrides, *in_process_overrides(tmp_path)], tmp_path)
+        assert {key: OmegaConf.select(hydra_cfg, key[len("hydra.") :]) for key in hydra_keys} == (
+            hydra_keys
+        )
+    if group == "peft":
+        # The option picks its method's schema: peft's PeftType name, as adapter_config.json has it.
+        assert (type(cfg.peft).__module__, cfg.peft.method, cfg.peft.peft_type) == (
+            f"peftlab.methods.{option.replace('-', '_')}",
+            option.replace("-", "_"),
+            option.upper().replace("-", "_"),
+        )
+    elif group not in ("trainer", "generation", "tracking"):  # their one option is the schema
+        assert expected, "an option that sets nothing of its own"
 
 
 def test_defaults_are_the_offline_embedded_model_and_sample(tmp_path: Path):

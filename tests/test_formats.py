@@ -133,18 +133,15 @@ def test_every_method_trains_on_every_format_and_generates_a_batch_as_one_at_a_t
         examples = data.load_splits(settings.dataset).eval
         held_out = scoring.held_out(examples, settings.dataset, settings.generation,
                                     loaded.tokenizer)  # fmt: skip
-        if held_out is None:
-            assert not formats.of(settings.dataset).has_prompt
-            return
+        # Plain text has no prompts to hold out: its runs generate from the probe prompts only.
+        assert (held_out is None) == (fmt == "text")
+        prompts = list(settings.generation.prompts if held_out is None else held_out.prompts)
         randomize_adapter(peft_model)  # its outputs differ row by row: padding would show
-        prompts, before = list(held_out.prompts), generation.prefix(peft_model)
+        before = generation.prefix(peft_model)
         assert len({len(loaded.tokenizer(p)["input_ids"]) for p in prompts}) > 1
-        model, tokenizer = loaded.model, loaded.tokenizer
-        batched = generation.complete(model, tokenizer, prompts, settings.generation, before)
-        alone = [
-            generation.complete(model, tokenizer, [p], settings.generation, before)[0]
-            for p in prompts
-        ]
+        model, tokenizer, gen = loaded.model, loaded.tokenizer, settings.generation
+        batched = generation.complete(model, tokenizer, prompts, gen, before, gen.max_new_tokens)
+        alone = [generation.generate(model, tokenizer, p, gen, before) for p in prompts]
     assert batched == alone
     assert len(set(batched)) > 1
 

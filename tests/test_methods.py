@@ -16,13 +16,13 @@ import pytest
 import torch
 from helpers.configs import CONF_DIR, compose_config, in_process_overrides
 from helpers.matrices import METHODS, MODELS
-from helpers.measures import held_out_loss, logged_adapter_loss
+from helpers.measures import held_out_loss, logged_adapter_loss, reference_greedy
 from helpers.runners import run_tiny
 from helpers.stores import store_runs
 from helpers.tiny_models import randomize_adapter
+from hydra.errors import ConfigCompositionException
 from peft import PeftModel
 from peft.tuners.lora import LoraLayer
-from transformers import RepetitionPenaltyLogitsProcessor
 
 from peftlab import data, generation, modeling, names, pipeline, training
 from peftlab.config import GenerationSettings, ModelConfig
@@ -104,20 +104,6 @@ def test_logged_model_predicts_the_runs_samples(method_run):
     model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
     prompts = [sample.prompt for sample in result.samples]
     assert model.predict(prompts) == [sample.tuned for sample in result.samples]
-
-
-def reference_greedy(peft_model, tokenizer, prompt: str, max_new_tokens: int, penalty: float):
-    """Token-by-token greedy decoding through the adapted model's own forward, no KV cache."""
-    ids = tokenizer(prompt, return_tensors="pt").input_ids.to(peft_model.device)
-    start = ids.shape[1]
-    processor = RepetitionPenaltyLogitsProcessor(penalty)
-    for _ in range(max_new_tokens):
-        logits = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
-        next_id = processor(ids, logits.logits[:, -1]).argmax(dim=-1, keepdim=True)
-        ids = torch.cat([ids, next_id], dim=1)
-        if next_id.item() == tokenizer.eos_token_id:
-            break
-    return tokenizer.decode(ids[0, start:], skip_special_tokens=True).strip()
 
 
 @pytest.mark.parametrize("option", METHODS)
@@ -252,9 +238,29 @@ def test_out_of_range_method_settings_fail_in_one_line(option, override, message
     assert "\n" not in str(error.value)
 
 
-def test_a_key_of_another_method_fails_at_compose():
-    with pytest.raises(Exception, match="peft.r"):
-        method_settings("prompt-tuning", "peft.r=8")
+# For each method, a key only another method has (its owner), and a value of it.
+FOREIGN_KEYS = {
+    "prompt-tuning": ("lora", "r", 4),
+    "p-tuning": ("prefix-tuning", "prefix_init_text", "Hello"),
+    "prefix-tuning": ("prompt-tuning", "prompt_tuning_init_text", "Hello"),
+    "lora": ("p-tuning", "encoder_hidden_size", 16),
+    "ia3": ("lora", "use_dora", True),
+}
+
+
+def test_every_method_has_a_foreign_key_here():
+    assert sorted(FOREIGN_KEYS) == sorted(METHODS)
+
+
+@pytest.mark.parametrize("option", METHODS)
+def test_a_key_of_another_method_fails_at_compose(option):
+    owner, key, value = FOREIGN_KEYS[option]
+    override = f"peft.{key}={str(value).lower() if value is True else value}"
+    # Hydra refuses it while composing, before any schema of peftlab's checks a value.
+    with pytest.raises(ConfigCompositionException) as refused:
+        compose_config([f"peft={option}", override])
+    assert str(refused.value).startswith(f"Could not override 'peft.{key}'")
+    assert getattr(method_settings(owner, override).peft, key) == value
 
 
 @pytest.mark.parametrize("model_fixture", MODELS)

@@ -47,9 +47,18 @@ def gguf_config(path: Path) -> ModelConfig:
 
 
 @torch.no_grad()
-def test_a_gguf_file_converts_once_to_a_plain_checkpoint_with_its_logits(tiny_gguf: Path):
+def test_a_gguf_file_converts_once_to_a_plain_checkpoint_with_its_logits(
+    tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.setenv("PEFTLAB_CACHE", str(tmp_path / "cache"))  # empty: this test converts
     converted = modeling.converted_checkpoint(gguf_config(tiny_gguf))
-    assert modeling.converted_checkpoint(gguf_config(tiny_gguf)) == converted  # cached
+    assert Path(converted).is_relative_to(tmp_path / "cache")
+    weights = Path(converted, "model.safetensors")
+    written = weights.stat().st_mtime_ns
+    mark = Path(converted, "mark")  # a file of ours: gone if the folder is converted again
+    mark.touch()
+    assert modeling.converted_checkpoint(gguf_config(tiny_gguf)) == converted
+    assert mark.is_file() and weights.stat().st_mtime_ns == written  # cached, not rewritten
     direct = AutoModelForCausalLM.from_pretrained(tiny_gguf.parent, gguf_file=tiny_gguf.name)
     plain = AutoModelForCausalLM.from_pretrained(converted)
     assert getattr(plain.config, "quantization_config", None) is None  # Trainer takes it
@@ -73,9 +82,12 @@ def test_a_cached_conversion_cut_short_is_converted_again(
     monkeypatch.setenv("PEFTLAB_CACHE", str(tmp_path / "cache"))
     converted = Path(modeling.converted_checkpoint(gguf_config(tiny_gguf)))
     weights = converted / "model.safetensors"
-    size = weights.stat().st_size
+    whole = weights.read_bytes()
     with weights.open("r+b") as file:  # a disk that filled up, a copy that stopped halfway
-        file.truncate(size // 2)
+        file.truncate(len(whole) // 2)
+    mark = converted / "mark"  # a file of ours: gone if the folder is converted again
+    mark.touch()
     assert modeling.converted_checkpoint(gguf_config(tiny_gguf)) == str(converted)
-    assert weights.stat().st_size == size
+    assert not mark.exists()  # converted again, not the cut file mended or kept
+    assert weights.read_bytes() == whole  # the same conversion, whole
     assert modeling.load(gguf_config(tiny_gguf)).model.config.hidden_size == 32

@@ -1,8 +1,11 @@
 import json
+import os
+import re
 import subprocess
 import sys
 import time
 from dataclasses import replace
+from itertools import pairwise
 from pathlib import Path
 
 import mlflow
@@ -191,21 +194,43 @@ def test_a_chat_dataset_is_logged_with_its_messages_as_json(tmp_path: Path):
     ]
 
 
+CPU_SAMPLES = "system/cpu_utilization_percentage"
+MEMORY_SAMPLES = "system/system_memory_usage_megabytes"
+
+
 @pytest.mark.parametrize("enabled", [True, False])
 def test_system_metrics_are_sampled_while_a_run_lasts(tmp_path: Path, enabled: bool):
-    cfg = replace(store(tmp_path), system_metrics=enabled, system_metrics_interval_s=0.2)
+    from mlflow.tracking.fluent import run_id_to_system_metrics_monitor as samplers
+
+    interval = 0.2
+    cfg = replace(store(tmp_path), system_metrics=enabled, system_metrics_interval_s=interval)
     tracking.use_store(cfg)
+    client = MlflowClient(cfg.uri)
     with tracking.run(cfg, "busy", {}) as active:
-        time.sleep(1.5)
-    metrics = MlflowClient(cfg.uri).get_run(active.info.run_id).data.metrics
-    system = {key for key in metrics if key.startswith("system/")}
-    if enabled:
-        assert {
-            "system/cpu_utilization_percentage",
-            "system/system_memory_usage_megabytes",
-        } <= system
-    else:
-        assert not system
+        run_id = active.info.run_id
+        # MLflow's own sampler of this run, at the interval set; none at all when off.
+        sampler = samplers.get(run_id)
+        assert (sampler is not None) == enabled
+        assert sampler is None or sampler.sampling_interval == interval
+        deadline = time.monotonic() + (15 if enabled else 3 * interval)
+        history: list = []
+        while time.monotonic() < deadline and len(history) < 3:
+            time.sleep(interval / 2)
+            history = client.get_metric_history(run_id, CPU_SAMPLES)
+    run = client.get_run(run_id)
+    logged = {key for key in run.data.metrics if key.startswith("system/")}
+    if not enabled:
+        assert not logged
+        return
+    assert {CPU_SAMPLES, MEMORY_SAMPLES} <= logged
+    stamps = [m.timestamp for m in sorted(history, key=lambda m: m.step)]
+    assert len(stamps) >= 3  # samples go on coming while the run lasts
+    assert run.info.start_time <= stamps[0] and stamps[-1] <= run.info.end_time
+    assert min(b - a for a, b in pairwise(stamps)) >= 0.75 * interval * 1000  # its interval
+    # Plausible values: a share of the machine's CPUs, at most the memory the kernel reports.
+    memory_kb = int(re.search(r"^MemTotal:\s+(\d+) kB", Path("/proc/meminfo").read_text(), re.M)[1])
+    assert 0 < run.data.metrics[MEMORY_SAMPLES] <= memory_kb / 1024
+    assert all(0 <= m.value <= 100 * os.cpu_count() for m in history)
 
 
 def test_the_tests_run_in_the_locked_environment():

@@ -1,12 +1,13 @@
 """What a run measures, measured again outside it: held-out losses (of a logged adapter too),
-tokens an epoch, the labelled answers of a tokenized row."""
+tokens an epoch, the labelled answers of a tokenized row, greedy decoding."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
+import torch
 from peft import PeftModel
-from transformers import PreTrainedTokenizerFast
+from transformers import PreTrainedTokenizerFast, RepetitionPenaltyLogitsProcessor
 
 from helpers.configs import compose_config, tiny_overrides
 from peftlab import data, modeling, tracking, training
@@ -57,3 +58,18 @@ def answers(row: dict, tokenizer) -> list[str]:
             assert label == token
             current.append(token)
     return [tokenizer.decode(run) for run in [*runs, current] if run]
+
+
+@torch.no_grad()
+def reference_greedy(peft_model, tokenizer, prompt: str, max_new_tokens: int, penalty: float):
+    """Token-by-token greedy decoding through the adapted model's own forward, no KV cache."""
+    ids = tokenizer(prompt, return_tensors="pt").input_ids.to(peft_model.device)
+    start = ids.shape[1]
+    processor = RepetitionPenaltyLogitsProcessor(penalty)
+    for _ in range(max_new_tokens):
+        logits = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids), use_cache=False)
+        next_id = processor(ids, logits.logits[:, -1]).argmax(dim=-1, keepdim=True)
+        ids = torch.cat([ids, next_id], dim=1)
+        if next_id.item() == tokenizer.eos_token_id:
+            break
+    return tokenizer.decode(ids[0, start:], skip_special_tokens=True).strip()

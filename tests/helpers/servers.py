@@ -19,12 +19,19 @@ MLFLOW_SERVER_ENV = {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
 
 
 @contextmanager
-def serving(command: list[str], ready_url: str, env: dict[str, str] | None = None):
-    """A server process, up once ``ready_url`` answers 200 (within 120 s), stopped after."""
+def serving(
+    command: list[str],
+    ready_url: str,
+    env: dict[str, str] | None = None,
+    stdout: Path | None = None,
+):
+    """A server process, up once ``ready_url`` answers 200 (within 120 s), stopped after; what
+    it prints goes to the file ``stdout``, if given."""
+    printed = stdout.open("w") if stdout is not None else subprocess.DEVNULL
     process = subprocess.Popen(
         command,
         env={**os.environ, **(env or {})},
-        stdout=subprocess.DEVNULL,
+        stdout=printed,
         stderr=subprocess.PIPE,
         text=True,
     )
@@ -43,6 +50,8 @@ def serving(command: list[str], ready_url: str, env: dict[str, str] | None = Non
     finally:
         process.terminate()
         process.wait(timeout=30)
+        if stdout is not None:
+            printed.close()
 
 
 @contextmanager

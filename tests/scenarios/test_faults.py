@@ -5,7 +5,9 @@ import json
 import re
 import signal
 import subprocess
+import sys
 import time
+from itertools import pairwise
 from pathlib import Path
 
 import psutil
@@ -15,6 +17,7 @@ from helpers.datasets import rows_csv
 from helpers.measures import real_tokens_per_epoch
 from helpers.runners import (
     LONG,
+    TRAIN_PY,
     peftlab,
     peftlab_process,
     start_train,
@@ -107,16 +110,73 @@ def test_an_interrupted_sweep_ends_killed_with_its_running_job(work: Path):
     assert [child.info.status for child in children] == ["KILLED"]  # the second never started
 
 
+# train.py, its store lock watched: each process, at its first use of the store, waits until
+# the other has come that far too (so both go for the lock at the same moment), then records
+# when it held the lock.
+AT_ONCE = """
+import contextlib, os, runpy, sys, time
+from pathlib import Path
+from peftlab import tracking
+
+here, locked, first = Path(sys.argv[1]), tracking.store_lock, [True]
+
+
+@contextlib.contextmanager
+def store_lock(uri):
+    if first.pop() if first else False:
+        (here / f"arrived-{os.getpid()}").touch()
+        deadline = time.monotonic() + 120
+        while len(list(here.glob("arrived-*"))) < 2 and time.monotonic() < deadline:
+            time.sleep(0.005)
+    with locked(uri):
+        start = time.time_ns()
+        yield
+        with (here / f"held-{os.getpid()}").open("a") as file:
+            file.write(f"{start} {time.time_ns()}\\n")
+
+
+tracking.store_lock = store_lock
+sys.argv = sys.argv[2:]
+runpy.run_path(sys.argv[0], run_name="__main__")
+"""
+
+
 @pytest.mark.process
 def test_processes_started_at_once_on_a_fresh_store_all_finish(bare_work: Path):
     """Each creates the SQLite store or waits for it: a file lock around schema creation."""
-    work = bare_work
-    processes = [start_train(work, name=f"run{i}") for i in range(2)]
+    work, watch = bare_work, bare_work.parent / "lock"
+    watch.mkdir()
+    processes = [
+        subprocess.Popen(
+            [
+                sys.executable,
+                "-c",
+                AT_ONCE,
+                str(watch),
+                str(TRAIN_PY),
+                *train_args(work, name=f"run{i}"),
+            ],
+            cwd=work,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )  # fmt: skip
+        for i in range(2)
+    ]
     for process in processes:
         _, stderr = process.communicate(timeout=600)
         assert process.returncode == 0, stderr[-3000:]
     runs = store_runs(work)[1]
     assert [run.info.status for run in runs] == ["FINISHED"] * 2
+    assert len(list(watch.glob("arrived-*"))) == 2
+    held = sorted(
+        tuple(map(int, line.split()))
+        for file in watch.glob("held-*")
+        for line in file.read_text().splitlines()
+    )
+    assert len({file.name for file in watch.glob("held-*")}) == 2
+    # One at a time: each took the lock after the one before had let it go.
+    assert all(end <= start for (_, end), (start, _) in pairwise(held)), held
 
 
 @pytest.mark.parametrize("multirun", [False, True])

@@ -14,8 +14,11 @@ import mlflow
 import pytest
 from helpers.cluster import free_port
 from helpers.configs import ROOT, tiny_overrides
+from helpers.measures import reference_greedy
 from helpers.servers import MLFLOW_SERVER_ENV, serving
 from mlflow.tracking import MlflowClient
+from peft import PeftModel
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from peftlab import names
 
@@ -91,8 +94,21 @@ def test_a_joblib_sweep_runs_two_jobs_at_a_time_into_the_server(
     assert any(later[0] < earlier[1] for earlier, later in zip(spans, spans[1:], strict=False))
 
     mlflow.set_tracking_uri(mlflow_on_postgres)  # the logged model, loaded from the server
-    model = mlflow.pyfunc.load_model(f"runs:/{parent.data.tags['best_run_id']}/model")
-    assert len(model.predict(["I want you to act as"])) == 1
+    best = client.get_run(parent.data.tags[names.BEST_RUN_ID_TAG])
+    model = mlflow.pyfunc.load_model(f"runs:/{best.info.run_id}/model")
+    prompts = ["I want you to act as", "There are two nice things"]
+    # What the best run's adapter, downloaded from the server, writes: loaded by transformers
+    # and peft themselves, decoded greedily token by token with the run's generation settings.
+    adapter = client.download_artifacts(best.info.run_id, names.ADAPTER_DIR, str(tmp_path))
+    base = AutoModelForCausalLM.from_pretrained(tiny_bloom)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bloom)
+    tuned = PeftModel.from_pretrained(base, adapter).eval()
+    params = best.data.params
+    length, penalty = (int(params["generation.max_new_tokens"]),
+                       float(params["generation.repetition_penalty"]))  # fmt: skip
+    expected = [reference_greedy(tuned, tokenizer, p, length, penalty) for p in prompts]
+    assert all(expected)
+    assert model.predict(prompts) == expected
 
 
 def test_two_sweeps_started_at_once_into_one_new_experiment(
