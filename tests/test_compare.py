@@ -61,8 +61,13 @@ def test_tables_and_plots_are_written_and_logged_to_the_sweep(comparison, tmp_pa
     client, result = comparison
     files = compare.write(result, client, tmp_path)
     compare.log_to_parent(client, result, files)
-    names = {f.name for f in files}
-    assert names == {"comparison.md", "comparison.csv", "train_loss.png", "eval_loss_vs_params.png"}
+    written = {f.name for f in files}
+    assert written == {
+        "comparison.md",
+        "comparison.csv",
+        "train_loss.png",
+        "eval_loss_vs_params.png",
+    }
     csv = pd.read_csv(tmp_path / "comparison.csv")
     assert list(csv["rank"]) == [1, 2, 3, 4]
     assert "| rank |" in (tmp_path / "comparison.md").read_text().replace("   ", " ")
@@ -70,7 +75,7 @@ def test_tables_and_plots_are_written_and_logged_to_the_sweep(comparison, tmp_pa
         height, width, _ = matplotlib.image.imread(tmp_path / png).shape
         assert height > 300 and width > 500
     logged = client.list_artifacts(result.parent.info.run_id, "comparison")
-    assert {Path(a.path).name for a in logged} == names
+    assert {Path(a.path).name for a in logged} == written
 
 
 # One method swept four ways; every method swept once each.

@@ -49,10 +49,10 @@ def test_a_task_sweep_logs_scored_generations_once_untuned(method_sweep: Path):
     untuned = set()
     for child in children:
         logged = child.data.metrics
-        names = [
+        scores = [
             f"eval_{m}{s}" for m in ("rougeL", "chrf", "exact_match") for s in ("", "_untuned")
         ]
-        assert set(names) <= set(logged)
+        assert set(scores) <= set(logged)
         untuned.add(logged["eval_rougeL_untuned"])
         path = client.download_artifacts(child.info.run_id, names.GENERATIONS_TABLE)
         table = json.loads(Path(path).read_text())

@@ -38,7 +38,7 @@ def test_the_sweeps_link_opens_its_runs_and_charts_that_compare_them(three_jobs,
     work, printed = three_jobs
     client, parent, children = sweep_parts(work)
     ranked = sorted(children, key=lambda run: run.data.metrics[names.EVAL_LOSS])
-    names = [run.info.run_name for run in ranked]
+    run_names = [run.info.run_name for run in ranked]
     (line,) = [line for line in printed.splitlines() if line.startswith("MLflow sweep ")]
     route = line.split("http://127.0.0.1:5000/", 1)[1]  # a local store's: `make ui`, then ...
     assert "viewStateShareKey=" in route and tracking.MODEL_TRAINING_VIEW in route, line
@@ -66,13 +66,13 @@ def test_the_sweeps_link_opens_its_runs_and_charts_that_compare_them(three_jobs,
         # Every run of the sweep listed, best first, the parent not among them.
         rows = page.locator(".ag-pinned-left-cols-container .ag-row")
         expect(rows).to_have_count(len(children), timeout=30_000)
-        for name in names:
+        for name in run_names:
             expect(page.get_by_role("link", name=name, exact=True)).to_be_visible()
         shown = rows.evaluate_all(
             "rs => rs.sort((a, b) => a.getAttribute('row-index') - b.getAttribute('row-index'))"
             ".map(r => r.innerText)"
         )
-        assert [next(n for n in names if n in text) for text in shown] == names
+        assert [next(n for n in run_names if n in text) for text in shown] == run_names
 
         # eval_loss per run: a bar each, its value on it.
         bar = card(cards, names.EVAL_LOSS, ".barlayer")
