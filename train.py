@@ -4,6 +4,7 @@ import hydra
 from omegaconf import DictConfig
 
 from peftlab.app import run_job
+from peftlab.redaction import redacted_stderr
 from peftlab.schema import register_configs
 from peftlab.shared import Shared
 
@@ -19,4 +20,5 @@ def main(cfg: DictConfig) -> float:
 
 
 if __name__ == "__main__":
-    main()
+    with redacted_stderr():  # Hydra writes some errors there itself, overrides as typed
+        main()

@@ -1,11 +1,13 @@
 """Passwords in URIs are masked in whatever peftlab writes."""
 
+import io
 from pathlib import Path
 
 import pytest
+from helpers.runners import run_train
 
 from peftlab import names
-from peftlab.redaction import copy_redacted, redact
+from peftlab.redaction import RedactedStream, copy_redacted, redact
 
 
 @pytest.mark.parametrize(
@@ -40,3 +42,21 @@ def test_a_copied_config_folder_holds_no_password(tmp_path: Path):
         "tracking:\n  uri: postgresql://u:***@h/db\n",
         "- hydra.sweeper.storage=mysql://u:***@h/db\n",
     ]
+
+
+@pytest.mark.process
+def test_hydras_own_lines_show_no_password(tmp_path: Path):
+    """A mistyped key: Hydra writes its "To append to your config use +KEY=VALUE" line to
+    stderr itself, the value as typed, before any job or logging filter runs."""
+    result = run_train("tracking.urii=postgresql://user:secret@127.0.0.1/db", cwd=tmp_path)
+    assert result.returncode != 0
+    assert "To append to your config use +tracking.urii=postgresql://user:***@" in result.stderr
+    assert "secret" not in result.stdout + result.stderr
+
+
+def test_a_redacted_stream_masks_what_is_written_and_passes_the_rest():
+    written = io.StringIO()
+    stream = RedactedStream(written)
+    stream.write("mysql://u:pw@h/db and plain text\n")
+    assert written.getvalue() == "mysql://u:***@h/db and plain text\n"
+    assert stream.getvalue() == written.getvalue()  # the stream's own attributes

@@ -5,6 +5,9 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -31,6 +34,32 @@ def redact(text: str) -> str:
 def redact_values(values: dict[str, Any]) -> dict[str, Any]:
     """A mapping whose string values are redacted (params, tags)."""
     return {key: redact(v) if isinstance(v, str) else v for key, v in values.items()}
+
+
+class RedactedStream:
+    """A text stream whose writes have URIs' passwords masked, the rest passed through."""
+
+    def __init__(self, stream: Any) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        return self.stream.write(redact(text))
+
+    def __getattr__(self, name: str) -> Any:  # flush, isatty, fileno, encoding: the stream's
+        return getattr(self.stream, name)
+
+
+@contextmanager
+def redacted_stderr() -> Iterator[None]:
+    """Within: what is written to ``sys.stderr`` is redacted. For Hydra, which writes a config
+    error (a mistyped override's "To append to your config use +KEY=VALUE") and a job's traceback
+    there itself, with the overrides as typed, where no logging filter sees them."""
+    original = sys.stderr
+    sys.stderr = RedactedStream(original)
+    try:
+        yield
+    finally:
+        sys.stderr = original
 
 
 class RedactingFilter(logging.Filter):
