@@ -1,8 +1,10 @@
 import json
 import os
 import re
+import sqlite3
 import subprocess
 import sys
+import threading
 import time
 from dataclasses import replace
 from itertools import pairwise
@@ -11,11 +13,14 @@ from pathlib import Path
 import mlflow
 import pandas as pd
 import pytest
+import requests
 from helpers.cluster import free_port
 from helpers.configs import ROOT
 from helpers.runners import run_train
 from helpers.stores import new_store
+from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from mlflow.utils.rest_utils import verify_rest_response
 
 from peftlab import names, tracking
 from peftlab.config import TrackingConfig
@@ -296,3 +301,84 @@ def test_an_experiment_keeps_its_artifacts_where_its_store_is(tmp_path: Path):
     assert tracking.artifact_location(TrackingConfig(uri="http://mlflow:5000")) is None
     chosen = TrackingConfig(uri="http://mlflow:5000", artifact_location=str(tmp_path / "a"))
     assert tracking.artifact_location(chosen) == (tmp_path / "a").as_uri()
+
+
+def refusal(status: int) -> MlflowException:
+    """What MLflow's REST client raises for a basic-auth server's answer to a user it turns
+    away: a plain-text body, the HTTP status its only code."""
+    response = requests.Response()
+    response.status_code = status
+    response._content = b"You are not authenticated. Please see the documentation."
+    with pytest.raises(MlflowException) as raised:
+        verify_rest_response(response, "/api/2.0/mlflow/experiments/get-by-name")
+    return raised.value
+
+
+@pytest.mark.parametrize(
+    ("status", "user", "who"),
+    [
+        (401, "ada", "MLFLOW_TRACKING_USERNAME='ada' (HTTP 401: wrong user name or password)"),
+        (401, None, "a request without a user (HTTP 401: wrong user name or password)"),
+        (403, "ada", "MLFLOW_TRACKING_USERNAME='ada' (HTTP 403: this user may not use that "
+         "experiment)"),
+    ],
+)  # fmt: skip
+def test_a_server_that_refuses_the_user_is_one_line_naming_who(
+    monkeypatch, status: int, user: str | None, who: str
+):
+    """Without a server: the error its refusal becomes, raised within ``admitted``."""
+    monkeypatch.delenv("MLFLOW_TRACKING_USERNAME", raising=False)
+    if user:
+        monkeypatch.setenv("MLFLOW_TRACKING_USERNAME", user)
+    uri = "http://127.0.0.1:5000"
+    with pytest.raises(PeftlabError) as raised, tracking.admitted(uri):
+        raise refusal(status)
+    assert str(raised.value) == (
+        f"tracking.uri='http://127.0.0.1:5000': the server refused {who}; set "
+        "MLFLOW_TRACKING_USERNAME and MLFLOW_TRACKING_PASSWORD to an account of that server"
+    )
+    assert raised.value.__cause__ is None and raised.value.__suppress_context__  # one line
+    missing = refusal(404)
+    with pytest.raises(MlflowException) as passed, tracking.admitted(uri):
+        raise missing
+    assert passed.value is missing  # any other error of the server is its own
+
+
+def test_two_jobs_creating_one_experiment_at_once_both_use_it(tmp_path: Path):
+    """SQLite refuses the second row of one name ("UNIQUE constraint failed"): the job whose
+    row was refused takes the experiment the other made."""
+    cfg = store(tmp_path, "at-once")
+    mlflow.set_tracking_uri(cfg.uri)
+    start = threading.Barrier(2)
+    made: dict[int, str | BaseException] = {}
+
+    def job(number: int) -> None:
+        start.wait()
+        try:
+            made[number] = tracking.create_experiment(cfg)
+        except BaseException as error:  # the test's failure, shown below
+            made[number] = error
+
+    jobs = [threading.Thread(target=job, args=(n,)) for n in range(2)]
+    for thread in jobs:
+        thread.start()
+    for thread in jobs:
+        thread.join(timeout=30)
+    experiment = MlflowClient(cfg.uri).get_experiment_by_name("at-once")
+    assert made == {0: experiment.experiment_id, 1: experiment.experiment_id}
+    assert experiment.tags[names.EXPERIMENT_KIND_TAG] == names.EXPERIMENT_KIND
+
+
+def test_an_experiment_tagged_by_another_job_at_the_same_moment_is_used(tmp_path: Path):
+    """An experiment made elsewhere, which this job tags as peftlab's while another job does:
+    SQLite refuses the second tag row. A trigger stands for the other job's row landing first."""
+    cfg = store(tmp_path, "made-elsewhere")
+    experiment_id = MlflowClient(cfg.uri).create_experiment("made-elsewhere")
+    with sqlite3.connect(tmp_path / "mlruns" / "mlflow.db") as database:
+        database.execute(
+            "CREATE TRIGGER other_job BEFORE INSERT ON experiment_tags BEGIN "
+            "INSERT INTO experiment_tags VALUES (NEW.key, NEW.value, NEW.experiment_id); END"
+        )
+    assert tracking.use_store(cfg) == experiment_id
+    with pytest.raises(MlflowException, match="UNIQUE constraint failed"):  # what it met
+        mlflow.set_experiment_tag(names.EXPERIMENT_KIND_TAG, names.EXPERIMENT_KIND)
