@@ -1,10 +1,13 @@
 """Passwords in URIs are masked in whatever peftlab writes."""
 
 import io
+import logging
 from pathlib import Path
 
 import pytest
+from helpers.configs import compose_run
 from helpers.runners import run_train
+from hydra.core.utils import configure_log
 
 from peftlab import names
 from peftlab.redaction import RedactedStream, copy_redacted, redact
@@ -60,3 +63,32 @@ def test_a_redacted_stream_masks_what_is_written_and_passes_the_rest():
     stream.write("mysql://u:pw@h/db and plain text\n")
     assert written.getvalue() == "mysql://u:***@h/db and plain text\n"
     assert stream.getvalue() == written.getvalue()  # the stream's own attributes
+
+
+@pytest.fixture
+def hydras_console():
+    """Hydra's own logging as a launch sets it up from conf/train.yaml (``hydra_logging``), its
+    console handler writing into the text returned; put back as it was afterwards."""
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    _, hydra_cfg = compose_run(["tracking.uri=sqlite:///x.db"], Path("unused"))
+    configure_log(hydra_cfg.hydra_logging)
+    (console,) = root.handlers
+    written = io.StringIO()
+    console.setStream(written)
+    yield written
+    for handler in root.handlers[:]:
+        root.removeHandler(handler)
+    for handler in handlers:
+        root.addHandler(handler)
+    root.setLevel(level)
+
+
+def test_hydras_own_log_lines_show_no_password(hydras_console: io.StringIO):
+    """The line Hydra's launcher logs for each job of a sweep, its overrides as typed."""
+    launcher = logging.getLogger("hydra._internal.core_plugins.basic_launcher")
+    launcher.info("\t#%d : %s", 0, "tracking.uri=postgresql://user:secret@db:5432/runs peft=lora")
+    printed = hydras_console.getvalue()
+    assert printed.endswith("#0 : tracking.uri=postgresql://user:***@db:5432/runs peft=lora\n")
+    assert printed.startswith("[") and "][HYDRA] \t#0" in printed  # Hydra's own format
+    assert "secret" not in printed
