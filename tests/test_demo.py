@@ -1,6 +1,8 @@
 """The Gradio demo, in a real headless Chromium driven by Playwright."""
 
+import html
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -100,3 +102,23 @@ def test_browser_picks_an_adapter_and_sees_base_and_tuned_outputs(store, screens
     # Greedy, with the run's generation settings but the UI's max_new_tokens (48).
     assert texts[1].startswith(best.samples[0].tuned)
     assert texts[0] != texts[1]
+
+
+def test_the_generate_button_is_wired_to_the_picked_adapter_prompt_and_settings(store):
+    """Without a browser: the Blocks built on the store, the button's function called with what
+    its inputs hold as the page opens (the best run picked) and the best run's prompt typed."""
+    client, best, _ = store
+    app = demo.build(client, "peftlab")
+    (click,) = [fn for fn in app.fns.values() if fn.name == "generate"]
+    values = [component.value for component in click.inputs]
+    assert values[0] == [best.run_id]  # the best run, picked
+    prompt = [i for i, component in enumerate(click.inputs) if component.label == "Prompt"]
+    assert prompt == [1]
+    values[1] = best.samples[0].prompt
+    page = click.fn(*values)
+    assert [component.__class__.__name__ for component in click.outputs] == ["HTML"]
+    titles = re.findall(r"<h3>(.*?)</h3>", page)
+    assert titles == ["Untuned base model", client.get_run(best.run_id).info.run_name]
+    texts = [html.unescape(text) for text in re.findall(r'pre-wrap">(.*?)</p>', page, re.S)]
+    assert texts[1].startswith(best.samples[0].tuned)  # greedy, max_new_tokens from the page
+    assert click.fn([], "x", *values[2:]) == "<p>Pick at least one tuned adapter.</p>"
