@@ -105,3 +105,13 @@ def test_model_dtype_is_the_base_weights_dtype(dtype, tiny_llama: Path):
     on_disk = AutoModelForCausalLM.from_pretrained(tiny_llama).dtype
     assert on_disk == torch.float32  # saved in float32: bfloat16 is the loading's doing
     assert {p.dtype for p in loaded.model.parameters()} == {getattr(torch, dtype)}
+
+
+def test_conversions_are_cached_under_the_homes_cache_without_peftlab_cache(
+    tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv("PEFTLAB_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    converted = Path(modeling.converted_checkpoint(gguf_config(tiny_gguf)))
+    assert converted.parent == tmp_path / ".cache" / "peftlab" / "converted"
+    assert (converted / "model.safetensors").is_file()
