@@ -49,6 +49,22 @@ def test_generation_settings_are_params_at_predict_time(lora_run, loaded):
     assert sample.tuned.startswith(shorter)
 
 
+def test_do_sample_at_predict_time_samples(lora_run, loaded):
+    import torch
+
+    _, result = lora_run
+    (sample,) = result.samples
+
+    def sampled(seed: int) -> str:
+        torch.manual_seed(seed)
+        return loaded.predict([PROMPT], params={"do_sample": True, "max_new_tokens": 12})[0]
+
+    draws = {sampled(seed) for seed in range(3)}
+    assert len(draws) > 1  # the seed's draws, not the one greedy answer
+    assert sampled(0) == sampled(0)
+    assert loaded.predict([PROMPT], params={"do_sample": False}) == [sample.tuned]
+
+
 def test_logged_model_references_the_base_model_instead_of_copying_it(lora_run):
     uri, result = lora_run
     files = mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/model", tracking_uri=uri)
