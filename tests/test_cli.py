@@ -112,3 +112,24 @@ def test_generate_puts_a_task_runs_input_into_its_template(method_sweep, tmp_pat
         f"error: --run {source.label!r}: inputs role given; the run's dataset.format=completion "
         "takes act (as NAME=VALUE)"
     )
+
+
+def test_generate_samples_with_do_sample_top_p_and_temperature(original):
+    import torch
+
+    work, run = original
+    uri = f"sqlite:///{work}/mlruns/mlflow.db"
+
+    def generate(*flags: str, seed: int = 0) -> str:
+        torch.manual_seed(seed)
+        result = peftlab("--tracking-uri", uri, "generate", "--run", run.info.run_id,
+                         "--prompt", "I want you to act as", "--max-new-tokens", "12", *flags,
+                         cwd=work)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    greedy = generate()
+    assert len({generate("--do-sample", seed=seed) for seed in range(3)}) > 1
+    # Nucleus sampling's smallest mass keeps the likeliest token only: greedy decoding again.
+    assert generate("--do-sample", "--top-p", "1e-9", seed=1) == greedy
+    assert generate("--do-sample", "--temperature", "1e-4", seed=2) == greedy
