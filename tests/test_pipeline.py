@@ -5,6 +5,7 @@ import errno
 import json
 import logging
 import re
+import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ import mlflow
 import peft
 import pytest
 import torch
+from helpers.configs import ROOT
 from helpers.datasets import rows_csv
 from helpers.measures import logged_adapter_loss, real_tokens_per_epoch, reference_greedy
 from helpers.runners import run_tiny
@@ -325,3 +327,11 @@ def test_rows_that_do_not_fit_are_dropped_and_counted(options_run, tiny_llama: P
     too_long = sum(length(row) > 100 for row in used)
     assert 0 < too_long < len(used)
     assert run.data.metrics[names.DATASET_DROPPED] == too_long
+
+
+def test_run_is_tagged_with_the_commit_it_ran_from(options_run):
+    _, _, run, _ = options_run
+    head = subprocess.run(["git", "log", "-1", "--format=%H"], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    assert len(head) == 40
+    assert run.data.tags[names.GIT_COMMIT_TAG] == head
