@@ -253,6 +253,10 @@ BAD_SEARCHES = {
         lambda work: ["hydra.sweeper.pruner=hyperband", "trainer.eval_strategy=no"],
         "hydra.sweeper.pruner='hyperband' needs held-out evaluations during training",
     ),
+    "data-parallel trials": (
+        lambda work: ["hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2"],
+        "hydra.launcher.tasks_per_node=2 is not allowed: 1 in a search",
+    ),
     "study with another direction": (
         lambda work: [f"hydra.sweeper.storage={maximising_study(work)}"],
         "study 'peftlab' in journal:",
