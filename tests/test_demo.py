@@ -6,7 +6,7 @@ from pathlib import Path
 import pytest
 from helpers.browser import CHROMIUM_ARGS, chromium
 from helpers.cluster import free_port
-from helpers.runners import run_tiny
+from helpers.runners import peftlab, run_tiny
 from helpers.stores import sweep_parts
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import expect, sync_playwright
@@ -100,3 +100,21 @@ def test_browser_picks_an_adapter_and_sees_base_and_tuned_outputs(store, screens
     # Greedy, with the run's generation settings but the UI's max_new_tokens (48).
     assert texts[1].startswith(best.samples[0].tuned)
     assert texts[0] != texts[1]
+
+
+def test_demo_command_builds_the_experiment_named_and_serves_on_the_port(tmp_path, monkeypatch):
+    calls = []
+
+    class App:
+        def launch(self, **where):
+            calls.append(("launch", where))
+
+    def build(client, experiment):
+        calls.append(("build", experiment))
+        return App()
+
+    monkeypatch.setattr(demo, "build", build)
+    result = peftlab("demo", "--port", "8765", "--experiment", "my-experiment", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert calls == [("build", "my-experiment"),
+                     ("launch", {"server_name": "127.0.0.1", "server_port": 8765})]  # fmt: skip
