@@ -112,3 +112,47 @@ def test_generate_puts_a_task_runs_input_into_its_template(method_sweep, tmp_pat
         f"error: --run {source.label!r}: inputs role given; the run's dataset.format=completion "
         "takes act (as NAME=VALUE)"
     )
+
+
+def test_generate_samples_with_do_sample_top_p_and_temperature(original):
+    import torch
+
+    work, run = original
+    uri = f"sqlite:///{work}/mlruns/mlflow.db"
+
+    def generate(*flags: str, seed: int = 0) -> str:
+        torch.manual_seed(seed)
+        result = peftlab("--tracking-uri", uri, "generate", "--run", run.info.run_id,
+                         "--prompt", "I want you to act as", "--max-new-tokens", "12", *flags,
+                         cwd=work)  # fmt: skip
+        assert result.returncode == 0, result.stderr[-2000:]
+        return result.stdout
+
+    greedy = generate()
+    assert len({generate("--do-sample", seed=seed) for seed in range(3)}) > 1
+    # Nucleus sampling's smallest mass keeps the likeliest token only: greedy decoding again.
+    assert generate("--do-sample", "--top-p", "1e-9", seed=1) == greedy
+    assert generate("--do-sample", "--temperature", "1e-4", seed=2) == greedy
+
+
+def test_dashboard_serves_the_study_named_by_its_flags(tmp_path: Path, monkeypatch):
+    import optuna
+    import optuna_dashboard
+
+    from peftlab import study as studies
+
+    journal = tmp_path / "studies.journal"
+    storage = studies.open_storage(f"journal:{journal}")
+    for name in ("first", "second"):
+        optuna.create_study(study_name=name, storage=storage).optimize(lambda t: 1.0, n_trials=1)
+    second_id = storage.get_study_id_from_name("second")
+    served = []
+    monkeypatch.setattr(optuna_dashboard, "run_server",
+                        lambda opened, host, port: served.append((opened, host, port)))  # fmt: skip
+    result = peftlab("dashboard", "--storage", f"journal:{journal}", "--study", "second",
+                     "--port", "8123", cwd=tmp_path)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert f"http://127.0.0.1:8123/dashboard/studies/{second_id}" in result.stdout
+    ((opened, host, port),) = served
+    assert (host, port) == ("127.0.0.1", 8123)
+    assert opened.get_study_id_from_name("second") == second_id  # the journal given

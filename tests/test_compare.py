@@ -243,3 +243,12 @@ def test_an_experiment_of_several_methods_plots_only_the_keys_that_vary(method_s
     }
     assert drawn == {(f"method={run.data.params['peft.method']}", run.info.run_name,
                       run.data.metrics[names.EVAL_LOSS]) for run in result.runs}  # fmt: skip
+
+
+def test_compare_writes_to_outputs_compare_and_the_sweeps_id_by_default(sweep_run: Path):
+    _, parent, _ = sweep_parts(sweep_run)
+    result = peftlab("compare", cwd=sweep_run)
+    assert result.returncode == 0, result.stderr[-2000:]
+    folder = sweep_run / "outputs" / "compare" / parent.info.run_id
+    assert {"comparison.md", "comparison.csv"} <= {f.name for f in folder.iterdir()}
+    assert f"Wrote {Path('outputs', 'compare', parent.info.run_id)}" in result.stdout

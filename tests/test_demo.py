@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from helpers.browser import CHROMIUM_ARGS, chromium
 from helpers.cluster import free_port
-from helpers.runners import run_tiny
+from helpers.runners import peftlab, run_tiny
 from helpers.stores import sweep_parts
 from mlflow.tracking import MlflowClient
 from playwright.sync_api import expect, sync_playwright
@@ -122,3 +122,21 @@ def test_the_generate_button_is_wired_to_the_picked_adapter_prompt_and_settings(
     texts = [html.unescape(text) for text in re.findall(r'pre-wrap">(.*?)</p>', page, re.S)]
     assert texts[1].startswith(best.samples[0].tuned)  # greedy, max_new_tokens from the page
     assert click.fn([], "x", *values[2:]) == "<p>Pick at least one tuned adapter.</p>"
+
+
+def test_demo_command_builds_the_experiment_named_and_serves_on_the_port(tmp_path, monkeypatch):
+    calls = []
+
+    class App:
+        def launch(self, **where):
+            calls.append(("launch", where))
+
+    def build(client, experiment):
+        calls.append(("build", experiment))
+        return App()
+
+    monkeypatch.setattr(demo, "build", build)
+    result = peftlab("demo", "--port", "8765", "--experiment", "my-experiment", cwd=tmp_path)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert calls == [("build", "my-experiment"),
+                     ("launch", {"server_name": "127.0.0.1", "server_port": 8765})]  # fmt: skip

@@ -23,6 +23,7 @@ from helpers.tiny_models import randomize_adapter
 from transformers import AutoTokenizer
 
 from peftlab import data, formats, generation, modeling, scoring, training
+from peftlab.config import SAMPLES_DIR
 from peftlab.errors import PeftlabError
 from peftlab.schema import DatasetConfig, to_settings
 
@@ -65,6 +66,21 @@ def test_completion_rows_learn_only_the_answer_then_eos(tokenizer):
     assert train["input_ids"][: len(prompt_ids)] == prompt_ids
     assert train["labels"][: len(prompt_ids)] == [data.IGNORED] * len(prompt_ids)
     assert answers(train, tokenizer) == [example.reference + tokenizer.eos_token]
+
+
+def test_quotes_task_joins_a_list_of_tags_by_commas_in_its_prompt(tokenizer):
+    cfg = DatasetConfig(**{**vars(composed_dataset("dataset=quotes-task")), "max_length": 256})
+    with open(SAMPLES_DIR / "quotes.jsonl") as f:
+        by_quote = {row["quote"]: row for row in map(json.loads, f)}
+    fmt = formats.of(cfg)
+    rows = data.load_examples(cfg).rows
+    assert len(rows) == len(by_quote)
+    for example in rows:
+        row = by_quote[example.reference]
+        tags = ", ".join(row["tags"])
+        expected = f"Author: {row['author']}\nTags: {tags}\nQuote:\n"
+        assert fmt.prompt(example, tokenizer) == expected
+    assert len(data.load_tokenized(cfg, tokenizer).train) == cfg.train_rows  # it trains
 
 
 def test_train_on_all_keeps_the_prompt_in_training_but_the_held_out_loss_on_answers(tokenizer):

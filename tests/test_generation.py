@@ -2,11 +2,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.configs import compose_config
 from peft import PromptTuningConfig, PromptTuningInit, TaskType, get_peft_model
 from transformers import RepetitionPenaltyLogitsProcessor
 
 from peftlab import generation, modeling
 from peftlab.config import GenerationSettings, ModelConfig
+from peftlab.schema import to_settings
 
 PROMPT = "I want you to act as a motivational coach."
 
@@ -57,3 +59,44 @@ def test_soft_prompt_changes_the_output(tiny_bloom: Path):
     plain = generation.generate(loaded.model, loaded.tokenizer, PROMPT, settings)
     tuned = generation.generate(loaded.model, loaded.tokenizer, PROMPT, settings, lambda n: soft)
     assert plain != tuned
+
+
+def composed_generation(*overrides: str) -> GenerationSettings:
+    """The generation settings a run gets from conf/ (its defaults and ``overrides``)."""
+    unused = ["tracking.uri=sqlite:///unused", "tracking.artifact_location=/unused",
+              "output_dir=/unused"]  # fmt: skip
+    return to_settings(compose_config([*unused, *overrides])).generation
+
+
+@torch.no_grad()
+def test_held_out_prompts_get_96_new_tokens_by_default(tiny_llama: Path, monkeypatch):
+    loaded = modeling.load(ModelConfig(name_or_path=str(tiny_llama)))
+    asked = []
+    real = loaded.model.generate
+
+    def spy(*args, generation_config, **kwargs):
+        asked.append(generation_config.max_new_tokens)
+        return real(*args, generation_config=generation_config, max_new_tokens=1, **kwargs)
+
+    monkeypatch.setattr(loaded.model, "generate", spy)
+    generation.complete(loaded.model, loaded.tokenizer, [PROMPT], composed_generation())
+    assert asked == [96]
+
+
+@torch.no_grad()
+def test_do_sample_samples_and_greedy_decoding_does_not(tiny_llama: Path):
+    loaded = modeling.load(ModelConfig(name_or_path=str(tiny_llama)))
+    prompts = [PROMPT, "Tell me a quote about", "Role: Poet"]
+
+    def outputs(settings: GenerationSettings, seed: int) -> list[str]:
+        torch.manual_seed(seed)
+        return generation.complete(
+            loaded.model, loaded.tokenizer, prompts, settings, max_new_tokens=12
+        )
+
+    greedy = composed_generation()
+    sampled = composed_generation("generation.do_sample=true")
+    assert outputs(greedy, 0) == outputs(greedy, 1)  # greedy: the seed plays no part
+    assert outputs(sampled, 0) == outputs(sampled, 0)  # sampling: the seed's draws
+    assert outputs(sampled, 0) != outputs(sampled, 1)
+    assert outputs(sampled, 0) != outputs(greedy, 0)

@@ -49,6 +49,22 @@ def test_generation_settings_are_params_at_predict_time(lora_run, loaded):
     assert sample.tuned.startswith(shorter)
 
 
+def test_do_sample_at_predict_time_samples(lora_run, loaded):
+    import torch
+
+    _, result = lora_run
+    (sample,) = result.samples
+
+    def sampled(seed: int) -> str:
+        torch.manual_seed(seed)
+        return loaded.predict([PROMPT], params={"do_sample": True, "max_new_tokens": 12})[0]
+
+    draws = {sampled(seed) for seed in range(3)}
+    assert len(draws) > 1  # the seed's draws, not the one greedy answer
+    assert sampled(0) == sampled(0)
+    assert loaded.predict([PROMPT], params={"do_sample": False}) == [sample.tuned]
+
+
 def test_logged_model_references_the_base_model_instead_of_copying_it(lora_run):
     uri, result = lora_run
     files = mlflow.artifacts.download_artifacts(f"runs:/{result.run_id}/model", tracking_uri=uri)
@@ -100,3 +116,30 @@ def test_a_task_runs_model_takes_its_columns_and_writes_its_scored_generations(m
     acts = [row["prompt"].removeprefix("Role: ").split("\n")[0] for row in rows]
     written = model.predict(pd.DataFrame({"act": acts}), params={"max_new_tokens": 8})
     assert written == [row["tuned"] for row in rows]
+
+
+def test_a_chat_runs_model_takes_user_and_answers_in_the_chat_template(
+    tiny_chat_llama: Path, tmp_path: Path
+):
+    import pandas as pd
+    from helpers.datasets import write_chats
+    from helpers.measures import reference_greedy
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    chats = write_chats(tmp_path)
+    result = run_tiny(tiny_chat_llama, tmp_path, "dataset.format=chat", "dataset.name=chats",
+                      f"dataset.data_files={chats}", "dataset.max_length=256",
+                      "dataset.train_rows=4", "dataset.eval_rows=2")  # fmt: skip
+    mlflow.set_tracking_uri(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    model = mlflow.pyfunc.load_model(f"runs:/{result.run_id}/model")
+    assert model.metadata.get_input_schema().input_names() == ["user"]
+    asked = pd.DataFrame({"user": ["Name a colour."]})
+    written = model.predict(asked, params={"max_new_tokens": 6})
+    # The user's message in ChatML, as the tiny tokenizer's template writes it, then the
+    # run's adapter decoding greedily.
+    prompt = "<|im_start|>user\nName a colour.<|im_end|>\n<|im_start|>assistant\n"
+    tokenizer = AutoTokenizer.from_pretrained(tiny_chat_llama)
+    base = AutoModelForCausalLM.from_pretrained(tiny_chat_llama)
+    adapter = PeftModel.from_pretrained(base, tmp_path / "run" / names.ADAPTER_DIR).eval()
+    assert written == [reference_greedy(adapter, tokenizer, prompt, 6, 1.0)]

@@ -299,3 +299,57 @@ def test_prefix_from_text_starts_as_that_text_prepended(model_fixture, request):
     prompted = loaded.model(input_ids=torch.tensor([text + ids], device=device)).logits
     prompted = prompted[:, len(text) :]
     assert torch.allclose(prefixed, prompted, atol=1e-4)
+
+
+@pytest.mark.parametrize("use_dora", [False, True])
+def test_lora_use_dora_adds_a_trainable_magnitude_per_adapted_layer(use_dora, tiny_llama: Path):
+    loaded = modeling.load(ModelConfig(name_or_path=str(tiny_llama)))
+    method = method_settings("lora", "peft.r=4", f"peft.use_dora={use_dora}").peft
+    with method.attached(loaded.model, "unused") as peft_model:
+        layers = [m for m in peft_model.modules() if isinstance(m, LoraLayer)]
+        magnitudes = [m.lora_magnitude_vector["default"].weight for m in layers
+                      if "default" in m.lora_magnitude_vector]  # fmt: skip
+        # DoRA's magnitude: one entry per output feature, the base weight's column norms.
+        expected = [m.get_base_layer().weight.norm(dim=1) for m in layers]
+        assert len(magnitudes) == (len(layers) if use_dora else 0)
+        for magnitude, norms in zip(magnitudes, expected, strict=False):
+            assert magnitude.requires_grad
+            assert torch.allclose(magnitude.detach(), norms, atol=1e-5)
+
+
+@pytest.mark.parametrize("use_rslora", [False, True])
+def test_lora_use_rslora_scales_by_alpha_over_the_root_of_r(use_rslora, tiny_llama: Path):
+    loaded = modeling.load(ModelConfig(name_or_path=str(tiny_llama)))
+    overrides = ["peft.r=4", "peft.lora_alpha=16", f"peft.use_rslora={use_rslora}"]
+    method = method_settings("lora", *overrides).peft
+    with method.attached(loaded.model, "unused") as peft_model:
+        scalings = {m.scaling["default"] for m in peft_model.modules() if isinstance(m, LoraLayer)}
+    assert scalings == {16 / 2 if use_rslora else 16 / 4}
+
+
+@pytest.mark.parametrize("model_fixture", MODELS)
+def test_lora_target_modules_null_adapts_pefts_defaults_for_the_architecture(
+    model_fixture, request
+):
+    loaded = modeling.load(ModelConfig(name_or_path=str(request.getfixturevalue(model_fixture))))
+    method = method_settings("lora", "peft.r=4", "peft.target_modules=null").peft
+    # peft's own table of the attention modules each architecture adapts by default.
+    expected = {"bloom": {"query_key_value"}, "llama": {"q_proj", "v_proj"}}
+    with method.attached(loaded.model, "unused") as peft_model:
+        adapted = {name.rsplit(".", 1)[-1] for name, module in peft_model.named_modules()
+                   if isinstance(module, LoraLayer)}  # fmt: skip
+    assert adapted == expected[loaded.model.config.model_type]
+
+
+@pytest.mark.parametrize("encoder", ["MLP", "LSTM"])
+def test_p_tuning_encoder_is_the_one_named(encoder, tiny_llama: Path):
+    loaded = modeling.load(ModelConfig(name_or_path=str(tiny_llama)))
+    overrides = [*METHODS["p-tuning"], f"peft.encoder_reparameterization_type={encoder}"]
+    method = method_settings("p-tuning", *overrides).peft
+    with method.attached(loaded.model, str(tiny_llama)) as peft_model:
+        encoder_modules = peft_model.prompt_encoder["default"].modules()
+        lstms = [m for m in encoder_modules if isinstance(m, torch.nn.LSTM)]
+    assert len(lstms) == (1 if encoder == "LSTM" else 0)
+    if lstms:  # the LSTM reads the virtual tokens' embeddings, its hidden size the one asked
+        assert lstms[0].input_size == loaded.model.config.hidden_size
+        assert lstms[0].hidden_size == 16

@@ -3,11 +3,13 @@ from pathlib import Path
 
 import pytest
 import torch
+from helpers.configs import compose_config
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from peftlab import modeling
 from peftlab.config import ModelConfig
 from peftlab.errors import PeftlabError
+from peftlab.schema import to_settings
 
 
 def test_eos_padding_tokenizer_pads_with_a_spare_special_token(tiny_llama: Path):
@@ -91,3 +93,25 @@ def test_a_cached_conversion_cut_short_is_converted_again(
     assert not mark.exists()  # converted again, not the cut file mended or kept
     assert weights.read_bytes() == whole  # the same conversion, whole
     assert modeling.load(gguf_config(tiny_gguf)).model.config.hidden_size == 32
+
+
+@pytest.mark.parametrize("dtype", ["float32", "bfloat16"])
+def test_model_dtype_is_the_base_weights_dtype(dtype, tiny_llama: Path):
+    unused = ["tracking.uri=sqlite:///unused", "tracking.artifact_location=/unused",
+              "output_dir=/unused"]  # fmt: skip
+    settings = to_settings(compose_config([f"model.dtype={dtype}", *unused]))
+    settings.model.name_or_path, settings.model.gguf_file = str(tiny_llama), None
+    loaded = modeling.load(settings.model)
+    on_disk = AutoModelForCausalLM.from_pretrained(tiny_llama).dtype
+    assert on_disk == torch.float32  # saved in float32: bfloat16 is the loading's doing
+    assert {p.dtype for p in loaded.model.parameters()} == {getattr(torch, dtype)}
+
+
+def test_conversions_are_cached_under_the_homes_cache_without_peftlab_cache(
+    tiny_gguf: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    monkeypatch.delenv("PEFTLAB_CACHE")
+    monkeypatch.setenv("HOME", str(tmp_path))
+    converted = Path(modeling.converted_checkpoint(gguf_config(tiny_gguf)))
+    assert converted.parent == tmp_path / ".cache" / "peftlab" / "converted"
+    assert (converted / "model.safetensors").is_file()

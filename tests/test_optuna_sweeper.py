@@ -253,6 +253,10 @@ BAD_SEARCHES = {
         lambda work: ["hydra.sweeper.pruner=hyperband", "trainer.eval_strategy=no"],
         "hydra.sweeper.pruner='hyperband' needs held-out evaluations during training",
     ),
+    "data-parallel trials": (
+        lambda work: ["hydra/launcher=submitit_local", "hydra.launcher.tasks_per_node=2"],
+        "hydra.launcher.tasks_per_node=2 is not allowed: 1 in a search",
+    ),
     "study with another direction": (
         lambda work: [f"hydra.sweeper.storage={maximising_study(work)}"],
         "study 'peftlab' in journal:",
@@ -317,3 +321,14 @@ def test_trials_run_as_submitit_jobs_report_to_the_study(tiny_bloom: Path, tmp_p
     assert all(sorted(t.intermediate_values) == [4, 8] for t in study.trials)
     (sweep_dir,) = (tmp_path / "multirun").glob("*/*")
     assert len([p for p in (sweep_dir / ".submitit").iterdir() if p.name.isdigit()]) == 2
+
+
+def test_the_first_workers_sampler_is_seeded_by_hydra_sweeper_seed(asha_search: Path):
+    """The asha search's 4 trials (random sampler, seed 42 by default, one worker) are what a
+    fresh RandomSampler(seed=42) draws from the same space, in order."""
+    trials = sorted(journal_study(asha_search).trials, key=lambda t: t.number)
+    reference = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=42))
+    rates = [0.00001, 0.05]  # session_runs.LEARNING_RATES
+    drawn = [reference.ask().suggest_categorical("trainer.learning_rate", rates) for _ in trials]
+    assert [t.params["trainer.learning_rate"] for t in trials] == drawn
+    assert len(set(drawn)) == 2  # both values drawn: the order tells seeds apart

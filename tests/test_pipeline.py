@@ -5,12 +5,15 @@ import errno
 import json
 import logging
 import re
+import subprocess
 import sys
 from pathlib import Path
 
+import mlflow
 import peft
 import pytest
 import torch
+from helpers.configs import ROOT
 from helpers.datasets import rows_csv
 from helpers.measures import logged_adapter_loss, real_tokens_per_epoch, reference_greedy
 from helpers.runners import run_tiny
@@ -256,3 +259,79 @@ def test_skipped_rows_are_counted_on_the_run(tiny_bloom: Path, tmp_path: Path, c
     assert f"Skipped 1 rows of {data} that did not parse or hold no example" in caplog.messages
     (run,) = store_runs(tmp_path)[1]
     assert run.data.metrics[names.DATASET_SKIPPED_LINES] == 1
+
+
+# A task run with options a user sets: a name, no held-out generations, no checkpoints, and a
+# max_length that some of the role-play rows (prompt and answer) do not fit.
+OPTIONS = ["dataset=prompts-task", "dataset.max_length=100", "tracking.run_name=my-task",
+           "generation.eval_rows=0", "trainer.save_strategy=no"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def options_run(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory):
+    from mlflow.tracking.fluent import run_id_to_system_metrics_monitor as samplers
+
+    work = tmp_path_factory.mktemp("options-run")
+    sampled = []  # whether MLflow sampled the machine's use while the run lasted
+    real_end = mlflow.end_run
+
+    def end_run(*args, **kwargs):
+        sampled.append(samplers.get(mlflow.active_run().info.run_id) is not None)
+        return real_end(*args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(mlflow, "end_run", end_run)
+        result = run_tiny(tiny_llama, work, *OPTIONS)
+    (run,) = store_runs(work)[1]
+    return work, result, run, sampled
+
+
+def test_run_name_names_the_run(options_run):
+    _, _, run, _ = options_run
+    assert run.info.run_name == "my-task"
+
+
+def test_eval_rows_0_generates_and_scores_no_held_out_rows(options_run):
+    work, result, run, _ = options_run
+    client = MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db")
+    assert names.GENERATIONS_TABLE not in {a.path for a in client.list_artifacts(run.info.run_id)}
+    scores = {key for key in run.data.metrics if key.startswith(names.SCORE_PREFIX)}
+    assert scores == {names.EVAL_LOSS, names.EVAL_LOSS_UNTUNED, names.EVAL_PERPLEXITY}
+
+
+def test_save_strategy_no_writes_no_checkpoint(options_run):
+    work, _, _, _ = options_run
+    checkpoints = list((work / "run").rglob("checkpoint-*"))
+    assert checkpoints == []
+    assert (work / "run" / names.ADAPTER_DIR / "adapter_model.safetensors").is_file()
+
+
+def test_system_metrics_are_sampled_by_default(options_run):
+    _, _, _, sampled = options_run
+    assert sampled == [True]
+
+
+def test_rows_that_do_not_fit_are_dropped_and_counted(options_run, tiny_llama: Path):
+    from transformers import AutoTokenizer
+
+    _, _, run, _ = options_run
+    tokenizer = AutoTokenizer.from_pretrained(tiny_llama)
+    with open(SAMPLES_DIR / "prompts.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    used = rows[:16] + rows[-8:]  # the tiny runs' train_rows and eval_rows
+
+    def length(row) -> int:  # the prompt with its BOS, the answer with its EOS
+        prompt = tokenizer(f"Role: {row['act']}\nPrompt:\n").input_ids
+        return len(prompt) + len(tokenizer(row["prompt"], add_special_tokens=False).input_ids) + 1
+
+    too_long = sum(length(row) > 100 for row in used)
+    assert 0 < too_long < len(used)
+    assert run.data.metrics[names.DATASET_DROPPED] == too_long
+
+
+def test_run_is_tagged_with_the_commit_it_ran_from(options_run):
+    _, _, run, _ = options_run
+    head = subprocess.run(["git", "log", "-1", "--format=%H"], cwd=ROOT, capture_output=True,
+                          text=True, check=True).stdout.strip()  # fmt: skip
+    assert len(head) == 40
+    assert run.data.tags[names.GIT_COMMIT_TAG] == head

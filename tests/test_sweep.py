@@ -218,3 +218,17 @@ def test_mlflow_server_on_loopback_serves_the_sweep(sweep_run: Path):
             timeout=10,
         ).json()["runs"]
     assert {r["info"]["run_id"] for r in found} == {c.info.run_id for c in children}
+
+
+def test_a_methods_own_keys_are_swept_within_it(tiny_llama: Path, tmp_path: Path):
+    """``-m peft=lora peft.r=2,4``: a job per rank, each LoRA adapter of that rank."""
+    result = run_sweep(tiny_llama, tmp_path, "peft=lora", "peft.r=2,4",
+                       "trainer.num_train_epochs=1")  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    _, _, children = sweep_parts(tmp_path)
+    by_rank = {int(c.data.params["peft.r"]): c.data for c in children}
+    assert sorted(by_rank) == [2, 4]
+    assert {run.params["peft.method"] for run in by_rank.values()} == {"lora"}
+    # A LoRA's A and B matrices grow with its rank: twice the rank, twice the parameters.
+    params = {r: run.metrics[names.TRAINABLE_PARAMS] for r, run in by_rank.items()}
+    assert params[4] == 2 * params[2] > 0

@@ -13,11 +13,16 @@ from peftlab import names
 
 pytestmark = pytest.mark.process  # train.py as a user runs it
 
+ENV_VALUE = "value-from-the-environment"
+
 
 @pytest.fixture(scope="module")
 def cli_run(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory):
     work = tmp_path_factory.mktemp("cli")
-    return work, run_train(*tiny_overrides(tiny_bloom, work), cwd=work)
+    # A value from the environment, as a password would come (${oc.env:VAR}).
+    from_env = "tracking.run_name=${oc.env:PEFTLAB_TEST_VALUE}"
+    env = {"PEFTLAB_TEST_VALUE": ENV_VALUE}
+    return work, run_train(*tiny_overrides(tiny_bloom, work), from_env, cwd=work, env=env)
 
 
 def test_train_prints_losses_samples_and_how_to_open_the_run(cli_run):
@@ -41,6 +46,18 @@ def test_train_leaves_one_finished_run_with_config_and_tags(cli_run):
     }
     assert {names.CONFIG_FILE, "overrides.yaml"} <= hydra_files
     assert (work / "outputs" / "run" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+def test_an_oc_env_value_is_used_but_kept_out_of_hydras_saved_files(cli_run):
+    work, _ = cli_run
+    client, (run,) = store_runs(work)
+    assert run.info.run_name == ENV_VALUE  # resolved where the run uses it
+    logged = client.download_artifacts(run.info.run_id, names.CONFIG_DIR, str(work / "logged"))
+    saved = [*(work / "outputs" / "run" / names.CONFIG_DIR).iterdir(), *Path(logged).iterdir()]
+    assert {path.name for path in saved} >= {names.CONFIG_FILE, "overrides.yaml"}
+    for path in saved:
+        assert ENV_VALUE not in path.read_text(), path
+    assert "${oc.env:PEFTLAB_TEST_VALUE}" in (Path(logged) / "overrides.yaml").read_text()
 
 
 @pytest.mark.parametrize(

@@ -66,6 +66,17 @@ def test_grouped_batches_carry_less_padding(llama_and_rows, tmp_path: Path):
         )
 
 
+def test_eval_batches_are_every_held_out_row_longest_first(llama_and_rows, tmp_path: Path):
+    loaded, rows = llama_and_rows
+    args = training.training_arguments(TrainerConfig(), tmp_path)
+    args.per_device_eval_batch_size = 8
+    trainer = training.build_trainer(loaded.model, loaded.tokenizer, args, rows)
+    batches = list(trainer.get_eval_dataloader(rows))
+    in_order = [n for batch in batches for n in batch["attention_mask"].sum(1).tolist()]
+    assert in_order == sorted((len(ids) for ids in rows["input_ids"]), reverse=True)
+    assert unpadded(batches) == sorted(tuple(ids) for ids in rows["input_ids"])
+
+
 def test_length_buckets_are_seeded_and_differ_between_epochs():
     lengths = [5, 1, 9, 3, 7, 2, 8, 4, 6, 10, 14, 12, 11, 13]
     sampler = training.LengthBucketSampler(lengths, batch_size=4, seed=3)

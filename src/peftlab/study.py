@@ -28,12 +28,13 @@ from urllib.parse import urlparse
 
 import optuna
 import sqlalchemy.exc
+from omegaconf import OmegaConf
 from optuna.exceptions import DuplicatedStudyError, UpdateFinishedTrialError
 from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
-from peftlab.errors import PeftlabError
+from peftlab.errors import PeftlabError, require
 from peftlab.redaction import redact
 
 log = logging.getLogger(__name__)
@@ -432,8 +433,12 @@ def make_pruner(name: str, settings: dict, reports: Reports) -> optuna.pruners.B
 
 
 def check_search(sweeper: Any, config: Any) -> None:
-    """The sampler's and pruner's names and the pruner's settings, before anything starts."""
+    """The sampler's and pruner's names and the pruner's settings, and single-process trials
+    (a trial reports to its study and is pruned in one process), before anything starts."""
     _require_known("hydra.sweeper.sampler", sweeper.sampler, SAMPLERS)
+    tasks = OmegaConf.select(config, "hydra.launcher.tasks_per_node", default=None)
+    require(tasks in (None, 1), "hydra.launcher.tasks_per_node", tasks,
+            "1 in a search (its trials are single-process jobs)")  # fmt: skip
     make_pruner(sweeper.pruner, dict(sweeper.pruner_settings), Reports.of(config))
 
 
