@@ -50,8 +50,9 @@ TORCH_VARIABLES = (
 def slurm_task(monkeypatch, tasks: int, task: int) -> None:
     """The environment of one task of a Slurm job launched by submitit (on two nodes when it
     has four tasks), torch.distributed's variables not yet set."""
-    for name in TORCH_VARIABLES:
-        monkeypatch.delenv(name, raising=False)
+    for name in TORCH_VARIABLES:  # set, then removed: monkeypatch puts back what was there
+        monkeypatch.setenv(name, "")  # before, nothing, whatever join_slurm_job sets
+        monkeypatch.delenv(name)
     nodes = 2 if tasks == 4 else 1
     monkeypatch.setenv("SUBMITIT_EXECUTOR", "slurm")
     monkeypatch.setenv("SLURM_JOB_ID", "4242")
