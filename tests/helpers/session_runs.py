@@ -63,10 +63,9 @@ def runs_of_every_method(tiny_llama: Path, tmp_path_factory: pytest.TempPathFact
 @pytest.fixture(scope="session")
 def pruned_search(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """4 trials, 2 at a time in joblib's worker processes, with the percentile pruner."""
-    work = tmp_path_factory.mktemp("pruned-search")
-    result = run_sweep(
+    return searched(
         tiny_bloom,
-        work,
+        tmp_path_factory.mktemp("pruned-search"),
         *SEARCH,
         "hydra.sweeper.n_trials=4",
         "hydra.sweeper.n_jobs=2",
@@ -76,8 +75,6 @@ def pruned_search(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory) ->
         "+hydra.sweeper.pruner_settings.percentile=50",
         "+hydra.sweeper.pruner_settings.n_startup_trials=1",
     )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return work
 
 
 # 4 trials of 12 steps (3 epochs of 16 rows in batches of 4), reporting at the preset's every
@@ -89,14 +86,18 @@ ASHA_SEARCH_STEPS = 12
 @pytest.fixture(scope="session")
 def asha_search(tiny_bloom: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """4 trials, one after another, with the asha pruner at its defaults."""
-    work = tmp_path_factory.mktemp("asha-search")
-    result = run_sweep(
+    return searched(
         tiny_bloom,
-        work,
+        tmp_path_factory.mktemp("asha-search"),
         *SEARCH[:4],
         "trainer.num_train_epochs=3",
         "hydra.sweeper.n_trials=4",
         "hydra.sweeper.pruner=asha",
     )
+
+
+def searched(model_dir: Path, work: Path, *overrides: str) -> Path:
+    """``work`` after a search of ``overrides`` that ended well."""
+    result = run_sweep(model_dir, work, *overrides)
     assert result.returncode == 0, result.stderr[-3000:]
     return work

@@ -45,6 +45,15 @@ def bpe() -> Tokenizer:
     return tokenizer
 
 
+def saved_random(model_class, config, tokenizer, path: Path) -> Path:
+    """A randomly initialised model and its tokenizer saved in ``path``; the same random weights
+    on every run (seeded), so tests stay deterministic."""
+    torch.manual_seed(0)
+    model_class(config).save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
 @pytest.fixture(scope="session")
 def tiny_bloom(bpe: Tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A random 2-layer BLOOM whose tokenizer already has a pad token distinct from EOS."""
@@ -66,10 +75,7 @@ def tiny_bloom(bpe: Tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
-    torch.manual_seed(0)  # the same random model on every run: tests stay deterministic
-    BloomForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return saved_random(BloomForCausalLM, config, tokenizer, path)
 
 
 @pytest.fixture(scope="session")
@@ -93,10 +99,7 @@ def tiny_llama(bpe: Tokenizer, tmp_path_factory: pytest.TempPathFactory) -> Path
         pad_token_id=tokenizer.pad_token_id,
         tie_word_embeddings=True,
     )
-    torch.manual_seed(0)
-    LlamaForCausalLM(config).save_pretrained(path)
-    tokenizer.save_pretrained(path)
-    return path
+    return saved_random(LlamaForCausalLM, config, tokenizer, path)
 
 
 # ChatML, as SmolLM2-Instruct's template renders a conversation (without its default system).
