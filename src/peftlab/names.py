@@ -42,6 +42,10 @@ ADAPTER_BYTES = "adapter_bytes"
 TRAIN_RUNTIME = "train_runtime"
 TRAIN_STEPS = "train_steps"
 TRAIN_TOKENS_PER_SECOND = "train_tokens_per_second"
+# What a run costs and breaks: the process's peak memory while training (resident on a CPU,
+# allocated on a GPU), and the change of loss on general text (tuned minus untuned).
+PEAK_MEMORY_BYTES = "peak_memory_bytes"
+EVAL_FORGETTING = "eval_forgetting"
 # A search's budget: on a trial's run what it trained (optimizer steps; real, non-pad tokens),
 # on the search's parent run the sum over its trials.
 SEARCH_STEPS = "search_steps"
