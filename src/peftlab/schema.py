@@ -118,6 +118,9 @@ def sample_path(name: str) -> str:
     return str(SAMPLES_DIR / name)
 
 
+METHOD_SCHEMAS = "schema/peft"  # a conf/peft/<option>.yaml picks `/schema/peft@_here_: <method>`
+
+
 def register_configs() -> None:
     """Register schemas and resolvers; idempotent so tests and sweeps can call it again."""
     cs = ConfigStore.instance()
@@ -125,7 +128,8 @@ def register_configs() -> None:
     for group, schema in SECTIONS.items():
         cs.store(group=group, name=f"{group}_schema", node=schema)
     for method, schema in METHODS.items():
-        cs.store(group="peft", name=f"{method}_schema", node=schema)
+        # Not in the peft group itself: there, `peft=glob(*)` would sweep each method twice.
+        cs.store(group=METHOD_SCHEMAS, name=method, node=schema)
     OmegaConf.register_new_resolver("peftlab.package_dir", package_dir, replace=True)
     OmegaConf.register_new_resolver("peftlab.sample", sample_path, replace=True)
     register_help(groups())

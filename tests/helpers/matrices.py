@@ -11,6 +11,7 @@ METHODS = {
     "prefix-tuning": ["peft.num_virtual_tokens=4"],
     "lora": ["peft.r=4"],
     "ia3": [],
+    "loha": ["peft.r=4"],
 }
 
 # The fixtures of the tiny models every method runs on (tests/helpers/tiny_models.py).

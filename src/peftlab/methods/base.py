@@ -15,15 +15,16 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
+from enum import Enum
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from peftlab.errors import require
+from peftlab.errors import PeftlabError, require
 
 if TYPE_CHECKING:
     from optuna.trial import Trial
     from peft import PeftConfig, PeftModel
-    from transformers import PreTrainedModel
+    from transformers import PreTrainedModel, TrainerCallback
 
 REGISTRY: dict[str, type[PeftMethod]] = {}
 VIRTUAL_TOKENS = [4, 8, 20, 32]  # the search space of every num_virtual_tokens
@@ -39,6 +40,21 @@ def method_name(name: str) -> Any:
         "chosen with peft=<method>, e.g. peft=prompt-tuning."
     )
     return field(default=name, metadata={"help": text})
+
+
+def adapted_layers(*default: str) -> Any:
+    """The ``target_modules`` field of a method that adapts layers: ``[all-linear]`` unless the
+    method needs particular ones (``default``)."""
+    text = (
+        "The layers to adapt: [all-linear] every linear layer but the LM head, whatever the "
+        "architecture; null peft's per-architecture defaults; or a list of module names."
+    )
+    return field(default_factory=lambda: list(default or [ALL_LINEAR]), metadata={"help": text})
+
+
+def key(default: Any, text: str) -> Any:
+    """A method's key: its default and help (shown by ``train.py --help`` and the docs)."""
+    return field(default=default, metadata={"help": text})
 
 
 def register(cls: type[PeftMethod]) -> type[PeftMethod]:
@@ -90,31 +106,101 @@ class PeftMethod(ABC):
     def peft_config(self, model: PreTrainedModel, tokenizer_path: str) -> PeftConfig:
         """peft's config for this method on ``model`` (whose tokenizer lives at the path)."""
 
+    def trainer_callbacks(self, peft_model: PeftModel) -> list[TrainerCallback]:
+        """What the method does while it trains, beyond the optimizer's step (AdaLoRA's rank
+        budget): Trainer callbacks; most methods need none."""
+        return []
+
     @contextmanager
     def attached(self, model: PreTrainedModel, tokenizer_path: str) -> Iterator[PeftModel]:
         """A fresh, trainable adapter on ``model``; afterwards ``model`` is as it was.
 
         Methods that inject layers modify ``model`` in place; they are unloaded (not merged)
-        whatever happens, so the next job of a sweep starts from the same base weights.
+        whatever happens, so the next job of a sweep starts from the same base weights. A
+        method that does not fit the model fails in one line, the model left as it was.
         """
-        from peft import get_peft_model
-
-        peft_model = get_peft_model(model, self.peft_config(model, tokenizer_path))
+        peft_model = self._applied(model, self.peft_config(model, tokenizer_path))
         try:
             yield peft_model
         finally:
-            if not self.is_prompt_learning:
-                peft_model.unload()
+            self.detach(peft_model)
+
+    def detach(self, peft_model: PeftModel) -> None:
+        """Take the adapter off the base model (a prompt-learning adapter never was on it)."""
+        if not self.is_prompt_learning:
+            peft_model.unload()
+
+    def _applied(self, model: PreTrainedModel, config: PeftConfig) -> PeftModel:
+        from peft import get_peft_model
+
+        try:
+            return get_peft_model(model, config)
+        except (ValueError, TypeError, NotImplementedError) as error:
+            # peft checks shapes layer by layer: the layers adapted before the failing one go.
+            restore_base_layers(model)
+            raise PeftlabError(self._misfit(model, error)) from error
+
+    def _misfit(self, model: PreTrainedModel, error: Exception) -> str:
+        """One line: this method, its keys that peft's complaint names, the model, the why."""
+        reason = " ".join(str(error).split())
+        keys = [f.name for f in fields(self) if f.name != "method"]
+        named = [key for key in keys if key in reason or key.replace("_", " ") in reason]
+        values = ", ".join(f"peft.{key}={getattr(self, key)!r}" for key in named or keys)
+        return (
+            f"peft={self.option()} ({values}) cannot apply to {model.name_or_path} "
+            f"(model_type {model.config.model_type}): {reason}"
+        )
+
+
+def restore_base_layers(model: PreTrainedModel) -> None:
+    """Put back every base layer a peft tuner wrapped in ``model``."""
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    for name, module in list(model.named_modules()):
+        if isinstance(module, BaseTunerLayer):
+            parent, _, child = name.rpartition(".")
+            setattr(model.get_submodule(parent), child, module.get_base_layer())
+
+
+@dataclass
+class LayerMethod(PeftMethod):
+    """A method that adapts the base model's layers, configured by the peft config class named
+    ``config_class``: every field but ``method`` is one of its keys, of the same name."""
+
+    is_prompt_learning: ClassVar[bool] = False
+    config_class: ClassVar[str]  # in peft's namespace, e.g. "LoHaConfig"
+
+    def peft_config(self, model, tokenizer_path):
+        import peft
+
+        keys = {f.name: plain(getattr(self, f.name)) for f in fields(self) if f.name != "method"}
+        if "target_modules" in keys:
+            keys["target_modules"] = target_modules(
+                keys["target_modules"], model, None, "peft.target_modules"
+            )
+        config_class = getattr(peft, self.config_class)
+        return config_class(task_type=peft.TaskType.CAUSAL_LM, **keys)
+
+
+def plain(value: Any) -> Any:
+    """An enum key's value as peft takes it: the string."""
+    return value.value if isinstance(value, Enum) else value
 
 
 def target_modules(
-    names: list[str] | None, model: PreTrainedModel, defaults: dict[str, list[str]], key: str
-) -> list[str] | str:
+    names: list[str] | None,
+    model: PreTrainedModel,
+    defaults: dict[str, list[str]] | None,
+    key: str,
+) -> list[str] | str | None:
     """The modules an injecting method adapts: ``[all-linear]`` (every linear layer but the LM
-    head), null (``defaults`` for the model's architecture) or the modules named."""
+    head), null (``defaults`` for the model's architecture; with no ``defaults``, peft's own
+    choice) or the modules named."""
     if names == [ALL_LINEAR]:
         return ALL_LINEAR
     model_type = model.config.model_type
+    if names is None and defaults is None:
+        return None
     if names is None:
         require(
             model_type in defaults,
