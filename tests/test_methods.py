@@ -6,6 +6,7 @@ it.
 
 from __future__ import annotations
 
+import json
 from contextlib import nullcontext
 from dataclasses import fields, replace
 from enum import Enum
@@ -16,7 +17,7 @@ import mlflow
 import pytest
 import torch
 from helpers.configs import CONF_DIR, compose_config, in_process_overrides
-from helpers.matrices import METHODS, MODELS
+from helpers.matrices import METHOD_MODELS, METHODS, MODELS
 from helpers.measures import held_out_loss, logged_adapter_loss, reference_greedy
 from helpers.runners import run_tiny
 from helpers.stores import store_runs
@@ -53,10 +54,10 @@ def test_every_method_has_a_yaml_a_schema_and_a_row_here():
     assert sorted(method.option() for method in REGISTRY.values()) == options  # searches use it
 
 
-@pytest.fixture(scope="module", params=[(m, o) for m in MODELS for o in METHODS])
+@pytest.fixture(scope="module", params=METHOD_MODELS, ids="-".join)
 def method_run(request, tmp_path_factory: pytest.TempPathFactory):
     """One tiny run per model and method, in this process."""
-    model_fixture, option = request.param
+    option, model_fixture = request.param
     model_dir = request.getfixturevalue(model_fixture)
     work = tmp_path_factory.mktemp(f"{option}-{model_fixture}")
     result = run_tiny(model_dir, work, f"peft={option}", *METHODS[option])
@@ -107,8 +108,7 @@ def test_logged_model_predicts_the_runs_samples(method_run):
     assert model.predict(prompts) == [sample.tuned for sample in result.samples]
 
 
-@pytest.mark.parametrize("option", METHODS)
-@pytest.mark.parametrize("model_fixture", MODELS)
+@pytest.mark.parametrize(("option", "model_fixture"), METHOD_MODELS)
 @pytest.mark.parametrize("penalty", [1.0, 1.5])
 @torch.no_grad()
 def test_generation_equals_uncached_greedy_decoding(option, model_fixture, penalty, request):
@@ -131,8 +131,7 @@ def test_generation_equals_uncached_greedy_decoding(option, model_fixture, penal
     assert produced != untuned
 
 
-@pytest.mark.parametrize("option", METHODS)
-@pytest.mark.parametrize("model_fixture", MODELS)
+@pytest.mark.parametrize(("option", "model_fixture"), METHOD_MODELS)
 def test_held_out_loss_is_the_token_mean_whatever_the_eval_batch(
     option, model_fixture, request, tmp_path: Path
 ):
@@ -353,3 +352,13 @@ def test_p_tuning_encoder_is_the_one_named(encoder, tiny_llama: Path):
     if lstms:  # the LSTM reads the virtual tokens' embeddings, its hidden size the one asked
         assert lstms[0].input_size == loaded.model.config.hidden_size
         assert lstms[0].hidden_size == 16
+
+
+def test_adalora_reallocates_ranks_while_it_trains(tiny_llama: Path, tmp_path: Path):
+    result = run_tiny(tiny_llama, tmp_path, "peft=adalora", *METHODS["adalora"])
+    config = json.loads((Path(result.adapter_dir) / "adapter_config.json").read_text())
+    assert config["total_step"] == 8  # the run's optimizer steps: 16 rows, batch 4, 2 epochs
+    ranks = [sum(kept) for kept in config["rank_pattern"].values()]
+    init_r, target_r = config["init_r"], config["target_r"]
+    assert max(ranks) <= init_r and len(set(ranks)) > 1  # moved between layers, not cut evenly
+    assert sum(ranks) == target_r * len(ranks)  # the budget: target_r per update on average

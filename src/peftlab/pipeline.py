@@ -238,7 +238,7 @@ def new_trainer(
     trial: TrialLink | None = None,
 ) -> Trainer:
     """The Trainer of a run, the same in every process of a data-parallel job."""
-    return training.build_trainer(
+    trainer = training.build_trainer(
         peft_model,
         tokenizer,
         args,
@@ -249,6 +249,9 @@ def new_trainer(
         trial=trial,
         eval_subset_rows=settings.trainer.eval_subset_rows,
     )
+    for callback in settings.peft.trainer_callbacks(peft_model):
+        trainer.add_callback(callback)
+    return trainer
 
 
 def fit(trainer: Trainer, plan: TrainingPlan) -> float:

@@ -1,0 +1,35 @@
+"""Adaption prompt (LLaMA-Adapter): trained prompt tokens that the top layers' attention attends
+to through a zero-initialised gate, so training starts from the base model's own outputs
+(peft.AdaptionPromptConfig, Zhang et al. 2023). Llama-family models only (and GPT-2)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from peftlab.methods.base import LayerMethod, key, method_name, register, require_counts
+
+
+@register
+@dataclass
+class AdaptionPrompt(LayerMethod):
+    method: str = method_name("adaption_prompt")
+    adapter_len: int = key(10, "Trained prompt tokens in each adapted layer (the paper's 10).")
+    adapter_layers: int = key(
+        30, "How many layers, counted from the top, attend to the prompt (all of SmolLM2's 30)."
+    )
+
+    peft_type: ClassVar[str] = "ADAPTION_PROMPT"
+    config_class: ClassVar[str] = "AdaptionPromptConfig"
+    learning_rate: ClassVar[float] = 1e-2  # the paper's 9e-3 (LLaMA-7B, batch 64), rounded
+
+    def __post_init__(self) -> None:
+        require_counts(self, "adapter_len", "adapter_layers")
+
+    @classmethod
+    def suggest(cls, trial):
+        trial.suggest_categorical("peft.adapter_len", [4, 10, 20])
+
+    def detach(self, peft_model):
+        # Not a tuner layer that unload() removes: the adapted attentions swap back out.
+        peft_model.base_model.disable_adapter_layers()
