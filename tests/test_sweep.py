@@ -4,11 +4,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from helpers.configs import tiny_overrides
+from helpers.configs import CONF_DIR, tiny_overrides
 from helpers.matrices import METHODS
 from helpers.runners import run_sweep, run_train, train_in_process
 from helpers.servers import mlflow_server
 from helpers.stores import new_store, store_runs, sweep_parts
+from hydra import initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.override_parser.overrides_parser import OverridesParser
 
 from peftlab import names, shared_view, sweep
 from peftlab.config import SAMPLES_DIR
@@ -232,3 +235,11 @@ def test_a_methods_own_keys_are_swept_within_it(tiny_llama: Path, tmp_path: Path
     # A LoRA's A and B matrices grow with its rank: twice the rank, twice the parameters.
     params = {r: run.metrics[names.TRAINABLE_PARAMS] for r, run in by_rank.items()}
     assert params[4] == 2 * params[2] > 0
+
+
+def test_peft_glob_sweeps_every_method_once():
+    with initialize_config_dir(str(CONF_DIR), version_base="1.3"):
+        loader = GlobalHydra.instance().config_loader()
+        (override,) = OverridesParser.create(config_loader=loader).parse_overrides(["peft=glob(*)"])
+        options = list(override.sweep_string_iterator())
+    assert sorted(options) == sorted(method.option() for method in REGISTRY.values())

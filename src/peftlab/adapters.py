@@ -18,6 +18,7 @@ from peftlab import generation, modeling
 from peftlab.adapter_sources import AdapterSource
 from peftlab.config import GenerationSettings, ModelConfig
 from peftlab.errors import PeftlabError
+from peftlab.methods import of_peft_type
 
 
 class AdapterBank:
@@ -89,11 +90,8 @@ class AdapterBank:
 
     def _detach_all(self) -> None:
         """Leave the base model as loaded: injected layers are unloaded, not merged."""
-        if (
-            self.peft_model is not None
-            and not self.peft_model.active_peft_config.is_prompt_learning
-        ):
-            self.peft_model.unload()
+        if self.peft_model is not None:
+            of_peft_type(self._attached_type()).detach(self.peft_model)
         self.peft_model = None
 
     def generate(self, prompt: str, settings: GenerationSettings, name: str | None = None) -> str:

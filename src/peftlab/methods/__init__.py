@@ -7,9 +7,9 @@ in ``conf/peft/``) and nothing else changes.
 import importlib
 import pkgutil
 
-from peftlab.methods.base import REGISTRY, PeftMethod
+from peftlab.methods.base import REGISTRY, PeftMethod, of_peft_type
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
-__all__ = ["REGISTRY", "PeftMethod"]
+__all__ = ["REGISTRY", "PeftMethod", "of_peft_type"]

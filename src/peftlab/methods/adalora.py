@@ -45,12 +45,10 @@ class AdaLora(LayerMethod):
 
     def __post_init__(self) -> None:
         require_counts(self, "init_r", "target_r")
-        require(
-            self.target_r <= self.init_r, "peft.target_r", self.target_r, f"<= {self.init_r}"
-        )
+        require(self.target_r <= self.init_r, "peft.target_r", self.target_r, f"<= {self.init_r}")
         require(0 <= self.lora_dropout < 1, "peft.lora_dropout", self.lora_dropout, "in [0, 1)")
         require(
-            0 <= self.tinit_fraction and 0 < self.tfinal_fraction
+            self.tinit_fraction >= 0 and self.tfinal_fraction > 0
             and self.tinit_fraction + self.tfinal_fraction < 1,
             "peft.tfinal_fraction",
             self.tfinal_fraction,

@@ -30,6 +30,7 @@ class AdaptionPrompt(LayerMethod):
     def suggest(cls, trial):
         trial.suggest_categorical("peft.adapter_len", [4, 10, 20])
 
-    def detach(self, peft_model):
+    @classmethod
+    def detach(cls, peft_model):
         # Not a tuner layer that unload() removes: the adapted attentions swap back out.
         peft_model.base_model.disable_adapter_layers()

@@ -63,6 +63,13 @@ def register(cls: type[PeftMethod]) -> type[PeftMethod]:
     return cls
 
 
+def of_peft_type(peft_type: str) -> type[PeftMethod]:
+    """The method of an adapter saved by peft (its adapter_config.json's peft_type)."""
+    found = [method for method in REGISTRY.values() if method.peft_type == peft_type]
+    require(bool(found), "peft_type", peft_type, "a type of the methods peftlab offers")
+    return found[0]
+
+
 def require_counts(method: PeftMethod, *keys: str) -> None:
     """Range check of ``peft.<key>`` values that count something: integers >= 1."""
     for key in keys:
@@ -125,9 +132,11 @@ class PeftMethod(ABC):
         finally:
             self.detach(peft_model)
 
-    def detach(self, peft_model: PeftModel) -> None:
-        """Take the adapter off the base model (a prompt-learning adapter never was on it)."""
-        if not self.is_prompt_learning:
+    @classmethod
+    def detach(cls, peft_model: PeftModel) -> None:
+        """Take the method's adapters off the base model, not merged (a prompt-learning adapter
+        never was on it)."""
+        if not cls.is_prompt_learning:
             peft_model.unload()
 
     def _applied(self, model: PreTrainedModel, config: PeftConfig) -> PeftModel:
