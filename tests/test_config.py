@@ -7,6 +7,7 @@ from helpers.configs import CONF_DIR, compose_config, compose_run, in_process_ov
 from hydra.errors import ConfigCompositionException
 from omegaconf import OmegaConf
 
+from peftlab.config import SAMPLES_DIR
 from peftlab.errors import PeftlabError
 from peftlab.methods.prompt_tuning import PromptTuning, PromptTuningInit
 from peftlab.schema import TrainConfig, groups, to_settings
@@ -96,6 +97,8 @@ def test_defaults_are_the_offline_embedded_model_and_sample(tmp_path: Path):
     assert cfg.model.gguf_file == "SmolLM2-135M-Instruct.Q4_1.gguf"
     assert Path(cfg.model.name_or_path, cfg.model.gguf_file).is_file()
     assert Path(cfg.dataset.data_files).name == "prompts.csv"
+    # The package's own file, wherever the run starts from.
+    assert cfg.generation.general_data_files == str(SAMPLES_DIR / "general.jsonl")
     assert cfg.model.trust_remote_code is False
     assert isinstance(cfg.peft, PromptTuning)
 
@@ -170,6 +173,10 @@ def test_misspelled_key_fails_at_compose():
         ("trainer.early_stopping_patience=2", "with trainer.eval_strategy=epoch or steps"),
         ("trainer.eval_strategy=steps", "trainer.eval_steps=None is not allowed: an integer >= 1"),
         ("trainer.eval_subset_rows=0", "trainer.eval_subset_rows=0 is not allowed: null (every"),
+        (
+            "generation.general_data_files=no/such.jsonl",
+            "generation.general_data_files='no/such.jsonl' is not allowed: an existing file",
+        ),
     ],
 )
 def test_out_of_range_values_fail_before_any_model_loads(tmp_path, override, message):

@@ -74,6 +74,8 @@ def test_run_logs_the_method_its_params_metrics_and_artifacts(method_run):
     assert float(run.data.params["trainer.learning_rate"]) == method.learning_rate
     metrics = run.data.metrics
     assert metrics[names.TRAINABLE_PARAMS] > 0
+    assert metrics[names.PEAK_MEMORY_BYTES] > 0
+    assert names.EVAL_FORGETTING in metrics
     files = {
         Path(a.path).name: a.file_size for a in client.list_artifacts(run.info.run_id, "adapter")
     }

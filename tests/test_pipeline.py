@@ -15,13 +15,19 @@ import pytest
 import torch
 from helpers.configs import ROOT
 from helpers.datasets import rows_csv
-from helpers.measures import logged_adapter_loss, real_tokens_per_epoch, reference_greedy
+from helpers.measures import (
+    general_text_loss,
+    logged_adapter,
+    logged_adapter_loss,
+    real_tokens_per_epoch,
+    reference_greedy,
+)
 from helpers.runners import run_tiny
 from helpers.stores import store_runs
 from mlflow.tracking import MlflowClient
 
-from peftlab import names, training
-from peftlab.config import SAMPLES_DIR
+from peftlab import modeling, names, training
+from peftlab.config import SAMPLES_DIR, ModelConfig
 from peftlab.errors import PeftlabError
 from peftlab.shared import Shared
 
@@ -34,6 +40,8 @@ METRICS = {
     names.TRAIN_TOKENS_PER_SECOND,
     names.TRAIN_LOSS,
     names.ADAPTER_BYTES,
+    names.PEAK_MEMORY_BYTES,
+    names.EVAL_FORGETTING,
 }
 
 
@@ -78,6 +86,19 @@ def test_run_is_logged_with_params_metrics_and_artifacts(bloom_run, tiny_bloom: 
     assert {"adapter", names.SAMPLES_FILE, "environment"} <= artifacts
     adapter_files = {Path(a.path).name for a in client.list_artifacts(result.run_id, "adapter")}
     assert {"adapter_config.json", "adapter_model.safetensors"} <= adapter_files
+
+
+def test_eval_forgetting_is_the_general_texts_loss_tuned_minus_untuned(bloom_run, tiny_bloom):
+    work, result = bloom_run
+    (run,) = store_runs(work)[1]
+    base = modeling.load(ModelConfig(name_or_path=str(tiny_bloom)))
+    max_length = 128  # ROWS_OF_MANY_LENGTHS: the general text's rows are cut there too
+    untuned = general_text_loss(base.model, base.tokenizer, max_length)
+    tuned, tokenizer = logged_adapter(work, tiny_bloom, result.run_id, work / "general")
+    forgetting = general_text_loss(tuned, tokenizer, max_length) - untuned
+    assert forgetting != 0
+    assert run.data.metrics[names.EVAL_FORGETTING] == pytest.approx(forgetting, abs=1e-5)
+    assert run.data.metrics[names.PEAK_MEMORY_BYTES] > 0
 
 
 def test_run_records_library_versions_device_and_packages(bloom_run):
@@ -152,19 +173,24 @@ def test_runs_sharing_model_and_data_compute_the_untuned_baseline_once(
     tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     shared = Shared()  # as in a new process
-    evaluations = []
+    untuned = []  # the held-out rows' and the general text's, evaluated on the base model
     evaluate_loss = training.evaluate_loss
-    monkeypatch.setattr(
-        training, "evaluate_loss", lambda *a: evaluations.append(a) or evaluate_loss(*a)
-    )
+
+    def counted(model, *args):
+        if not isinstance(model, peft.PeftModel):
+            untuned.append(args[-1])
+        return evaluate_loss(model, *args)
+
+    monkeypatch.setattr(training, "evaluate_loss", counted)
     first = run_tiny(tiny_llama, tmp_path / "a", shared=shared)
     second = run_tiny(tiny_llama, tmp_path / "b", "peft.prompt_tuning_init=RANDOM", shared=shared)
-    assert len(evaluations) == 1
+    assert len(untuned) == 2
     assert second.eval_loss_untuned == first.eval_loss_untuned
     assert [s.untuned for s in second.samples] == [s.untuned for s in first.samples]
 
-    other_data = run_tiny(tiny_llama, tmp_path / "c", "dataset.eval_rows=7")
-    assert len(evaluations) == 2
+    # Other held-out rows: measured again; the same general text: not.
+    other_data = run_tiny(tiny_llama, tmp_path / "c", "dataset.eval_rows=7", shared=shared)
+    assert len(untuned) == 3 and len(untuned[-1]) == 7
     assert other_data.eval_loss_untuned != first.eval_loss_untuned
 
 
@@ -261,10 +287,12 @@ def test_skipped_rows_are_counted_on_the_run(tiny_bloom: Path, tmp_path: Path, c
     assert run.data.metrics[names.DATASET_SKIPPED_LINES] == 1
 
 
-# A task run with options a user sets: a name, no held-out generations, no checkpoints, and a
-# max_length that some of the role-play rows (prompt and answer) do not fit.
+# A task run with options a user sets: a name, no held-out generations, no checkpoints, no
+# forgetting measured, and a max_length that some of the role-play rows (prompt and answer) do
+# not fit.
 OPTIONS = ["dataset=prompts-task", "dataset.max_length=100", "tracking.run_name=my-task",
-           "generation.eval_rows=0", "trainer.save_strategy=no"]  # fmt: skip
+           "generation.eval_rows=0", "trainer.save_strategy=no",
+           "generation.general_data_files=null"]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
@@ -297,6 +325,12 @@ def test_eval_rows_0_generates_and_scores_no_held_out_rows(options_run):
     assert names.GENERATIONS_TABLE not in {a.path for a in client.list_artifacts(run.info.run_id)}
     scores = {key for key in run.data.metrics if key.startswith(names.SCORE_PREFIX)}
     assert scores == {names.EVAL_LOSS, names.EVAL_LOSS_UNTUNED, names.EVAL_PERPLEXITY}
+
+
+def test_general_data_files_null_measures_no_forgetting(options_run):
+    _, _, run, _ = options_run
+    assert names.EVAL_FORGETTING not in run.data.metrics
+    assert run.data.metrics[names.PEAK_MEMORY_BYTES] > 0
 
 
 def test_save_strategy_no_writes_no_checkpoint(options_run):

@@ -216,6 +216,11 @@ class GenerationSettings:
     do_sample: bool = setting(False, "sample instead of greedy decoding")
     temperature: float = setting(1.0, "with do_sample: flatter (> 1) or sharper (< 1)")
     top_p: float = setting(1.0, "with do_sample: nucleus sampling's probability mass")
+    general_data_files: str | None = setting(
+        "${peftlab.sample:general.jsonl}",
+        "a file of general prose (column text): its loss tuned minus untuned is "
+        "eval_forgetting; null: not measured",
+    )
 
     def __post_init__(self) -> None:
         for key in ("max_new_tokens", "eval_max_new_tokens", "eval_batch_size"):
@@ -232,6 +237,18 @@ class GenerationSettings:
             "generation.repetition_penalty",
             self.repetition_penalty,
             "> 0",
+        )
+
+    def check_files(self) -> None:
+        """The general text is there: checked for a run only, since the settings a logged model
+        reloads may name a file of the machine that trained it."""
+        name = self.general_data_files
+        require(
+            name is None or Path(name).expanduser().is_file(),
+            "generation.general_data_files",
+            name,
+            "an existing file of general text (.jsonl, .json, .csv or .parquet with a text "
+            "column), or null (no eval_forgetting)",
         )
 
 

@@ -237,5 +237,33 @@ def load_tokenized(cfg: DatasetConfig, tokenizer: PreTrainedTokenizerBase) -> To
     return Tokenized(train, held_out, dropped_train + dropped_eval)
 
 
+def load_general(
+    name: str | None, tokenizer: PreTrainedTokenizerBase, max_length: int
+) -> Dataset | None:
+    """The rows of general prose in file ``name`` (generation.general_data_files, a column
+    ``text``) tokenized as plain-text held-out rows are, each cut to ``max_length`` tokens: what
+    forgetting is measured on. None for no file: forgetting is not measured."""
+    if name is None:
+        return None
+    key = "generation.general_data_files"
+    cfg = DatasetConfig(name=key, data_files=name, max_length=max_length)
+    table = data_files.read(cfg, key, name).table
+    if cfg.text_column not in table.columns:
+        raise PeftlabError(
+            f"{key}={name!r}: no column {cfg.text_column!r}; columns: "
+            f"{', '.join(map(str, table.columns))}"
+        )
+    fmt, rows = formats.of(cfg), []
+    for number, row in enumerate(table.to_dict("records"), start=1):
+        try:
+            rows.append(fmt.example(row))
+        except BadRow as error:
+            raise PeftlabError(f"{key}={name!r} row {number}: {error}") from None
+    rows = [row for row in rows if row is not None]  # empty rows, left out as in any data
+    if not rows:
+        raise PeftlabError(f"{key}={name!r}: every row is empty")
+    return tokenize(rows, tokenizer, cfg, "completion")[0]
+
+
 def real_tokens(dataset: Dataset) -> int:
     return sum(len(ids) for ids in dataset["input_ids"])

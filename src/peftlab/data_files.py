@@ -35,9 +35,10 @@ class Source:
     on_bad_lines: str
 
 
-def read(cfg: DatasetConfig, key: str = "dataset.data_files") -> Rows:
-    """The rows of the file the config ``key`` names."""
-    name = getattr(cfg, key.removeprefix("dataset."))
+def read(cfg: DatasetConfig, key: str = "dataset.data_files", name: str | None = None) -> Rows:
+    """The rows of the file the config ``key`` names (``name``: the file, for a key outside
+    ``dataset``)."""
+    name = name or getattr(cfg, key.removeprefix("dataset."))
     source = Source(key, name, cfg.on_bad_lines)
     path = Path(name).expanduser()
     if not path.is_file():

@@ -23,6 +23,7 @@ from peftlab import (
     generation,
     interrupts,
     logged_model,
+    memory,
     modeling,
     names,
     scoring,
@@ -36,6 +37,8 @@ from peftlab.schema import TrainConfig
 from peftlab.shared import Shared
 
 if TYPE_CHECKING:
+    from datasets import Dataset
+
     from peftlab.study import TrialLink
 
 log = logging.getLogger(__name__)
@@ -50,11 +53,13 @@ class Sample:
 
 @dataclass(frozen=True)
 class Baseline:
-    """The untuned base model's held-out loss, samples and scored held-out generations."""
+    """The untuned base model's held-out loss, samples and scored held-out generations, and its
+    loss on the general text (None: not measured)."""
 
     eval_loss: float
     samples: tuple[str, ...]
     generations: scoring.Scores | None
+    general_loss: float | None = None
 
 
 @dataclass
@@ -134,13 +139,15 @@ def params(settings: TrainConfig) -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class Inputs:
-    """What a run reads: its rows as examples, the base model, the rows tokenized, and for task
-    data the held-out prompts and references generations are scored on."""
+    """What a run reads: its rows as examples, the base model, the rows tokenized, for task
+    data the held-out prompts and references generations are scored on, and the general text
+    tokenized (None: forgetting is not measured)."""
 
     examples: data.Splits
     model: modeling.LoadedModel
     splits: data.Tokenized
     held_out: scoring.HeldOut | None
+    general: Dataset | None
 
 
 def load(settings: TrainConfig, context: RunContext, shared: Shared) -> Inputs:
@@ -152,6 +159,9 @@ def load(settings: TrainConfig, context: RunContext, shared: Shared) -> Inputs:
     held_out = scoring.held_out(
         examples.eval, settings.dataset, settings.generation, loaded.tokenizer
     )
+    general = data.load_general(
+        settings.generation.general_data_files, loaded.tokenizer, settings.dataset.max_length
+    )
     if settings.resume is None:
         with interrupts.deferred():
             tracking.log_dataset(data.table(examples.train), settings.dataset, "training")
@@ -162,7 +172,7 @@ def load(settings: TrainConfig, context: RunContext, shared: Shared) -> Inputs:
                     names.DATASET_DROPPED: splits.dropped,
                 }
             )
-    return Inputs(examples, loaded, splits, held_out)
+    return Inputs(examples, loaded, splits, held_out, general)
 
 
 @dataclass(frozen=True)
@@ -189,9 +199,11 @@ class Tuned:
     tokens: int  # real (non-pad) tokens trained up to it
     epochs: float  # trained by this call: early stopping and pruning end sooner than planned
     runtime_s: float  # of this call: a resumed run's counts from its checkpoint
+    peak_memory_bytes: int  # of this call's training
     trainable_params: int
     samples: list[str]
     generations: scoring.Scores | None
+    general_loss: float | None  # None: not measured
     adapter_dir: Path
 
 
@@ -207,7 +219,8 @@ def attach_and_train(
         tokenizer, splits = inputs.model.tokenizer, inputs.splits
         trainer = new_trainer(settings, peft_model, tokenizer, splits, plan.args, context.trial)
         context.phase = "training"
-        runtime = fit(trainer, plan)
+        with memory.peak() as peak:
+            runtime = fit(trainer, plan)
         context.phase = "evaluating"
         eval_loss = trainer.evaluate()[names.EVAL_LOSS]
         samples = tuned_samples(peft_model.eval(), inputs.model.tokenizer, settings.generation)
@@ -221,12 +234,14 @@ def attach_and_train(
                 settings.generation,
                 generation.prefix(peft_model),
             )
+        # Last: a new Trainer reseeds, which would change what sampled generations come before.
+        general_loss = general_text_loss(peft_model, inputs, plan.args)
         adapter_dir = save_adapter(peft_model, context.run_dir / names.ADAPTER_DIR)
-    epochs = trainer.state.epoch - plan.start_epoch
-    steps, tokens = trainer.state.global_step, trainer.state.num_input_tokens_seen
+    state = trainer.state
     return Tuned(
-        eval_loss, steps, tokens, epochs, runtime, trainable, samples, generations, adapter_dir
-    )
+        eval_loss, state.global_step, state.num_input_tokens_seen, state.epoch - plan.start_epoch,
+        runtime, peak.bytes, trainable, samples, generations, general_loss, adapter_dir,
+    )  # fmt: skip
 
 
 def new_trainer(
@@ -313,16 +328,20 @@ def log_results(
 
 def run_metrics(inputs: Inputs, baseline: Baseline, tuned: Tuned) -> dict[str, float]:
     trained_tokens = data.real_tokens(inputs.splits.train) * tuned.epochs
-    return {
+    metrics = {
         names.EVAL_LOSS: tuned.eval_loss,
         names.EVAL_LOSS_UNTUNED: baseline.eval_loss,
         names.EVAL_PERPLEXITY: math.exp(tuned.eval_loss),
         names.TRAINABLE_PARAMS: tuned.trainable_params,
         names.ADAPTER_BYTES: sum(f.stat().st_size for f in tuned.adapter_dir.iterdir()),
         names.TRAIN_RUNTIME: tuned.runtime_s,
+        names.PEAK_MEMORY_BYTES: tuned.peak_memory_bytes,
         names.TRAIN_STEPS: tuned.steps,
         names.TRAIN_TOKENS_PER_SECOND: trained_tokens / tuned.runtime_s,
     }
+    if tuned.general_loss is not None:  # what tuning cost the model on general text
+        metrics[names.EVAL_FORGETTING] = tuned.general_loss - baseline.general_loss
+    return metrics
 
 
 def log_to_store(
@@ -418,11 +437,24 @@ def measure_untuned(
 ) -> Baseline:
     """Held-out loss, samples and generations of the base model, measured once per process for
     each model, data, generation and evaluation setting: the jobs of a sweep over PEFT knobs
-    share them."""
-    trainer = settings.trainer
+    share them; and its loss on the general text, once for each model, text and max_length."""
+    trainer, model = settings.trainer, inputs.model.model
     evaluation = (trainer.per_device_eval_batch_size, training.use_bf16(trainer.precision))
     key = repr((settings.model, settings.dataset, settings.generation, evaluation, trainer.seed))
-    return shared.measured(key, lambda: _measure_untuned(settings, inputs, args))
+    baseline = shared.measured(key, lambda: _measure_untuned(settings, inputs, args))
+    # Fewer settings than the rest: the jobs of a sweep over the data share it too.
+    general = (settings.generation.general_data_files, settings.dataset.max_length)
+    key = repr((settings.model, general, evaluation))
+    general_loss = shared.measured(key, lambda: general_text_loss(model, inputs, args))
+    return replace(baseline, general_loss=general_loss)
+
+
+def general_text_loss(model, inputs: Inputs, args: TrainingArguments) -> float | None:
+    """``model``'s loss on the general text, token-weighted as the held-out loss is (None where
+    no general text is set)."""
+    if inputs.general is None:
+        return None
+    return training.evaluate_loss(model, inputs.model.tokenizer, args, inputs.general)
 
 
 def _measure_untuned(settings: TrainConfig, inputs: Inputs, args: TrainingArguments) -> Baseline:

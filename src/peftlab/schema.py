@@ -81,10 +81,12 @@ class TrainConfig:
     resume: str | None = None  # an interrupted run's MLflow id: continue it (`peftlab resume`)
 
     def __post_init__(self) -> None:
-        """Nulls that stand for another part's default, resolved: the settings as used."""
+        """Nulls that stand for another part's default, resolved: the settings as used; the
+        files a run reads beside its data, checked."""
         if isinstance(self.peft, PeftMethod) and self.trainer.learning_rate is None:
             self.trainer.learning_rate = self.peft.learning_rate
         self.generation.metrics = metric_names(self.generation.metrics)
+        self.generation.check_files()
 
 
 def metric_names(requested: list[str] | None) -> list[str]:

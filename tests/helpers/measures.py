@@ -1,17 +1,20 @@
 """What a run measures, measured again outside it: held-out losses (of a logged adapter too),
-tokens an epoch, the labelled answers of a tokenized row, greedy decoding."""
+the loss on the general text, tokens an epoch, the labelled answers of a tokenized row, greedy
+decoding."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import torch
 from peft import PeftModel
+from torch.nn import functional
 from transformers import PreTrainedTokenizerFast, RepetitionPenaltyLogitsProcessor
 
 from helpers.configs import compose_config, tiny_overrides
 from peftlab import data, modeling, tracking, training
-from peftlab.config import ModelConfig
+from peftlab.config import SAMPLES_DIR, ModelConfig
 from peftlab.schema import to_settings
 
 
@@ -19,12 +22,18 @@ def logged_adapter_loss(work: Path, model_dir: Path, run_id: str, *overrides: st
     """Held-out loss of the adapter a run logged, downloaded from its store onto a fresh base:
     a check of the logged eval_loss that does not go through the run's own numbers."""
     reload = work / f"reload-{run_id}"
+    model, tokenizer = logged_adapter(work, model_dir, run_id, reload)
+    return held_out_loss(model, tokenizer, model_dir, reload, *overrides)
+
+
+def logged_adapter(work: Path, model_dir: Path, run_id: str, reload: Path):
+    """The adapter a run logged, downloaded from its store into ``reload`` and put on a fresh
+    base model; with its tokenizer."""
     reload.mkdir()
     client = tracking.client(f"sqlite:///{work}/mlruns/mlflow.db")
     adapter = client.download_artifacts(run_id, "adapter", str(reload))
     loaded = modeling.load(ModelConfig(name_or_path=str(model_dir)))
-    model = PeftModel.from_pretrained(loaded.model, adapter).eval()
-    return held_out_loss(model, loaded.tokenizer, model_dir, reload, *overrides)
+    return PeftModel.from_pretrained(loaded.model, adapter).eval(), loaded.tokenizer
 
 
 def held_out_loss(model, tokenizer, model_dir: Path, work: Path, *overrides: str) -> float:
@@ -35,6 +44,30 @@ def held_out_loss(model, tokenizer, model_dir: Path, work: Path, *overrides: str
     splits = data.load_tokenized(cfg.dataset, tokenizer)
     args = training.training_arguments(cfg.trainer, work)
     return training.evaluate_loss(model, tokenizer, args, splits.eval)
+
+
+@torch.no_grad()
+def general_text_loss(model, tokenizer, max_length: int) -> float:
+    """The loss of ``model`` on the shipped general text, summed here over each row's tokens and
+    divided by their count: each row's ids as the tokenizer makes them, EOS after, cut to
+    ``max_length`` with EOS last; every token predicted from what comes before it (the first
+    too, where a prompt-learning adapter puts virtual tokens in front)."""
+    rows = []
+    for line in (SAMPLES_DIR / "general.jsonl").read_text().splitlines():
+        ids = [*tokenizer(json.loads(line)["text"]).input_ids, tokenizer.eos_token_id][:max_length]
+        rows.append([*ids[:-1], tokenizer.eos_token_id])
+    longest = max(map(len, rows))  # one batch, padded on the right: a row's tokens come first
+    batch = torch.tensor([ids + [0] * (longest - len(ids)) for ids in rows])
+    mask = torch.tensor([[1] * len(ids) + [0] * (longest - len(ids)) for ids in rows])
+    logits = model(input_ids=batch, attention_mask=mask).logits.float()
+    before = logits.shape[1] - longest  # virtual tokens in front
+    loss, tokens = 0.0, 0
+    for row, ids in zip(logits, rows, strict=True):
+        targets = torch.tensor(ids if before else ids[1:])
+        predicted = row[before - 1 : before + len(ids) - 1] if before else row[: len(ids) - 1]
+        loss += functional.cross_entropy(predicted, targets, reduction="sum").item()
+        tokens += len(targets)
+    return loss / tokens
 
 
 def real_tokens_per_epoch(model_dir: Path, *overrides: str) -> int:

@@ -1,0 +1,62 @@
+"""The peak memory of a block: what was allocated in it, whatever came before in the process."""
+
+import time
+
+import pytest
+import torch
+
+from peftlab import memory
+
+ALLOCATED = 128 * 2**20  # far above what the interpreter itself takes and frees meanwhile
+
+
+def hold_cpu_memory() -> None:
+    block = b"\x01" * ALLOCATED  # written, so resident (a zeroed one may be mapped lazily)
+    time.sleep(4 * memory.SAMPLE_INTERVAL_S)  # long enough for the sampler to see it
+    del block
+
+
+def hold_gpu_memory() -> None:
+    block = torch.ones(ALLOCATED // 4, device="cuda")
+    del block
+
+
+MEASURES = [
+    pytest.param(
+        memory.resident_high_water_mark,
+        hold_cpu_memory,
+        marks=pytest.mark.skipif(
+            not memory.high_water_mark_resets(), reason="no resettable VmHWM here"
+        ),
+        id="high-water-mark",
+    ),
+    pytest.param(memory.sampled_resident, hold_cpu_memory, id="sampled"),
+    pytest.param(
+        memory.gpu_peak,
+        hold_gpu_memory,
+        marks=pytest.mark.skipif(not torch.cuda.is_available(), reason="no GPU"),
+        id="gpu",
+    ),
+]
+
+
+@pytest.mark.parametrize(("measure", "hold_memory"), MEASURES)
+def test_a_block_sees_its_own_allocation_and_the_next_block_starts_afresh(measure, hold_memory):
+    hold_memory()  # before any block: no part of any block's peak
+    with measure() as without:
+        pass
+    with measure() as held:
+        hold_memory()
+    with measure() as after:
+        pass
+    assert held.bytes > without.bytes + 0.9 * ALLOCATED
+    assert after.bytes < held.bytes - 0.9 * ALLOCATED
+
+
+def test_a_block_is_measured_where_training_runs():
+    with memory.peak() as measured:
+        pass
+    if torch.cuda.is_available():
+        assert measured.bytes == torch.cuda.max_memory_allocated()
+    else:  # resident: at least the interpreter and torch
+        assert measured.bytes > 50 * 2**20
