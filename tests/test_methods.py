@@ -230,6 +230,7 @@ def test_shared_base_model_stays_pristine_through_jobs_of_every_method(
         ("prefix-tuning", "peft.prefix_projection=true", "peft.prefix_init_text='I want you"),
         ("lora", "peft.r=0", "peft.r=0 is not allowed: an integer >= 1"),
         ("lora", "peft.lora_dropout=1.0", "peft.lora_dropout=1.0 is not allowed: in [0, 1)"),
+        ("lora", "peft.init_lora_weights=pissa", "one of default, gaussian, orthogonal"),
         ("ia3", "peft.feedforward_modules=[down_proj]", "is not allowed: null while"),
     ],
 )
@@ -326,6 +327,29 @@ def test_lora_use_rslora_scales_by_alpha_over_the_root_of_r(use_rslora, tiny_lla
     with method.attached(loaded.model, "unused") as peft_model:
         scalings = {m.scaling["default"] for m in peft_model.modules() if isinstance(m, LoraLayer)}
     assert scalings == {16 / 2 if use_rslora else 16 / 4}
+
+
+@pytest.mark.parametrize("init", ["default", "gaussian", "orthogonal"])
+def test_lora_init_starts_the_updates_as_named_and_leaves_the_base_as_it_was(init, tiny_llama):
+    loaded = modeling.load(ModelConfig(name_or_path=str(tiny_llama)))
+    before = logits_and_weights(loaded.model)
+    method = method_settings("lora", "peft.r=4", f"peft.init_lora_weights={init}").peft
+    torch.manual_seed(0)
+    with method.attached(loaded.model, "unused") as peft_model:
+        layer = next(m for m in peft_model.modules() if isinstance(m, LoraLayer))
+        a, b = layer.lora_A["default"].weight, layer.lora_B["default"].weight
+        # Each starts from the base model's outputs: B zero, or orthogonal's B A = 0 from
+        # factors that are not (B's rows and A's columns in orthogonal subspaces).
+        assert bool(b.abs().sum() == 0) == (init != "orthogonal")
+        assert torch.allclose(b @ a, torch.zeros(len(b), a.shape[1]), atol=1e-6)
+        if init == "gaussian":  # std 1/r, not Kaiming-uniform's bounded rows
+            assert a.std().item() == pytest.approx(1 / 4, rel=0.3)
+    assert_unchanged(loaded.model, before)
+
+
+def test_lora_orthogonal_init_needs_an_even_rank():
+    with pytest.raises(PeftlabError, match=r"^peft.r=5 is not allowed: an even rank with"):
+        method_settings("lora", "peft.r=5", "peft.init_lora_weights=orthogonal")
 
 
 @pytest.mark.parametrize("model_fixture", MODELS)

@@ -16,6 +16,10 @@ from peftlab.methods.base import (
     target_modules,
 )
 
+# peft's init_lora_weights by name. PiSSA and OLoRA are left out: they move the adapter's start
+# out of the base weights, which a sweep's shared base model and an adapter bank cannot allow.
+INITS = {"default": True, "gaussian": "gaussian", "orthogonal": "orthogonal"}
+
 
 @register
 @dataclass
@@ -46,6 +50,14 @@ class Lora(PeftMethod):
         default=False,
         metadata={"help": "DoRA: train each weight's magnitude apart from its direction."},
     )
+    init_lora_weights: str = field(
+        default="default",
+        metadata={
+            "help": "How the updates start, none changing the base weights: default (peft's: "
+            "A Kaiming-uniform, B zero, so training starts from the base model), gaussian (A "
+            "Gaussian), orthogonal (A and B orthogonal and small, r even)."
+        },
+    )
 
     peft_type: ClassVar[str] = "LORA"
     is_prompt_learning: ClassVar[bool] = False
@@ -55,6 +67,18 @@ class Lora(PeftMethod):
         require_counts(self, "r")
         require(self.lora_alpha > 0, "peft.lora_alpha", self.lora_alpha, "> 0")
         require(0 <= self.lora_dropout < 1, "peft.lora_dropout", self.lora_dropout, "in [0, 1)")
+        require(
+            self.init_lora_weights in INITS,
+            "peft.init_lora_weights",
+            self.init_lora_weights,
+            f"one of {', '.join(INITS)}",
+        )
+        require(
+            self.init_lora_weights != "orthogonal" or self.r % 2 == 0,
+            "peft.r",
+            self.r,
+            "an even rank with peft.init_lora_weights=orthogonal",
+        )
 
     @classmethod
     def suggest(cls, trial):
@@ -76,4 +100,5 @@ class Lora(PeftMethod):
             ),
             use_rslora=self.use_rslora,
             use_dora=self.use_dora,
+            init_lora_weights=INITS[self.init_lora_weights],
         )
