@@ -8,9 +8,9 @@ dashboard, SmolLM2); ``helpers/`` what tests share (see its ``__init__``). Modul
 file of their own are tested through the one that uses them: ``app`` by test_train.py and
 scenarios/test_faults.py, ``interrupts`` and ``output_dirs`` by scenarios/test_faults.py,
 ``cache`` by test_modeling.py, ``console`` by test_train.py and test_pipeline.py, ``data_files``
-by test_data.py, ``metrics`` by test_scoring.py, ``search`` by test_sweep.py,
-``mlflow_model_code`` by test_logged_model.py, ``schema`` by test_config.py (the sections and
-the tree they make compose together), ``errors`` everywhere.
+by test_data.py, ``metrics`` by test_scoring.py, ``pareto`` by test_compare.py, ``search`` by
+test_sweep.py, ``mlflow_model_code`` by test_logged_model.py, ``schema`` by test_config.py (the
+sections and the tree they make compose together), ``errors`` everywhere.
 """
 
 from __future__ import annotations

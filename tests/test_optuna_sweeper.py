@@ -18,7 +18,7 @@ from helpers.runners import LONG, peftlab, run_sweep, start_train, wait_until_tr
 from helpers.session_runs import ASHA_SEARCH_STEPS, SEARCH
 from helpers.stores import store_runs, sweep_parts
 
-from peftlab import names
+from peftlab import compare, names
 from peftlab import study as studies
 
 
@@ -94,7 +94,8 @@ def test_asha_stops_trials_at_a_rung_and_the_parent_sums_the_steps_spent(asha_se
 
 def test_compare_shows_the_steps_each_trial_of_a_search_spent(asha_search: Path):
     out = asha_search / "compare"
-    result = peftlab("compare", "--out", str(out), cwd=asha_search)
+    trade_off = f"{names.EVAL_LOSS},{names.SEARCH_STEPS}"  # the console's, beside the CSV's
+    result = peftlab("compare", "--pareto", trade_off, "--out", str(out), cwd=asha_search)
     assert result.returncode == 0, result.stderr[-2000:]
     table = (out / "comparison.csv").read_text().splitlines()
     header = table[0].split(",")
@@ -102,6 +103,7 @@ def test_compare_shows_the_steps_each_trial_of_a_search_spent(asha_search: Path)
     spent = sorted((r[names.PRUNED_TAG], int(r[names.SEARCH_STEPS])) for r in rows)
     assert {steps for pruned, steps in spent if pruned} == {5}
     assert {steps for pruned, steps in spent if not pruned} == {ASHA_SEARCH_STEPS}
+    assert not any(r[compare.PARETO] == "True" for r in rows if r[names.PRUNED_TAG])
     shown = (out / "comparison.md").read_text().splitlines()[0]
     assert names.SEARCH_STEPS in shown and names.SEARCH_STEPS in result.stdout
 

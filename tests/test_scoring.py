@@ -36,6 +36,20 @@ def test_each_metric_knows_its_direction():
     assert metrics.higher_is_better("eval_chrf_untuned")
     assert not metrics.higher_is_better(names.EVAL_LOSS)
     assert not metrics.higher_is_better(names.EVAL_PERPLEXITY)
+    assert metrics.higher_is_better(names.TRAIN_TOKENS_PER_SECOND)  # throughput
+    costs = [
+        names.PEAK_MEMORY_BYTES,
+        names.EVAL_FORGETTING,
+        names.TRAIN_RUNTIME,
+        names.ADAPTER_BYTES,
+        names.TRAINABLE_PARAMS,
+        names.SEARCH_STEPS,
+        names.SEARCH_TOKENS,
+    ]
+    assert not any(metrics.higher_is_better(name) for name in costs)
+    known = metrics.known_metrics()  # what compare --pareto accepts
+    assert {*costs, names.EVAL_LOSS_UNTUNED, "eval_rougeL", "eval_chrf_untuned"} <= set(known)
+    assert "eval_bleu" not in known and names.GRAD_NORM not in known
 
 
 def test_an_unknown_metric_is_one_line():

@@ -46,6 +46,8 @@ def sweep(tokens=(2, 4, 8)) -> list[Run]:
                 names.TRAIN_RUNTIME: 0.5,
                 names.TRAINABLE_PARAMS: 64.0 * n,
                 names.ADAPTER_BYTES: 6000.0,
+                names.PEAK_MEMORY_BYTES: 5e8,
+                names.EVAL_FORGETTING: 0.1,
                 names.GRAD_NORM: 0.4,
             },
         )
@@ -65,6 +67,8 @@ def test_the_view_lists_the_sweeps_runs_flat_best_first_and_what_matters_first()
         "metrics.`train_runtime`",
         "metrics.`trainable_params`",
         "metrics.`adapter_bytes`",
+        "metrics.`peak_memory_bytes`",
+        "metrics.`eval_forgetting`",
     ]  # output_dir differs too: not a choice worth a column
     assert state["columnOrder"] == state["selectedColumns"]
     assert state["runsHiddenMode"] == "SHOW_ALL"

@@ -54,6 +54,12 @@ def add_compare(commands: argparse._SubParsersAction) -> None:
         help="rank by this metric, best first (e.g. eval_rougeL, eval_chrf; default: eval_loss)",
     )
     comparing.add_argument(
+        "--pareto",
+        metavar="A,B",
+        help="mark the runs on the Pareto frontier of two metrics, each better in its own "
+        f"direction (e.g. {names.EVAL_LOSS},{names.PEAK_MEMORY_BYTES}), and plot it",
+    )
+    comparing.add_argument(
         "--open",
         action="store_true",
         help="open the comparison in the MLflow UI (a browser on its link; `make ui` first for "
@@ -222,16 +228,18 @@ def latest_search(client: MlflowClient) -> tuple[str, str]:
 
 
 def run_compare(client: MlflowClient, args: argparse.Namespace) -> int:
-    from peftlab import compare
+    from peftlab import compare, pareto
 
+    pair = pareto.parse(args.pareto) if args.pareto is not None else None
     comparison = compare.collect(
-        client, sweep=args.sweep, experiment=args.experiment, metric=args.metric
+        client, sweep=args.sweep, experiment=args.experiment, metric=args.metric, pareto=pair
     )
     name = comparison.parent.info.run_id if comparison.parent else args.experiment
-    files = compare.write(comparison, client, args.out or Path("outputs", "compare", name))
+    out = args.out or Path("outputs", "compare", name)
+    files = compare.write(comparison, client, out)
     compare.log_to_parent(client, comparison, files)
     print(compare.console_table(comparison))
-    print("\nWrote " + ", ".join(str(f) for f in files))
+    print(f"\nWrote {out}{os.sep}: " + ", ".join(f.name for f in files))
     from peftlab import shared_view
 
     link = shared_view.link(client, comparison)

@@ -42,7 +42,14 @@ TAG_PREFIX = "mlflow.sharedViewState."
 KEY_PARAM = "viewStateShareKey"
 COMPRESSED = "deflate;"
 PLAIN_LIMIT = 5000  # characters: beyond, compressed (a readable tag where it is small)
-COST_METRICS = (names.TRAIN_RUNTIME, names.TRAINABLE_PARAMS, names.ADAPTER_BYTES)
+# What a run costs beside its score (and what it breaks: forgetting of general text).
+COST_METRICS = (
+    names.TRAIN_RUNTIME,
+    names.TRAINABLE_PARAMS,
+    names.ADAPTER_BYTES,
+    names.PEAK_MEMORY_BYTES,
+    names.EVAL_FORGETTING,
+)
 CURVES = (names.EVAL_LOSS, names.TRAIN_LOSS)  # line cards, one series per run
 METHOD_PARAM = "peft.method"  # a sweep over the peft group varies this param
 SECTION = "peftlab-comparison"
