@@ -8,7 +8,7 @@ from urllib.parse import parse_qs, urlsplit
 import matplotlib.image
 import pandas as pd
 import pytest
-from helpers.matrices import METHODS
+from helpers.matrices import CORE_METHODS
 from helpers.runners import imported_top_level, peftlab, peftlab_process
 from helpers.stores import new_store, store_runs, sweep_parts
 from mlflow import MlflowClient
@@ -96,7 +96,7 @@ def test_the_loss_plot_draws_each_runs_logged_curve_one_colour_per_method(sweep,
         assert list(line.get_ydata()) == [m.value for m in history]
         colours.setdefault(method, set()).add(line.get_color())
     assert not drawn
-    assert len(colours) == (1 if sweep == "sweep_run" else len(METHODS))
+    assert len(colours) == (1 if sweep == "sweep_run" else len(CORE_METHODS))
     assert all(len(colour) == 1 for colour in colours.values())  # a method's runs share one
     assert len(set.union(*colours.values())) == len(colours)  # and no other method has it
 
@@ -174,7 +174,7 @@ def test_a_sweep_over_methods_fills_the_peft_column(method_sweep: Path, tmp_path
     result = compare.collect(client)
     table = result.table
     assert result.swept == ["peft"]
-    assert sorted(table["peft"]) == sorted(METHODS)
+    assert sorted(table["peft"]) == sorted(CORE_METHODS)
     assert sorted(table["method"]) == sorted(REGISTRY)
     assert (table[names.TRAINABLE_PARAMS] > 0).all() and (table[names.ADAPTER_BYTES] > 0).all()
     relative = (
@@ -185,7 +185,7 @@ def test_a_sweep_over_methods_fills_the_peft_column(method_sweep: Path, tmp_path
     assert (table["improvement_pct"] - relative).abs().max() < 1e-9
     compare.write(result, client, tmp_path)
     markdown = (tmp_path / "comparison.md").read_text()
-    assert all(f"| {option} " in markdown for option in METHODS)
+    assert all(f"| {option} " in markdown for option in CORE_METHODS)
 
 
 def test_a_task_sweep_ranks_by_a_generation_metric_higher_first(method_sweep: Path):

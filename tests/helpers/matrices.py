@@ -15,10 +15,15 @@ METHODS = {
     # Its model's own loss adds an orthogonality penalty, which held-out losses leave out:
     # without it, the model's own loss is the held-out loss (test_methods compares them).
     "adalora": ["peft.init_r=4", "peft.target_r=2", "peft.orth_reg_weight=0"],
-    "adaption-prompt": ["peft.adapter_len=4", "peft.adapter_layers=2"],
+    "adaption-prompt": ["peft.adapter_len=4"],
     "trainable-tokens": [],
     "ln-tuning": [],
 }
+
+# One method of each way of tuning (virtual tokens, a prompt encoder, prefixes of every layer,
+# low-rank updates, rescaled activations): what a sweep over methods and every data format run
+# through, where every method would repeat what test_methods shows for each.
+CORE_METHODS = ["prompt-tuning", "p-tuning", "prefix-tuning", "lora", "ia3"]
 
 # The fixtures of the tiny models every method runs on (tests/helpers/tiny_models.py), but
 # for the methods that apply to one architecture only.

@@ -7,28 +7,39 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from peftlab.methods.base import LayerMethod, key, method_name, register, require_counts
+from peftlab.methods.base import PeftMethod, key, method_name, register, require_counts
 
 
 @register
 @dataclass
-class AdaptionPrompt(LayerMethod):
+class AdaptionPrompt(PeftMethod):
     method: str = method_name("adaption_prompt")
     adapter_len: int = key(10, "Trained prompt tokens in each adapted layer (the paper's 10).")
-    adapter_layers: int = key(
-        30, "How many layers, counted from the top, attend to the prompt (all of SmolLM2's 30)."
+    adapter_layers: int | None = key(
+        None, "How many layers, counted from the top, attend to the prompt; null: every layer."
     )
 
     peft_type: ClassVar[str] = "ADAPTION_PROMPT"
-    config_class: ClassVar[str] = "AdaptionPromptConfig"
+    # Its prompts live in the layers' attention, not in front of the input.
+    is_prompt_learning: ClassVar[bool] = False
     learning_rate: ClassVar[float] = 1e-2  # the paper's 9e-3 (LLaMA-7B, batch 64), rounded
 
     def __post_init__(self) -> None:
-        require_counts(self, "adapter_len", "adapter_layers")
+        require_counts(self, "adapter_len")
+        if self.adapter_layers is not None:
+            require_counts(self, "adapter_layers")
 
     @classmethod
     def suggest(cls, trial):
         trial.suggest_categorical("peft.adapter_len", [4, 10, 20])
+
+    def peft_config(self, model, tokenizer_path):
+        from peft import AdaptionPromptConfig, TaskType
+
+        layers = self.adapter_layers or model.config.num_hidden_layers
+        return AdaptionPromptConfig(
+            task_type=TaskType.CAUSAL_LM, adapter_len=self.adapter_len, adapter_layers=layers
+        )
 
     @classmethod
     def detach(cls, peft_model):
