@@ -6,8 +6,11 @@ from pathlib import Path
 
 import mlflow
 import pytest
+import torch
+from helpers.matrices import METHODS
 from helpers.runners import imported_top_level, peftlab, peftlab_process, run_tiny
 from mlflow.tracking import MlflowClient
+from safetensors.torch import load_file, save_file
 from transformers import BloomConfig, BloomForCausalLM, PreTrainedTokenizerFast
 
 from peftlab.adapter_sources import from_dir, resolve
@@ -148,3 +151,35 @@ def test_generate_command_takes_runs_of_different_methods(runs_of_every_method):
     assert result.returncode == 0, result.stderr[-2000:]
     texts = [block.split("\n", 1)[1].strip() for block in result.stdout.split("\n\n")[1:]]
     assert texts == [results[0].samples[0].untuned, *(r.samples[0].tuned for r in results)]
+
+
+def perturbed_copy(adapter_dir: Path, target: Path) -> Path:
+    """Another adapter of the same method and shapes: the saved weights plus noise."""
+    shutil.copytree(adapter_dir, target)
+    weights = target / "adapter_model.safetensors"
+    generator = torch.Generator().manual_seed(0)
+    tensors = {
+        name: tensor + torch.randn(tensor.shape, generator=generator).to(tensor.dtype)
+        if tensor.is_floating_point() else tensor
+        for name, tensor in load_file(weights).items()
+    }  # fmt: skip
+    save_file(tensors, weights)
+    return target
+
+
+@pytest.mark.parametrize("option", METHODS)
+def test_two_adapters_of_a_method_on_one_base_each_give_their_own_output(
+    option, runs_of_every_method, tmp_path: Path
+):
+    client, results = runs_of_every_method
+    result = results[list(METHODS).index(option)]
+    first = resolve(result.run_id, client)
+    second = from_dir(perturbed_copy(first.adapter_dir, tmp_path / "second" / "adapter"))
+    prompt, settings = result.samples[0].prompt, first.generation
+    alone = [
+        AdapterBank.for_sources([s]).generate(prompt, settings, s.name) for s in (first, second)
+    ]
+    assert alone[0] != alone[1]  # two adapters that differ: what the bank must keep apart
+    bank = AdapterBank.for_sources([first, second])
+    for _ in range(2):  # back and forth
+        assert [bank.generate(prompt, settings, s.name) for s in (first, second)] == alone

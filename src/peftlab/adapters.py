@@ -3,12 +3,14 @@
 As in the notebook, adapters are loaded onto a single copy of the base model and picked with
 ``set_adapter``: N adapters of one method cost one base model plus N adapters. One PeftModel
 cannot hold adapters of different methods, so the bank keeps the adapters of one method
-attached at a time and swaps them (unloading injected layers) when another method is asked for.
+attached at a time and swaps them (unloading injected layers) when another method is asked for;
+adapters of a method peft holds one at a time (trainable tokens) take turns the same way.
 Where the adapters come from: :mod:`peftlab.adapter_sources`.
 """
 
 from __future__ import annotations
 
+import logging
 from contextlib import AbstractContextManager, nullcontext
 
 import torch
@@ -19,6 +21,8 @@ from peftlab.adapter_sources import AdapterSource
 from peftlab.config import GenerationSettings, ModelConfig
 from peftlab.errors import PeftlabError
 from peftlab.methods import of_peft_type
+
+log = logging.getLogger(__name__)
 
 
 class AdapterBank:
@@ -53,8 +57,9 @@ class AdapterBank:
         self._activate(source)
 
     def _activate(self, source: AdapterSource) -> PeftModel:
-        """Attach ``source`` (swapping out adapters of another method) and make it active."""
-        if self.peft_model is not None and self._attached_type() != source.peft_type:
+        """Attach ``source`` (swapping out adapters of another method, or of its own where peft
+        holds one at a time) and make it active."""
+        if self.peft_model is not None and not self._holds_beside(source):
             self._detach_all()
         if self.peft_model is None or source.name not in self.peft_model.peft_config:
             self._load(source)
@@ -84,6 +89,18 @@ class AdapterBank:
                 f"--run {source.label!r}: the adapter does not fit the base model {self.base}: "
                 f"{str(error).strip().splitlines()[-1]}"
             ) from error
+
+    def _holds_beside(self, source: AdapterSource) -> bool:
+        """Whether ``source`` can join (or is among) the attached adapters."""
+        if self._attached_type() != source.peft_type:
+            return False
+        if of_peft_type(source.peft_type).shares_a_base:
+            return True
+        if source.name not in self.peft_model.peft_config:
+            log.info("%s adapters take turns on the base model: peft holds one at a time",
+                     of_peft_type(source.peft_type).option())  # fmt: skip
+            return False
+        return True
 
     def _attached_type(self) -> str:
         return self.peft_model.active_peft_config.peft_type.value

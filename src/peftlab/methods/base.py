@@ -94,6 +94,9 @@ class PeftMethod(ABC):
     is_prompt_learning: ClassVar[bool]
     # The learning rate used when trainer.learning_rate is null: methods differ by 10x.
     learning_rate: ClassVar[float]
+    # Whether peft holds several adapters of the method on one base model at once; if not,
+    # they take turns (peftlab generate, the demo).
+    shares_a_base: ClassVar[bool] = True
 
     @classmethod
     def option(cls) -> str:

@@ -23,6 +23,8 @@ class TrainableTokens(LayerMethod):
     peft_type: ClassVar[str] = "TRAINABLE_TOKENS"
     config_class: ClassVar[str] = "TrainableTokensConfig"
     learning_rate: ClassVar[float] = 3e-3  # a few embedding rows: a prompt-tuning-like rate
+    # peft's second adapter wraps the first's layer, which it cannot ("unknown layer type").
+    shares_a_base: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         require(bool(self.trained_text), "peft.trained_text", self.trained_text, "a non-empty text")
