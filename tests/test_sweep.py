@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import httpx
+import optuna
 import pytest
 from helpers.configs import CONF_DIR, tiny_overrides
 from helpers.matrices import CORE_METHODS
@@ -12,8 +13,9 @@ from helpers.stores import new_store, store_runs, sweep_parts
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from omegaconf import OmegaConf
 
-from peftlab import names, shared_view, sweep
+from peftlab import names, search, shared_view, sweep
 from peftlab.config import SAMPLES_DIR
 from peftlab.methods import REGISTRY
 from peftlab.methods.lora import Lora
@@ -189,9 +191,11 @@ def test_search_within_a_method_asks_for_its_own_keys(tiny_llama: Path, tmp_path
 
 
 def test_search_across_methods_picks_a_method_then_its_keys(tiny_llama: Path, tmp_path: Path):
+    candidates = ["prompt-tuning", "lora", "ia3", "loha"]
     result = run_sweep(
-        tiny_llama, tmp_path, "hparams_search=optuna-methods", "hydra.sweeper.n_trials=4"
-    )
+        tiny_llama, tmp_path, "hparams_search=optuna-methods", "hydra.sweeper.n_trials=4",
+        f"peft={','.join(candidates)}",
+    )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     _, parent, children = sweep_parts(tmp_path)
     assert parent.info.status == "FINISHED"
@@ -200,7 +204,15 @@ def test_search_across_methods_picks_a_method_then_its_keys(tiny_llama: Path, tm
         method = REGISTRY[child.data.params["peft.method"]]
         assert child.info.run_name.startswith(f"peft={method.option()},")
         assert child.data.tags["peft"] == method.option()
+        assert method.option() in candidates
     assert len({c.data.params["peft.method"] for c in children}) > 1
+
+
+def test_search_across_methods_offers_every_method_unless_told():
+    trial = optuna.create_study().ask()
+    search.across_methods(OmegaConf.create(), trial)
+    offered = trial.distributions[search.METHOD_KEY].choices
+    assert sorted(offered) == sorted(method.option() for method in REGISTRY.values())
 
 
 def test_swept_keys_come_from_sweep_overrides_and_search_space():

@@ -12,6 +12,7 @@ from peftlab.methods import REGISTRY, PeftMethod
 
 # Learning rates are searched log-uniformly within this factor of the method's own.
 LEARNING_RATE_SPAN = 5.0
+METHOD_KEY = "peft"  # the config group whose option is the method
 
 
 def within_method(cfg: DictConfig, trial: Trial) -> None:
@@ -20,9 +21,15 @@ def within_method(cfg: DictConfig, trial: Trial) -> None:
 
 
 def across_methods(cfg: DictConfig, trial: Trial) -> None:
-    """First the method (every registered one), then that method's keys and learning rate."""
+    """First the method, then that method's keys and learning rate. The methods: those the
+    command line gives (``peft=lora,ia3,loha``, a choice the sweeper has already made), else
+    every registered one."""
     by_option = {method.option(): method for method in REGISTRY.values()}
-    _suggest(by_option[trial.suggest_categorical("peft", sorted(by_option))], trial)
+    if METHOD_KEY in trial.params:
+        option = trial.params[METHOD_KEY]
+    else:
+        option = trial.suggest_categorical(METHOD_KEY, sorted(by_option))
+    _suggest(by_option[option], trial)
 
 
 def _suggest(method: type[PeftMethod], trial: Trial) -> None:
