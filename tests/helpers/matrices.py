@@ -12,6 +12,20 @@ METHODS = {
     "lora": ["peft.r=4"],
     "ia3": [],
     "loha": ["peft.r=4"],
+    "adamss": ["peft.num_subspaces=2"],
+    "beft": [],
+    "deft": ["peft.r=4"],
+    "frod": [],
+    "glora": ["peft.r=4"],
+    "hira": ["peft.r=4"],
+    "osf": [],
+    "peanut": ["peft.r=4"],
+    "psoft": ["peft.r=4"],  # peft's 32 > the tiny Llama's k/v_proj outputs (16)
+    "pvera": ["peft.r=16"],
+    "supertuning": [],
+    "tinylora": ["peft.u=8"],
+    "unilora": [],
+    "waveft": ["peft.n_frequency=64"],  # peft's 2592 > a 32 x 32 layer's entries
 }
 
 # The fixtures of the tiny models every method runs on (tests/helpers/tiny_models.py).
