@@ -232,6 +232,11 @@ def test_shared_base_model_stays_pristine_through_jobs_of_every_method(
         ("lora", "peft.lora_dropout=1.0", "peft.lora_dropout=1.0 is not allowed: in [0, 1)"),
         ("lora", "peft.init_lora_weights=pissa", "one of default, gaussian, orthogonal"),
         ("ia3", "peft.feedforward_modules=[down_proj]", "is not allowed: null while"),
+        ("glora", "peft.config_D_E=lora", "peft.config_D_E='lora' is not allowed: vector,"),
+        ("osf", "peft.effective_rank=8", "peft.effective_rank=8.0 is not allowed: null or in"),
+        ("peanut", "peft.act_fn=swish", "peft.act_fn='swish' is not allowed: relu, gelu,"),
+        ("supertuning", "peft.lora_alpha=16", "peft.lora_alpha=16.0 is not allowed: null, or"),
+        ("waveft", "peft.wavelet_family=haar", "peft.wavelet_family='haar' is not allowed: db1"),
     ],
 )
 def test_out_of_range_method_settings_fail_in_one_line(option, override, message):
@@ -239,6 +244,33 @@ def test_out_of_range_method_settings_fail_in_one_line(option, override, message
         method_settings(option, override)
     assert message in str(error.value)
     assert "\n" not in str(error.value)
+
+
+# Methods whose sizes must fit the layers', and what does not fit the tiny Llama's (16 to 64
+# features): the override, and the key peft's complaint is about.
+MISFITS = [
+    ("psoft", "peft.r=32", "r"),  # peft's default rank > k/v_proj's 16 outputs
+    ("waveft", "peft.n_frequency=2592", "n_frequency"),  # peft's default > 32 x 32 entries
+    ("supertuning", "peft.sparsity=0.9999", "sparsity"),  # no entry of a layer left to train
+]
+
+
+@pytest.mark.parametrize(("option", "override", "key"), MISFITS)
+def test_a_method_that_cannot_fit_the_model_fails_in_one_line(
+    option, override, key, tiny_llama: Path
+):
+    loaded = modeling.load(ModelConfig(name_or_path=str(tiny_llama)))
+    before = loaded.model.state_dict().keys()
+    method = method_settings(option, *METHODS[option], override).peft
+    with pytest.raises(PeftlabError) as error, method.attached(loaded.model, str(tiny_llama)):
+        pass
+    message = str(error.value)
+    assert "\n" not in message
+    assert message.startswith(f"peft={option} (")
+    assert f"peft.{key}=" in message
+    assert f"cannot apply to {tiny_llama} (model_type llama)" in message
+    # The layers adapted before the one that did not fit are put back.
+    assert loaded.model.state_dict().keys() == before
 
 
 def foreign_key(option: str) -> tuple[str, str, object]:

@@ -18,6 +18,20 @@ METHODS = {
     "adaption-prompt": ["peft.adapter_len=4"],
     "trainable-tokens": [],
     "ln-tuning": [],
+    "adamss": ["peft.num_subspaces=2"],
+    "beft": [],
+    "deft": ["peft.r=4"],
+    "frod": [],
+    "glora": ["peft.r=4"],
+    "hira": ["peft.r=4"],
+    "osf": [],
+    "peanut": ["peft.r=4"],
+    "psoft": ["peft.r=4"],  # peft's 32 > the tiny Llama's k/v_proj outputs (16)
+    "pvera": ["peft.r=16"],
+    "supertuning": [],
+    "tinylora": ["peft.u=8"],
+    "unilora": [],
+    "waveft": ["peft.n_frequency=64"],  # peft's 2592 > a 32 x 32 layer's entries
 }
 
 # One method of each way of tuning (virtual tokens, a prompt encoder, prefixes of every layer,

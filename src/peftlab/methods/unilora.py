@@ -1,0 +1,45 @@
+"""Uni-LoRA: every LoRA entry of every layer read from one shared trained vector through a
+fixed random isometric projection (peft.UniLoraConfig, Li et al. 2025)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from peftlab.methods.base import (
+    LayerMethod,
+    adapted_layers,
+    key,
+    method_name,
+    register,
+    require,
+    require_counts,
+)
+
+
+@register
+@dataclass
+class UniLora(LayerMethod):
+    method: str = method_name("unilora")
+    r: int = key(4, "Rank of the LoRA updates read from the shared vector.")
+    theta_d_length: int = key(
+        256, "Length of the one trained vector: all the method trains, for the whole model."
+    )
+    unilora_dropout: float = key(0.0, "Dropout on the layer's input while training, in [0, 1).")
+    target_modules: list[str] | None = adapted_layers()
+
+    peft_type: ClassVar[str] = "UNILORA"
+    config_class: ClassVar[str] = "UniLoraConfig"
+    # The Uni-LoRA authors' MetaMathQA script; method_comparison's 1e-4 left it near untrained.
+    learning_rate: ClassVar[float] = 2e-3
+
+    def __post_init__(self) -> None:
+        require_counts(self, "r", "theta_d_length")
+        require(
+            0 <= self.unilora_dropout < 1, "peft.unilora_dropout", self.unilora_dropout, "in [0, 1)"
+        )
+
+    @classmethod
+    def suggest(cls, trial):
+        trial.suggest_categorical("peft.r", [4, 8, 16, 32])
+        trial.suggest_categorical("peft.theta_d_length", [256, 4096, 65536])
