@@ -273,6 +273,19 @@ def test_a_method_that_cannot_fit_the_model_fails_in_one_line(
     assert loaded.model.state_dict().keys() == before
 
 
+def test_a_method_of_another_architecture_fails_in_one_line_naming_the_model(tiny_bloom: Path):
+    loaded = modeling.load(ModelConfig(name_or_path=str(tiny_bloom)))
+    before = logits_and_weights(loaded.model)
+    method = method_settings("adaption-prompt").peft
+    with pytest.raises(PeftlabError) as error, method.attached(loaded.model, str(tiny_bloom)):
+        pass
+    assert str(error.value) == (
+        f"peft=adaption-prompt (peft.adapter_len=10, peft.adapter_layers=None) cannot apply to "
+        f"{tiny_bloom} (model_type bloom): Unsupported model type for adaption prompt: 'bloom'."
+    )
+    assert_unchanged(loaded.model, before)
+
+
 def foreign_key(option: str) -> tuple[str, str, object]:
     """A scalar key only another method has (its owner's option, the key, its default there)."""
     schema = REGISTRY[method_settings(option).peft.method]
