@@ -6,8 +6,7 @@ from pathlib import Path
 
 import mlflow
 import pytest
-import torch
-from helpers.matrices import METHODS
+from helpers.matrices import PATH_METHODS
 from helpers.runners import imported_top_level, peftlab, peftlab_process, run_tiny
 from mlflow.tracking import MlflowClient
 from safetensors.torch import load_file, save_file
@@ -126,10 +125,10 @@ def test_adapter_wider_than_the_base_is_refused(two_runs, tiny_bloom: Path, tmp_
         AdapterBank.for_sources([from_dir(adapter)])
 
 
-def test_adapters_of_every_method_share_one_base_and_each_gives_its_own_output(
-    runs_of_every_method,
+def test_adapters_of_each_kind_share_one_base_and_each_gives_its_own_output(
+    runs_of_each_kind,
 ):
-    client, results = runs_of_every_method
+    client, results = runs_of_each_kind
     sources = [resolve(result.run_id, client) for result in results]
     bank = AdapterBank.for_sources(sources)
     settings = sources[0].generation
@@ -142,8 +141,8 @@ def test_adapters_of_every_method_share_one_base_and_each_gives_its_own_output(
     assert bank.peft_model.get_base_model() is bank.loaded.model
 
 
-def test_generate_command_takes_runs_of_different_methods(runs_of_every_method):
-    client, results = runs_of_every_method
+def test_generate_command_takes_runs_of_different_methods(runs_of_each_kind):
+    client, results = runs_of_each_kind
     work = Path(client.tracking_uri.removeprefix("sqlite:///")).parents[1]
     prompt = results[0].samples[0].prompt
     runs = [arg for result in results for arg in ("--run", result.run_id)]
@@ -154,25 +153,24 @@ def test_generate_command_takes_runs_of_different_methods(runs_of_every_method):
 
 
 def perturbed_copy(adapter_dir: Path, target: Path) -> Path:
-    """Another adapter of the same method and shapes: the saved weights plus noise."""
+    """Another adapter of the same method and shapes: the saved weights moved by one affine map
+    (the same for every tensor, so that weights peft ties stay tied)."""
     shutil.copytree(adapter_dir, target)
     weights = target / "adapter_model.safetensors"
-    generator = torch.Generator().manual_seed(0)
     tensors = {
-        name: tensor + torch.randn(tensor.shape, generator=generator).to(tensor.dtype)
-        if tensor.is_floating_point() else tensor
+        name: 2.5 * tensor + 0.1 if tensor.is_floating_point() else tensor
         for name, tensor in load_file(weights).items()
-    }  # fmt: skip
+    }
     save_file(tensors, weights)
     return target
 
 
-@pytest.mark.parametrize("option", METHODS)
+@pytest.mark.parametrize("option", PATH_METHODS)
 def test_two_adapters_of_a_method_on_one_base_each_give_their_own_output(
-    option, runs_of_every_method, tmp_path: Path
+    option, runs_of_each_kind, tmp_path: Path
 ):
-    client, results = runs_of_every_method
-    result = results[list(METHODS).index(option)]
+    client, results = runs_of_each_kind
+    result = results[PATH_METHODS.index(option)]
     first = resolve(result.run_id, client)
     second = from_dir(perturbed_copy(first.adapter_dir, tmp_path / "second" / "adapter"))
     prompt, settings = result.samples[0].prompt, first.generation

@@ -36,8 +36,8 @@ def test_lists_finished_adapter_runs_best_first(store):
     assert "dataset.name" not in labels[0] and "eval_loss " in labels[0]
 
 
-def test_adapters_of_different_methods_give_their_own_outputs(runs_of_every_method):
-    client, results = runs_of_every_method
+def test_adapters_of_different_methods_give_their_own_outputs(runs_of_each_kind):
+    client, results = runs_of_each_kind
     generator = demo.Generator(client)
     prompt = results[0].samples[0].prompt
     settings = adapter_sources.from_run(client.get_run(results[0].run_id), client).generation

@@ -17,7 +17,7 @@ import pytest
 import torch
 from helpers.configs import ROOT, compose_config, in_process_overrides, tiny_overrides
 from helpers.datasets import write_chats
-from helpers.matrices import CORE_METHODS, FORMATS, METHODS
+from helpers.matrices import CORE_METHODS, FORMATS, METHODS, PATH_METHODS
 from helpers.measures import answers
 from helpers.tiny_models import randomize_adapter
 from transformers import AutoTokenizer
@@ -124,11 +124,11 @@ def test_examples_that_do_not_fit_are_dropped_and_counted_never_cut(tokenizer, c
         data.load_tokenized(task_config(max_length=8), tokenizer)
 
 
-# Every format for a method of each kind; every method on a task, whose held-out prompts differ
-# in length (test_methods covers each method on plain text).
+# Every format for a method of each kind, a task for the methods that train in their own way
+# (test_methods generates a batch as one at a time for every method).
 @pytest.mark.parametrize(
     ("option", "fmt"),
-    [(o, f) for o in METHODS for f in FORMATS if o in CORE_METHODS or f == "completion"],
+    [(o, f) for o in PATH_METHODS for f in FORMATS if o in CORE_METHODS or f == "completion"],
 )
 def test_every_method_trains_on_every_format_and_generates_a_batch_as_one_at_a_time(
     option, fmt, tmp_path, request

@@ -17,7 +17,7 @@ import mlflow
 import pytest
 import torch
 from helpers.configs import CONF_DIR, compose_config, in_process_overrides
-from helpers.matrices import METHOD_MODELS, METHODS, MODELS
+from helpers.matrices import CORE_METHODS, METHOD_MODELS, METHODS, MODELS, PATH_METHODS, RUN_MODELS
 from helpers.measures import held_out_loss, logged_adapter_loss, reference_greedy
 from helpers.runners import run_tiny
 from helpers.stores import store_runs
@@ -29,6 +29,7 @@ from peft.tuners.lora import LoraLayer
 from peftlab import data, generation, modeling, names, pipeline, training
 from peftlab.config import GenerationSettings, ModelConfig
 from peftlab.errors import PeftlabError
+from peftlab.generation import prefix
 from peftlab.methods import REGISTRY
 from peftlab.schema import to_settings
 from peftlab.shared import Shared
@@ -54,7 +55,7 @@ def test_every_method_has_a_yaml_a_schema_and_a_row_here():
     assert sorted(method.option() for method in REGISTRY.values()) == options  # searches use it
 
 
-@pytest.fixture(scope="module", params=METHOD_MODELS, ids="-".join)
+@pytest.fixture(scope="module", params=RUN_MODELS, ids="-".join)
 def method_run(request, tmp_path_factory: pytest.TempPathFactory):
     """One tiny run per model and method, in this process."""
     option, model_fixture = request.param
@@ -110,30 +111,83 @@ def test_logged_model_predicts_the_runs_samples(method_run):
     assert model.predict(prompts) == [sample.tuned for sample in result.samples]
 
 
-@pytest.mark.parametrize(("option", "model_fixture"), METHOD_MODELS)
-@pytest.mark.parametrize("penalty", [1.0, 1.5])
+@pytest.fixture(scope="module")
+def base_models(request):
+    """Each tiny model loaded once for this module's tests: each test checks that the method it
+    attaches leaves the model as it was."""
+    return {name: modeling.load(ModelConfig(name_or_path=str(request.getfixturevalue(name))))
+            for name in MODELS}  # fmt: skip
+
+
+# Both penalties for a method of each kind, the one that changes more for every other method.
+GENERATIONS = [
+    (option, model, penalty)
+    for option, model in METHOD_MODELS
+    for penalty in ((1.0, 1.5) if option in CORE_METHODS else (1.5,))
+]
+
+
+@pytest.mark.parametrize(("option", "model_fixture", "penalty"), GENERATIONS)
 @torch.no_grad()
-def test_generation_equals_uncached_greedy_decoding(option, model_fixture, penalty, request):
-    model_dir = request.getfixturevalue(model_fixture)
-    loaded = modeling.load(ModelConfig(name_or_path=str(model_dir)))
+def test_generation_equals_uncached_greedy_decoding(
+    option, model_fixture, penalty, base_models, tmp_path: Path
+):
+    loaded = base_models[model_fixture]
+    model, tokenizer, path = loaded.model, loaded.tokenizer, loaded.path
+    before = logits_and_weights(model)
     method = method_settings(option, *METHODS[option]).peft
     settings = GenerationSettings(max_new_tokens=16, repetition_penalty=penalty)
-    untuned = generation.generate(loaded.model, loaded.tokenizer, PROMPT, settings)
+    untuned = generation.generate(model, tokenizer, PROMPT, settings)
     torch.manual_seed(0)
-    with method.attached(loaded.model, str(model_dir)) as peft_model:
-        randomize_adapter(peft_model)
-        produced = generation.generate(
-            loaded.model, loaded.tokenizer, PROMPT, settings, generation.prefix(peft_model)
-        )
-        expected = reference_greedy(peft_model, loaded.tokenizer, PROMPT, 16, penalty)
+    outputs = []
+    with method.attached(model, path) as peft_model:
+        for name in ("first", "second"):  # two adapters of the method, saved
+            randomize_adapter(peft_model)
+            outputs.append(
+                generation.generate(model, tokenizer, PROMPT, settings, prefix(peft_model))
+            )
+            expected = reference_greedy(peft_model, tokenizer, PROMPT, 16, penalty)
+            assert outputs[-1] == expected
+            peft_model.save_pretrained(tmp_path / name)
         off = nullcontext() if method.is_prompt_learning else peft_model.disable_adapter()
         with off:
-            assert generation.generate(loaded.model, loaded.tokenizer, PROMPT, settings) == untuned
-    assert produced == expected
-    assert produced != untuned
+            assert generation.generate(model, tokenizer, PROMPT, settings) == untuned
+        assert_batch_is_as_one_at_a_time(peft_model, loaded, settings)
+    assert outputs[0] != untuned and outputs[0] != outputs[1]
+    assert_unchanged(model, before)
+    assert_two_adapters_on_one_base_keep_apart(method, loaded, settings, tmp_path, outputs)
+    assert_unchanged(model, before)
 
 
-@pytest.mark.parametrize(("option", "model_fixture"), METHOD_MODELS)
+def assert_batch_is_as_one_at_a_time(peft_model, loaded, settings: GenerationSettings) -> None:
+    """Prompts of different lengths, generated together (padded) as each alone."""
+    prompts = [PROMPT, *settings.prompts]
+    model, tokenizer, before = loaded.model, loaded.tokenizer, prefix(peft_model)
+    batched = generation.complete(model, tokenizer, prompts, settings, before, 8)
+    short = replace(settings, max_new_tokens=8)
+    assert batched == [generation.generate(model, tokenizer, p, short, before) for p in prompts]
+
+
+def assert_two_adapters_on_one_base_keep_apart(method, loaded, settings, saved: Path, outputs):
+    """The two saved adapters loaded onto the base as the adapter bank loads them: each active
+    in turn gives its own output, or the method says peft holds one at a time (and it does)."""
+    model, tokenizer = loaded.model, loaded.tokenizer
+    peft_model = PeftModel.from_pretrained(model, saved / "first", adapter_name="first")
+    try:
+        peft_model.load_adapter(saved / "second", adapter_name="second")
+        for name, output in [("first", outputs[0]), ("second", outputs[1]), ("first", outputs[0])]:
+            peft_model.set_adapter(name)
+            generated = generation.generate(model, tokenizer, PROMPT, settings, prefix(peft_model))
+            assert generated == output
+    except ValueError as refused:  # trainable tokens: the second wraps the first's layer
+        assert not method.shares_a_base, refused
+    else:
+        assert method.shares_a_base
+    finally:
+        method.detach(peft_model)
+
+
+@pytest.mark.parametrize(("option", "model_fixture"), RUN_MODELS)
 def test_held_out_loss_is_the_token_mean_whatever_the_eval_batch(
     option, model_fixture, request, tmp_path: Path
 ):
@@ -186,7 +240,7 @@ def assert_unchanged(model, before) -> None:
     assert all(torch.equal(weights[name], before[1][name]) for name in weights)
 
 
-def test_shared_base_model_stays_pristine_through_jobs_of_every_method(
+def test_shared_base_model_stays_pristine_through_jobs_of_each_kind(
     tiny_llama: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ):
     cfg = to_settings(compose_config([
@@ -196,7 +250,7 @@ def test_shared_base_model_stays_pristine_through_jobs_of_every_method(
     base = shared.model(cfg.model).model
     before = logits_and_weights(base)
     untuned = []
-    for option in METHODS:
+    for option in PATH_METHODS:
         shared.measurements.clear()  # measured anew on the shared base after each method
         result = run_tiny(tiny_llama, tmp_path / option, f"peft={option}", *METHODS[option],
                           "trainer.num_train_epochs=1", shared=shared)  # fmt: skip
@@ -214,7 +268,7 @@ def test_shared_base_model_stays_pristine_through_jobs_of_every_method(
         return step(trainer, *args, **kwargs)
 
     monkeypatch.setattr(training.LengthGroupingTrainer, "training_step", fail_after_the_first_step)
-    for option in METHODS:
+    for option in PATH_METHODS:
         with pytest.raises(RuntimeError, match="node lost"):
             run_tiny(tiny_llama, tmp_path / f"failed-{option}", f"peft={option}", *METHODS[option],
                      shared=shared)  # fmt: skip

@@ -44,6 +44,14 @@ CORE_METHODS = ["prompt-tuning", "p-tuning", "prefix-tuning", "lora", "ia3"]
 MODELS = ["tiny_bloom", "tiny_llama"]
 ONLY_ON = {"adaption-prompt": ["tiny_llama"]}  # peft implements it for Llama's attention
 METHOD_MODELS = [(option, model) for option in METHODS for model in ONLY_ON.get(option, MODELS)]
+# Whole tiny runs (logged, saved, reloaded): every method on the Llama, a method of each kind on
+# both; what a method does on each architecture, test_methods' generations show.
+RUN_MODELS = [(o, m) for o, m in METHOD_MODELS if o in CORE_METHODS or m == "tiny_llama"]
+
+# Methods that train or come off in their own way (a trainer callback, attentions swapped in,
+# embedding rows, normalization layers): beside a method of each kind, what the tests of the
+# whole path (a sweep's shared base model, the adapter bank, the demo) run through.
+PATH_METHODS = [*CORE_METHODS, "adalora", "adaption-prompt", "trainable-tokens", "ln-tuning"]
 
 # The dataset overrides of each format, and the model fixture whose tokenizer can render it
 # (chat's rows: tests/helpers/datasets.py's CHATS, written by write_chats).

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from mlflow.tracking import MlflowClient
 
-from helpers.matrices import CORE_METHODS, METHODS
+from helpers.matrices import CORE_METHODS, METHODS, PATH_METHODS
 from helpers.runners import run_sweep, run_tiny
 
 # Two learning rates far apart: the low one barely moves the held-out loss, so once a trial of
@@ -50,12 +50,13 @@ def method_sweep(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def runs_of_every_method(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory):
-    """A run of every PEFT method on one tiny Llama, in one store."""
+def runs_of_each_kind(tiny_llama: Path, tmp_path_factory: pytest.TempPathFactory):
+    """A run of each kind of PEFT method, and of those that attach in their own way
+    (PATH_METHODS), on one tiny Llama, in one store."""
     work = tmp_path_factory.mktemp("methods")
     results = [
-        run_tiny(tiny_llama, work, f"peft={option}", *overrides, name=option)
-        for option, overrides in METHODS.items()
+        run_tiny(tiny_llama, work, f"peft={option}", *METHODS[option], name=option)
+        for option in PATH_METHODS
     ]
     return MlflowClient(f"sqlite:///{work}/mlruns/mlflow.db"), results
 
