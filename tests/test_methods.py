@@ -286,6 +286,11 @@ def test_shared_base_model_stays_pristine_through_jobs_of_each_kind(
         ("lora", "peft.lora_dropout=1.0", "peft.lora_dropout=1.0 is not allowed: in [0, 1)"),
         ("lora", "peft.init_lora_weights=pissa", "one of default, gaussian, orthogonal"),
         ("ia3", "peft.feedforward_modules=[down_proj]", "is not allowed: null while"),
+        ("oft", "peft.r=4", "peft.r=4 is not allowed: 0 with peft.oft_block_size=32"),
+        ("hra", "peft.r=3", "peft.r=3 is not allowed: an even integer >= 2"),
+        ("gralora", "peft.r=5", "peft.r=5 is not allowed: a multiple of peft.gralora_k=2"),
+        ("road", "peft.variant=road_3", "peft.variant='road_3' is not allowed: one of road_1,"),
+        ("miss", "peft.init_weights=true", "peft.init_weights='True' is not allowed: one of"),
         ("glora", "peft.config_D_E=lora", "peft.config_D_E='lora' is not allowed: vector,"),
         ("osf", "peft.effective_rank=8", "peft.effective_rank=8.0 is not allowed: null or in"),
         ("peanut", "peft.act_fn=swish", "peft.act_fn='swish' is not allowed: relu, gelu,"),
@@ -303,6 +308,14 @@ def test_out_of_range_method_settings_fail_in_one_line(option, override, message
 # Methods whose sizes must fit the layers', and what does not fit the tiny Llama's (16 to 64
 # features): the override, and the key peft's complaint is about.
 MISFITS = [
+    ("boft", "peft.boft_block_size=12", "boft_block_size"),
+    ("fourierft", "peft.n_frequency=1000", "n_frequency"),
+    ("c3a", "peft.block_size=64", "block_size"),
+    ("shira", "peft.r=32", "r"),
+    ("vblora", "peft.vector_length=64", "vector_length"),
+    ("road", "peft.group_size=64", "group_size"),
+    ("gralora", "peft.gralora_k=3", "gralora_k"),
+    ("miss", "peft.r=64", "r"),
     ("psoft", "peft.r=32", "r"),  # peft's default rank > k/v_proj's 16 outputs
     ("waveft", "peft.n_frequency=2592", "n_frequency"),  # peft's default > 32 x 32 entries
     ("supertuning", "peft.sparsity=0.9999", "sparsity"),  # no entry of a layer left to train

@@ -32,6 +32,21 @@ METHODS = {
     "tinylora": ["peft.u=8"],
     "unilora": [],
     "waveft": ["peft.n_frequency=64"],  # peft's 2592 > a 32 x 32 layer's entries
+    "lokr": ["peft.r=4"],
+    "oft": ["peft.oft_block_size=8"],
+    "boft": [],  # 4-wide blocks divide every tiny layer's input
+    "hra": ["peft.r=4"],
+    "vera": ["peft.r=16"],
+    # The tiny layers' sizes are 16 to 128: no room for the defaults' sizes (MISFITS).
+    "fourierft": ["peft.n_frequency=64"],
+    "c3a": ["peft.block_size=16"],
+    "randlora": ["peft.r=4"],
+    "shira": ["peft.r=4"],
+    "vblora": ["peft.vector_length=16", "peft.num_vectors=32"],
+    "delora": ["peft.r=4"],
+    "road": ["peft.group_size=16"],
+    "gralora": ["peft.r=6"],  # a multiple of gralora_k=2, and of 3 (MISFITS)
+    "miss": ["peft.r=8"],
 }
 
 # One method of each way of tuning (virtual tokens, a prompt encoder, prefixes of every layer,

@@ -1,0 +1,47 @@
+"""DeLoRA: a LoRA update normalised per rank and scaled by a trained bound on its norm
+(peft.DeloraConfig, Bini et al. 2025): the update's angle and strength learned apart."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from peftlab.methods.base import (
+    LayerMethod,
+    adapted_layers,
+    key,
+    method_name,
+    register,
+    require,
+    require_counts,
+)
+
+
+@register
+@dataclass
+class DeLoRA(LayerMethod):
+    method: str = method_name("delora")
+    r: int = key(8, "Rank of each low-rank update.")
+    delora_lambda: int = key(
+        15, "Start of the trained bound on each update's norm, relative to the weight's (> 0)."
+    )
+    module_dropout: float = key(
+        0.0, "Chance of skipping a layer's update while training, in [0, 1)."
+    )
+    target_modules: list[str] | None = adapted_layers()
+
+    peft_type: ClassVar[str] = "DELORA"
+    config_class: ClassVar[str] = "DeloraConfig"
+    # 10x LoRA's, the low end of peft's DeLoRA docs ("10-100x larger than for standard LoRA").
+    learning_rate: ClassVar[float] = 5e-3
+
+    def __post_init__(self) -> None:
+        require_counts(self, "r")
+        require(self.delora_lambda > 0, "peft.delora_lambda", self.delora_lambda, "> 0")
+        require(
+            0 <= self.module_dropout < 1, "peft.module_dropout", self.module_dropout, "in [0, 1)"
+        )
+
+    @classmethod
+    def suggest(cls, trial):
+        trial.suggest_categorical("peft.r", [4, 8, 16, 32])

@@ -1,0 +1,53 @@
+"""RandLoRA: trained diagonal scalings of frozen random low-rank bases that together span the
+full rank (peft.RandLoraConfig, Albert et al. 2025): a full-rank update, few parameters."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import ClassVar
+
+from peftlab.methods.base import (
+    LayerMethod,
+    adapted_layers,
+    key,
+    method_name,
+    register,
+    require,
+    require_counts,
+)
+
+
+@register
+@dataclass
+class RandLoRA(LayerMethod):
+    method: str = method_name("randlora")
+    r: int = key(
+        32,
+        "Rank of each random basis; a layer gets min(in, out) / r bases, so a smaller r trains "
+        "more parameters.",
+    )
+    randlora_alpha: int = key(640, "Scale of the update: randlora_alpha / r (typically 20 r).")
+    randlora_dropout: float = key(0.0, "Dropout on the update's input while training, in [0, 1).")
+    sparse: bool = key(False, "Ternary sparse bases (2/3 zeros): less overfitting, as fast.")
+    very_sparse: bool = key(
+        False, "Sparser still (1 - 2/sqrt(min(in, out)) zeros); risks accuracy."
+    )
+    target_modules: list[str] | None = adapted_layers()
+
+    peft_type: ClassVar[str] = "RANDLORA"
+    config_class: ClassVar[str] = "RandLoraConfig"
+    # peft's method_comparison trains RandLoRA at LoRA's rate (1e-4 on Llama-3.2-3B, on a par
+    # with it): LoRA's rate here.
+    learning_rate: ClassVar[float] = 5e-4
+
+    def __post_init__(self) -> None:
+        require_counts(self, "r")
+        require(self.randlora_alpha > 0, "peft.randlora_alpha", self.randlora_alpha, "> 0")
+        dropout = self.randlora_dropout
+        require(0 <= dropout < 1, "peft.randlora_dropout", dropout, "in [0, 1)")
+        both = self.sparse and self.very_sparse
+        require(not both, "peft.sparse", self.sparse, "false with peft.very_sparse=true")
+
+    @classmethod
+    def suggest(cls, trial):
+        trial.suggest_categorical("peft.r", [4, 8, 16, 32])
