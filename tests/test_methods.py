@@ -55,13 +55,21 @@ def test_every_method_has_a_yaml_a_schema_and_a_row_here():
     assert sorted(method.option() for method in REGISTRY.values()) == options  # searches use it
 
 
+@pytest.fixture(scope="module")
+def shared_bases() -> dict[str, Shared]:
+    """What the runs of this module share, as the jobs of a sweep do: each model loaded and
+    measured untuned once (every method leaves it as it found it, as tested below)."""
+    return {name: Shared() for name in MODELS}
+
+
 @pytest.fixture(scope="module", params=RUN_MODELS, ids="-".join)
-def method_run(request, tmp_path_factory: pytest.TempPathFactory):
+def method_run(request, shared_bases, tmp_path_factory: pytest.TempPathFactory):
     """One tiny run per model and method, in this process."""
     option, model_fixture = request.param
     model_dir = request.getfixturevalue(model_fixture)
     work = tmp_path_factory.mktemp(f"{option}-{model_fixture}")
-    result = run_tiny(model_dir, work, f"peft={option}", *METHODS[option])
+    shared = shared_bases[model_fixture]
+    result = run_tiny(model_dir, work, f"peft={option}", *METHODS[option], shared=shared)
     return option, model_dir, work, result
 
 
