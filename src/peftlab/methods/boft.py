@@ -41,7 +41,7 @@ class BOFT(LayerMethod):
     peft_type: ClassVar[str] = "BOFT"
     config_class: ClassVar[str] = "BOFTConfig"
     # Above LoRA's 5e-4: at LoRA's rate (peft's method_comparison, Llama-3.2-3B) BOFT's few
-    # parameters underfit (train loss 0.73 vs LoRA's 0.58).
+    # parameters underfit (train loss 0.73 vs 0.58); on SmolLM2-135M 1e-3 nears LoRA (2.21, 2.18).
     learning_rate: ClassVar[float] = 1e-3
 
     def __post_init__(self) -> None:

@@ -34,7 +34,8 @@ class C3A(LayerMethod):
 
     peft_type: ClassVar[str] = "C3A"
     config_class: ClassVar[str] = "C3AConfig"
-    # peft's C3A docs: "a LR of 1e-1 ... is a good starting point" (method_comparison: 3e-1).
+    # peft's C3A docs: "a LR of 1e-1 ... is a good starting point" (method_comparison: 3e-1);
+    # on SmolLM2-135M (18 steps) it beat 2e-2 (held-out loss 2.27 vs 2.88).
     learning_rate: ClassVar[float] = 1e-1
 
     def __post_init__(self) -> None:
