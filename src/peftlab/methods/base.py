@@ -12,6 +12,7 @@ without loading torch.
 
 from __future__ import annotations
 
+import re
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -156,7 +157,7 @@ class PeftMethod(ABC):
         """One line: this method, its keys that peft's complaint names, the model, the why."""
         reason = " ".join(str(error).split())
         keys = [f.name for f in fields(self) if f.name != "method"]
-        named = [key for key in keys if key in reason or key.replace("_", " ") in reason]
+        named = [key for key in keys if re.search(rf"\b({key}|{key.replace('_', ' ')})\b", reason)]
         values = ", ".join(f"peft.{key}={getattr(self, key)!r}" for key in named or keys)
         return (
             f"peft={self.option()} ({values}) cannot apply to {model.name_or_path} "
