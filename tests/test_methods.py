@@ -508,3 +508,10 @@ def test_adalora_reallocates_ranks_while_it_trains(tiny_llama: Path, tmp_path: P
     init_r, target_r = config["init_r"], config["target_r"]
     assert max(ranks) <= init_r and len(set(ranks)) > 1  # moved between layers, not cut evenly
     assert sum(ranks) == target_r * len(ranks)  # the budget: target_r per update on average
+
+
+def test_adalora_trains_a_run_of_one_step(tiny_llama: Path, tmp_path: Path):
+    one_step = ["dataset.train_rows=4", "trainer.num_train_epochs=1"]  # batch 4
+    result = run_tiny(tiny_llama, tmp_path, "peft=adalora", *METHODS["adalora"], *one_step)
+    config = json.loads((Path(result.adapter_dir) / "adapter_config.json").read_text())
+    assert (config["total_step"], config["tfinal"]) == (1, 0)

@@ -89,9 +89,13 @@ class AdaLora(LayerMethod):
 
             def on_train_begin(self, args, state, control, **kwargs):
                 config = peft_model.peft_config[peft_model.active_adapter]
-                config.total_step = state.max_steps
-                config.tinit = int(method.tinit_fraction * state.max_steps)
-                config.tfinal = max(1, int(method.tfinal_fraction * state.max_steps))
+                steps = config.total_step = state.max_steps
+                config.tinit = int(method.tinit_fraction * steps)
+                # The final allocation needs a step's importance scores before it: none in a
+                # run too short to have one (its ranks stay init_r).
+                config.tfinal = min(
+                    max(1, int(method.tfinal_fraction * steps)), max(0, steps - config.tinit - 1)
+                )
 
             def on_optimizer_step(self, args, state, control, **kwargs):
                 peft_model.base_model.update_and_allocate(state.global_step)
