@@ -14,6 +14,7 @@ from peftlab.methods.base import (
     register,
     require,
     require_counts,
+    require_fractions,
     target_modules,
 )
 
@@ -46,7 +47,7 @@ class AdaLora(LayerMethod):
     def __post_init__(self) -> None:
         require_counts(self, "init_r", "target_r")
         require(self.target_r <= self.init_r, "peft.target_r", self.target_r, f"<= {self.init_r}")
-        require(0 <= self.lora_dropout < 1, "peft.lora_dropout", self.lora_dropout, "in [0, 1)")
+        require_fractions(self, "lora_dropout")
         require(
             self.tinit_fraction >= 0 and self.tfinal_fraction > 0
             and self.tinit_fraction + self.tfinal_fraction < 1,

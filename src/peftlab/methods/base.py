@@ -71,6 +71,13 @@ def of_peft_type(peft_type: str) -> type[PeftMethod]:
     return found[0]
 
 
+def require_fractions(method: PeftMethod, *keys: str) -> None:
+    """Range check of ``peft.<key>`` values that are shares, dropouts most: in [0, 1)."""
+    for key in keys:
+        value = getattr(method, key)
+        require(0 <= value < 1, f"peft.{key}", value, "in [0, 1)")
+
+
 def require_counts(method: PeftMethod, *keys: str) -> None:
     """Range check of ``peft.<key>`` values that count something: integers >= 1."""
     for key in keys:

@@ -12,8 +12,8 @@ from peftlab.methods.base import (
     key,
     method_name,
     register,
-    require,
     require_counts,
+    require_fractions,
 )
 from peftlab.methods.oft import require_blocks
 
@@ -47,7 +47,7 @@ class BOFT(LayerMethod):
     def __post_init__(self) -> None:
         require_blocks(self, "boft_block_num", "boft_block_size")
         require_counts(self, "boft_n_butterfly_factor")
-        require(0 <= self.boft_dropout < 1, "peft.boft_dropout", self.boft_dropout, "in [0, 1)")
+        require_fractions(self, "boft_dropout")
 
     @classmethod
     def suggest(cls, trial):

@@ -14,6 +14,7 @@ from peftlab.methods.base import (
     register,
     require,
     require_counts,
+    require_fractions,
 )
 
 DECOMPOSITIONS = ("relu", "qr")
@@ -48,7 +49,7 @@ class Deft(LayerMethod):
             self.decomposition_method,
             " or ".join(DECOMPOSITIONS),
         )
-        require(0 <= self.deft_dropout < 1, "peft.deft_dropout", self.deft_dropout, "in [0, 1)")
+        require_fractions(self, "deft_dropout")
 
     @classmethod
     def suggest(cls, trial):

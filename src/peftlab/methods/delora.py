@@ -14,6 +14,7 @@ from peftlab.methods.base import (
     register,
     require,
     require_counts,
+    require_fractions,
 )
 
 
@@ -38,9 +39,7 @@ class DeLoRA(LayerMethod):
     def __post_init__(self) -> None:
         require_counts(self, "r")
         require(self.delora_lambda > 0, "peft.delora_lambda", self.delora_lambda, "> 0")
-        require(
-            0 <= self.module_dropout < 1, "peft.module_dropout", self.module_dropout, "in [0, 1)"
-        )
+        require_fractions(self, "module_dropout")
 
     @classmethod
     def suggest(cls, trial):

@@ -7,7 +7,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from peftlab.methods.base import LayerMethod, adapted_layers, key, method_name, register, require
+from peftlab.methods.base import (
+    LayerMethod,
+    adapted_layers,
+    key,
+    method_name,
+    register,
+    require,
+    require_fractions,
+)
 
 
 @register
@@ -27,7 +35,7 @@ class Frod(LayerMethod):
 
     def __post_init__(self) -> None:
         require(0 <= self.sparse_rate <= 1, "peft.sparse_rate", self.sparse_rate, "in [0, 1]")
-        require(0 <= self.frod_dropout < 1, "peft.frod_dropout", self.frod_dropout, "in [0, 1)")
+        require_fractions(self, "frod_dropout")
 
     @classmethod
     def suggest(cls, trial):

@@ -14,6 +14,7 @@ from peftlab.methods.base import (
     register,
     require,
     require_counts,
+    require_fractions,
 )
 
 
@@ -42,8 +43,7 @@ class GraLoRA(LayerMethod):
         multiple = f"a multiple of peft.gralora_k={self.gralora_k}"
         require(self.r % self.gralora_k == 0, "peft.r", self.r, multiple)
         require(self.hybrid_r >= 0, "peft.hybrid_r", self.hybrid_r, "an integer >= 0")
-        dropout = self.gralora_dropout
-        require(0 <= dropout < 1, "peft.gralora_dropout", dropout, "in [0, 1)")
+        require_fractions(self, "gralora_dropout")
 
     @classmethod
     def suggest(cls, trial):

@@ -12,8 +12,8 @@ from peftlab.methods.base import (
     key,
     method_name,
     register,
-    require,
     require_counts,
+    require_fractions,
 )
 
 
@@ -32,7 +32,7 @@ class Hira(LayerMethod):
 
     def __post_init__(self) -> None:
         require_counts(self, "r")
-        require(0 <= self.hira_dropout < 1, "peft.hira_dropout", self.hira_dropout, "in [0, 1)")
+        require_fractions(self, "hira_dropout")
 
     @classmethod
     def suggest(cls, trial):

@@ -12,8 +12,8 @@ from peftlab.methods.base import (
     key,
     method_name,
     register,
-    require,
     require_counts,
+    require_fractions,
 )
 
 
@@ -33,9 +33,7 @@ class LoHa(LayerMethod):
 
     def __post_init__(self) -> None:
         require_counts(self, "r")
-        for name in ("rank_dropout", "module_dropout"):
-            value = getattr(self, name)
-            require(0 <= value < 1, f"peft.{name}", value, "in [0, 1)")
+        require_fractions(self, "rank_dropout", "module_dropout")
 
     @classmethod
     def suggest(cls, trial):

@@ -14,6 +14,7 @@ from peftlab.methods.base import (
     register,
     require,
     require_counts,
+    require_fractions,
 )
 
 
@@ -42,9 +43,7 @@ class LoKr(LayerMethod):
 
     def __post_init__(self) -> None:
         require_counts(self, "r")
-        for name in ("rank_dropout", "module_dropout"):
-            value = getattr(self, name)
-            require(0 <= value < 1, f"peft.{name}", value, "in [0, 1)")
+        require_fractions(self, "rank_dropout", "module_dropout")
         factor = self.decompose_factor
         require(factor == -1 or factor >= 1, "peft.decompose_factor", factor, "-1 or >= 1")
 

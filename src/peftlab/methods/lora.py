@@ -13,6 +13,7 @@ from peftlab.methods.base import (
     register,
     require,
     require_counts,
+    require_fractions,
     target_modules,
 )
 
@@ -66,7 +67,7 @@ class Lora(PeftMethod):
     def __post_init__(self) -> None:
         require_counts(self, "r")
         require(self.lora_alpha > 0, "peft.lora_alpha", self.lora_alpha, "> 0")
-        require(0 <= self.lora_dropout < 1, "peft.lora_dropout", self.lora_dropout, "in [0, 1)")
+        require_fractions(self, "lora_dropout")
         require(
             self.init_lora_weights in INITS,
             "peft.init_lora_weights",

@@ -14,6 +14,7 @@ from peftlab.methods.base import (
     register,
     require,
     require_counts,
+    require_fractions,
 )
 
 VARIANTS = ("balance", "bat", "mini")
@@ -42,7 +43,7 @@ class MiSS(LayerMethod):
 
     def __post_init__(self) -> None:
         require_counts(self, "r", "mini_r")
-        require(0 <= self.miss_dropout < 1, "peft.miss_dropout", self.miss_dropout, "in [0, 1)")
+        require_fractions(self, "miss_dropout")
         variant = self.init_weights
         require(variant in VARIANTS, "peft.init_weights", variant, f"one of {', '.join(VARIANTS)}")
 

@@ -14,6 +14,7 @@ from peftlab.methods.base import (
     register,
     require,
     require_counts,
+    require_fractions,
 )
 
 
@@ -58,8 +59,7 @@ class OFT(LayerMethod):
     def __post_init__(self) -> None:
         require_blocks(self, "r", "oft_block_size")
         require_counts(self, "num_cayley_neumann_terms")
-        dropout = self.module_dropout
-        require(0 <= dropout < 1, "peft.module_dropout", dropout, "in [0, 1)")
+        require_fractions(self, "module_dropout")
         require(self.eps > 0, "peft.eps", self.eps, "> 0")
 
     @classmethod

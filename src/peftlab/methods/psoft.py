@@ -14,6 +14,7 @@ from peftlab.methods.base import (
     register,
     require,
     require_counts,
+    require_fractions,
 )
 
 SVD_INITS = ("psoft_init", "pissa_init")
@@ -50,7 +51,7 @@ class Psoft(LayerMethod):
     def __post_init__(self) -> None:
         require_counts(self, "r")
         require(self.psoft_alpha > 0, "peft.psoft_alpha", self.psoft_alpha, "> 0")
-        require(0 <= self.psoft_dropout < 1, "peft.psoft_dropout", self.psoft_dropout, "in [0, 1)")
+        require_fractions(self, "psoft_dropout")
         require(
             self.ab_svd_init in SVD_INITS,
             "peft.ab_svd_init",

@@ -12,8 +12,8 @@ from peftlab.methods.base import (
     key,
     method_name,
     register,
-    require,
     require_counts,
+    require_fractions,
 )
 
 
@@ -37,7 +37,7 @@ class Pvera(LayerMethod):
 
     def __post_init__(self) -> None:
         require_counts(self, "r")
-        require(0 <= self.pvera_dropout < 1, "peft.pvera_dropout", self.pvera_dropout, "in [0, 1)")
+        require_fractions(self, "pvera_dropout")
 
     @classmethod
     def suggest(cls, trial):

@@ -14,6 +14,7 @@ from peftlab.methods.base import (
     register,
     require,
     require_counts,
+    require_fractions,
 )
 
 
@@ -43,8 +44,7 @@ class RandLoRA(LayerMethod):
     def __post_init__(self) -> None:
         require_counts(self, "r")
         require(self.randlora_alpha > 0, "peft.randlora_alpha", self.randlora_alpha, "> 0")
-        dropout = self.randlora_dropout
-        require(0 <= dropout < 1, "peft.randlora_dropout", dropout, "in [0, 1)")
+        require_fractions(self, "randlora_dropout")
         both = self.sparse and self.very_sparse
         require(not both, "peft.sparse", self.sparse, "false with peft.very_sparse=true")
 

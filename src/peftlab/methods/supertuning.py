@@ -6,7 +6,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import ClassVar
 
-from peftlab.methods.base import LayerMethod, adapted_layers, key, method_name, register, require
+from peftlab.methods.base import (
+    LayerMethod,
+    adapted_layers,
+    key,
+    method_name,
+    register,
+    require,
+    require_fractions,
+)
 
 
 @register
@@ -30,7 +38,7 @@ class Supertuning(LayerMethod):
     learning_rate: ClassVar[float] = 1e-4
 
     def __post_init__(self) -> None:
-        require(0 <= self.sparsity < 1, "peft.sparsity", self.sparsity, "in [0, 1)")
+        require_fractions(self, "sparsity")
         require(self.r is None or self.r >= 1, "peft.r", self.r, "null or an integer >= 1")
         require(
             self.lora_alpha is None or (self.r is not None and self.lora_alpha > 0),
@@ -38,7 +46,7 @@ class Supertuning(LayerMethod):
             self.lora_alpha,
             "null, or > 0 with peft.r set",
         )
-        require(0 <= self.lora_dropout < 1, "peft.lora_dropout", self.lora_dropout, "in [0, 1)")
+        require_fractions(self, "lora_dropout")
 
     @classmethod
     def suggest(cls, trial):

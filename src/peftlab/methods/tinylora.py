@@ -14,6 +14,7 @@ from peftlab.methods.base import (
     register,
     require,
     require_counts,
+    require_fractions,
 )
 
 
@@ -37,12 +38,7 @@ class TinyLora(LayerMethod):
     def __post_init__(self) -> None:
         require_counts(self, "r", "u")
         require(0 <= self.weight_tying <= 1, "peft.weight_tying", self.weight_tying, "in [0, 1]")
-        require(
-            0 <= self.tinylora_dropout < 1,
-            "peft.tinylora_dropout",
-            self.tinylora_dropout,
-            "in [0, 1)",
-        )
+        require_fractions(self, "tinylora_dropout")
 
     @classmethod
     def suggest(cls, trial):

@@ -12,8 +12,8 @@ from peftlab.methods.base import (
     key,
     method_name,
     register,
-    require,
     require_counts,
+    require_fractions,
 )
 
 
@@ -35,9 +35,7 @@ class UniLora(LayerMethod):
 
     def __post_init__(self) -> None:
         require_counts(self, "r", "theta_d_length")
-        require(
-            0 <= self.unilora_dropout < 1, "peft.unilora_dropout", self.unilora_dropout, "in [0, 1)"
-        )
+        require_fractions(self, "unilora_dropout")
 
     @classmethod
     def suggest(cls, trial):

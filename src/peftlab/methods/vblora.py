@@ -14,6 +14,7 @@ from peftlab.methods.base import (
     register,
     require,
     require_counts,
+    require_fractions,
 )
 
 
@@ -46,8 +47,7 @@ class VBLoRA(LayerMethod):
         require_counts(self, "r", "num_vectors", "vector_length", "topk")
         at_most = f"at most peft.num_vectors={self.num_vectors}"
         require(self.topk <= self.num_vectors, "peft.topk", self.topk, at_most)
-        dropout = self.vblora_dropout
-        require(0 <= dropout < 1, "peft.vblora_dropout", dropout, "in [0, 1)")
+        require_fractions(self, "vblora_dropout")
         bound = self.init_vector_bank_bound
         require(bound > 0, "peft.init_vector_bank_bound", bound, "> 0")
         require(self.init_logits_std >= 0, "peft.init_logits_std", self.init_logits_std, ">= 0")

@@ -14,6 +14,7 @@ from peftlab.methods.base import (
     register,
     require,
     require_counts,
+    require_fractions,
 )
 
 
@@ -33,7 +34,7 @@ class VeRA(LayerMethod):
 
     def __post_init__(self) -> None:
         require_counts(self, "r")
-        require(0 <= self.vera_dropout < 1, "peft.vera_dropout", self.vera_dropout, "in [0, 1)")
+        require_fractions(self, "vera_dropout")
         # The other vector starts at 0: with both at 0 neither gets a gradient.
         require(self.d_initial > 0, "peft.d_initial", self.d_initial, "> 0")
 
