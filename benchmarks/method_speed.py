@@ -5,6 +5,7 @@ a warm-up. The bar: within 3x of LoRA's step.
 
     .venv/bin/python benchmarks/method_speed.py                 # every method
     .venv/bin/python benchmarks/method_speed.py --methods lora,vera --steps 5
+    .venv/bin/python benchmarks/method_speed.py --methods pvera --profile   # where the time goes
 """
 
 from __future__ import annotations
@@ -17,28 +18,48 @@ import time
 from pathlib import Path
 
 import torch
+from hydra import compose, initialize_config_dir
 
 from peftlab import modeling
 from peftlab.config import ModelConfig
 from peftlab.methods import REGISTRY
+from peftlab.schema import register_configs, typed_section
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
-def step_seconds(method, loaded, ids: torch.Tensor, steps: int) -> tuple[float, int]:
-    """The median seconds of a training step of ``method`` and its trainable parameters."""
+def default_model() -> ModelConfig:
+    """The model of train.py's default config: the embedded SmolLM2-135M."""
+    register_configs()
+    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
+        return typed_section(compose("train"), "model", ModelConfig)
+
+
+def step_seconds(method, loaded, ids: torch.Tensor, args) -> tuple[float, int]:
+    """The median seconds of a training step of ``method`` and its trainable parameters; with
+    ``--profile``, the operators that took most of the timed steps printed first."""
     torch.manual_seed(0)
     with method.attached(loaded.model, loaded.path) as peft_model:
         peft_model.train()
         trained = [p for p in peft_model.parameters() if p.requires_grad]
         optimizer = torch.optim.AdamW(trained, lr=1e-4)
-        times = []
-        for _ in range(steps + 1):  # the first warms up the allocator and MKL
+
+        def step() -> float:
             start = time.perf_counter()
             output = peft_model(input_ids=ids, attention_mask=torch.ones_like(ids), labels=ids)
             output.loss.backward()
             optimizer.step()
             optimizer.zero_grad()
-            times.append(time.perf_counter() - start)
-        return statistics.median(times[1:]), sum(p.numel() for p in trained)
+            return time.perf_counter() - start
+
+        step()  # warms up the allocator and MKL
+        if not args.profile:
+            times = [step() for _ in range(args.steps)]
+        else:  # timed with the profiler on: compare these times only with each other
+            with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
+                times = [step() for _ in range(args.steps)]
+            print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=6))
+        return statistics.median(times), sum(p.numel() for p in trained)
 
 
 def main() -> None:
@@ -46,14 +67,15 @@ def main() -> None:
     parser.add_argument("--methods", help="comma-separated options; default: every method")
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--profile", action="store_true", help="print each method's top operators")
     args = parser.parse_args()
     methods = {method.option(): method for method in REGISTRY.values()}
     wanted = args.methods.split(",") if args.methods else sorted(methods)
-    loaded = modeling.load(ModelConfig())
+    loaded = modeling.load(default_model())
     ids = torch.randint(100, 40_000, (8, args.tokens), generator=torch.Generator().manual_seed(0))
     results = {}
     for option in ["lora", *[option for option in wanted if option != "lora"]]:
-        results[option] = step_seconds(methods[option](), loaded, ids, args.steps)
+        results[option] = step_seconds(methods[option](), loaded, ids, args)
         print(f"{option}: {results[option][0]:.3f} s", flush=True)
     cpu = next(
         (
