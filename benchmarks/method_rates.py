@@ -23,16 +23,23 @@ from mlflow.tracking import MlflowClient
 
 from peftlab import names
 from peftlab.methods import REGISTRY
+from peftlab.metrics.rouge_l import RougeL
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = ROOT.parent / "shared" / "data" / "awesome-chatgpt-prompts.csv"
 FACTORS = (1 / 3, 1, 3)
+ROUGE = names.SCORE_PREFIX + RougeL.name
 METRICS = [
-    names.EVAL_LOSS, names.EVAL_LOSS_UNTUNED, "eval_rougeL", "eval_rougeL_untuned",
+    names.EVAL_LOSS, names.EVAL_LOSS_UNTUNED, ROUGE, ROUGE + names.UNTUNED_SUFFIX,
     names.EVAL_FORGETTING, names.PEAK_MEMORY_BYTES, names.TRAIN_RUNTIME, names.ADAPTER_BYTES,
     names.TRAINABLE_PARAMS,
 ]  # fmt: skip
 COLUMNS = ["method", "learning_rate", *METRICS, "status"]
+
+
+def rounded(rate: float) -> float:
+    """A rate to two significant digits, as the CSV and the runs' names show it."""
+    return float(f"{rate:.2g}")
 
 
 def study_rates(option: str, rates: list[float], work: Path, args) -> list[dict]:
@@ -76,9 +83,9 @@ def next_rate(rows: list[dict]) -> float | None:
         return None
     best = min(scored, key=lambda row: float(row["eval_loss"]))["learning_rate"]
     if best == tried[-1]:
-        return float(f"{best * 3:.2g}")
+        return rounded(best * 3)
     if best == tried[0]:
-        return float(f"{best / 3:.2g}")
+        return rounded(best / 3)
     return None
 
 
@@ -117,7 +124,7 @@ def main() -> None:
     for option in wanted:
         if option not in studied:
             rate = methods[option].learning_rate
-            rates = [float(f"{rate * factor:.2g}") for factor in FACTORS]
+            rates = [rounded(rate * factor) for factor in FACTORS]
         elif args.extend and (rate := next_rate(studied[option])):
             rates = [rate]
         else:

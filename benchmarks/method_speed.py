@@ -17,25 +17,13 @@ import statistics
 import time
 from pathlib import Path
 
+import notebook_recipe
 import torch
-from hydra import compose, initialize_config_dir
 
-from peftlab import modeling
-from peftlab.config import ModelConfig
 from peftlab.methods import REGISTRY
-from peftlab.schema import register_configs, typed_section
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
-def default_model() -> ModelConfig:
-    """The model of train.py's default config: the embedded SmolLM2-135M."""
-    register_configs()
-    with initialize_config_dir(str(ROOT / "conf"), version_base="1.3"):
-        return typed_section(compose("train"), "model", ModelConfig)
-
-
-def step_seconds(method, loaded, ids: torch.Tensor, args) -> tuple[float, int]:
+def step_seconds(method, loaded, ids: torch.Tensor, steps: int, profile: bool) -> tuple[float, int]:
     """The median seconds of a training step of ``method`` and its trainable parameters; with
     ``--profile``, the operators that took most of the timed steps printed first."""
     torch.manual_seed(0)
@@ -53,11 +41,11 @@ def step_seconds(method, loaded, ids: torch.Tensor, args) -> tuple[float, int]:
             return time.perf_counter() - start
 
         step()  # warms up the allocator and MKL
-        if not args.profile:
-            times = [step() for _ in range(args.steps)]
+        if not profile:
+            times = [step() for _ in range(steps)]
         else:  # timed with the profiler on: compare these times only with each other
             with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CPU]) as prof:
-                times = [step() for _ in range(args.steps)]
+                times = [step() for _ in range(steps)]
             print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=6))
         return statistics.median(times), sum(p.numel() for p in trained)
 
@@ -71,11 +59,11 @@ def main() -> None:
     args = parser.parse_args()
     methods = {method.option(): method for method in REGISTRY.values()}
     wanted = args.methods.split(",") if args.methods else sorted(methods)
-    loaded = modeling.load(default_model())
+    loaded = notebook_recipe.load_model()
     ids = torch.randint(100, 40_000, (8, args.tokens), generator=torch.Generator().manual_seed(0))
     results = {}
     for option in ["lora", *[option for option in wanted if option != "lora"]]:
-        results[option] = step_seconds(methods[option](), loaded, ids, args)
+        results[option] = step_seconds(methods[option](), loaded, ids, args.steps, args.profile)
         print(f"{option}: {results[option][0]:.3f} s", flush=True)
     cpu = next(
         (

@@ -1,7 +1,7 @@
 """The table and the Pareto figure of BENCHMARKS' "Every method", from the learning-rate study's
-CSV (``method_rates.py``): each method at its best rate, which is its default since the study,
-with what it learned, what it costs and what it broke; the rates tried; and ROUGE-L against peak
-memory with the frontier drawn, by the same figure ``peftlab compare --pareto`` logs.
+CSV (``method_rates.py``): each method at its best rate, with what it learned, what it costs and
+what it broke; the rates tried; and ROUGE-L against peak memory with the frontier drawn, by the
+same figure ``peftlab compare --pareto`` logs.
 
     .venv/bin/python benchmarks/method_table.py rates.csv --figure docs/pareto-methods.png
 """
@@ -12,10 +12,10 @@ import argparse
 from pathlib import Path
 
 import pandas as pd
+from method_rates import ROUGE
 
 from peftlab import compare, names, pareto
 
-ROUGE = "eval_rougeL"
 PAIR = (names.PEAK_MEMORY_BYTES, ROUGE)  # the figure's x and y
 MIB = 2**20
 
@@ -62,7 +62,7 @@ def main() -> None:
     parser.add_argument("--figure", type=Path, help="where the Pareto figure goes (PNG)")
     args = parser.parse_args()
     best = best_rates(pd.read_csv(args.study))
-    untuned = best[[names.EVAL_LOSS_UNTUNED, f"{ROUGE}_untuned"]].iloc[0]
+    untuned = best[[names.EVAL_LOSS_UNTUNED, ROUGE + names.UNTUNED_SUFFIX]].iloc[0]
     print(f"untuned: held-out loss {untuned.iloc[0]:.4f}, ROUGE-L {untuned.iloc[1]:.1f}\n")
     print(markdown(best))
     if args.figure:
