@@ -1,14 +1,24 @@
 """peftlab rerun: a run again from its saved config, with the same result."""
 
+import json
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from wsgiref import simple_server
 
+import optuna
 import pytest
+from helpers.cluster import free_port
 from helpers.configs import tiny_overrides
 from helpers.measures import reference_greedy
 from helpers.runners import peftlab, peftlab_process, train_in_process
 from helpers.stores import new_store, store_runs, sweep_parts
 
-from peftlab import names
+from peftlab import cli, names
+from peftlab import study as studies
 
 pytestmark = pytest.mark.process  # rerun launches train.py
 
@@ -156,3 +166,81 @@ def test_dashboard_serves_the_study_named_by_its_flags(tmp_path: Path, monkeypat
     ((opened, host, port),) = served
     assert (host, port) == ("127.0.0.1", 8123)
     assert opened.get_study_id_from_name("second") == second_id  # the journal given
+
+
+@contextmanager
+def serving_in_a_thread(monkeypatch: pytest.MonkeyPatch, argv: list[str]) -> Iterator[None]:
+    """``peftlab ARGV`` (a command that serves, as ``dashboard``) in this process, from a thread,
+    its server listening within the block; shut down after, and the command must end well."""
+    servers: list[simple_server.WSGIServer] = []
+    make_server = simple_server.make_server
+
+    def kept(*args, **kwargs) -> simple_server.WSGIServer:
+        servers.append(make_server(*args, **kwargs))
+        return servers[-1]
+
+    # optuna-dashboard serves with bottle, which makes its wsgiref server out of reach: kept
+    # here, to shut it down (its socket listens from the moment it is made).
+    monkeypatch.setattr(simple_server, "make_server", kept)
+    ended: list[int] = []
+    thread = threading.Thread(target=lambda: ended.append(cli.main(argv)), daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not servers:
+        assert thread.is_alive() and time.monotonic() < deadline, "no server was started"
+        time.sleep(0.05)
+    try:
+        yield
+    finally:
+        servers[0].shutdown()
+        thread.join(timeout=30)
+        servers[0].server_close()
+    assert ended == [0]
+
+
+def fetched(url: str):
+    """What ``url`` answers, from JSON."""
+    with urllib.request.urlopen(url, timeout=30) as answer:
+        return json.load(answer)
+
+
+def half_of_x_trial_1_pruned(trial: optuna.Trial) -> float:
+    x = trial.suggest_float("x", 0.0, 1.0)
+    if trial.number == 1:
+        raise optuna.TrialPruned()
+    return x / 2
+
+
+def test_the_dashboard_serves_the_latest_searchs_trials_over_http(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+):
+    """What the browser test sees in Chromium, here as optuna-dashboard's JSON API answers it."""
+    from mlflow.tracking import MlflowClient
+
+    # The search's study second in its journal: the other one's trial tells them apart.
+    journal = f"journal:{tmp_path / 'search.journal'}"
+    storage = studies.open_storage(journal)
+    optuna.create_study(study_name="another", storage=storage).optimize(lambda t: 9.0, n_trials=1)
+    search = optuna.create_study(study_name="search", storage=storage)
+    search.optimize(half_of_x_trial_1_pruned, n_trials=3)
+    study_id = storage.get_study_id_from_name("search")
+    new_store(tmp_path)
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    tags = {names.STUDY_TAG: "search", names.STORAGE_TAG: journal}
+    MlflowClient(uri).create_run("0", tags=tags)  # the search's parent run
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    argv = ["--tracking-uri", uri, "dashboard", "--port", str(port)]  # the study from the run
+    with serving_in_a_thread(monkeypatch, argv):
+        listed = fetched(f"{base}/api/studies")["study_summaries"]
+        served = fetched(f"{base}/api/studies/{study_id}")
+        with urllib.request.urlopen(f"{base}/dashboard/studies/{study_id}", timeout=30) as page:
+            html = page.read().decode()
+    url = f"{base}/dashboard/studies/{study_id}"
+    assert capsys.readouterr().out.startswith(f"optuna-dashboard for study 'search' on {url} ")
+    assert '<div id="dashboard">' in html  # the page the URL printed opens
+    assert {s["study_name"]: s["study_id"] for s in listed} == {"another": 0, "search": study_id}
+    assert served["name"] == "search"
+    trials = [(t["number"], t["state"], t.get("values")) for t in served["trials"]]
+    assert trials == [(t.number, t.state.name.capitalize(), t.values) for t in search.trials]
+    assert [state for _, state, _ in trials] == ["Complete", "Pruned", "Complete"]

@@ -6,6 +6,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import replace
 from itertools import pairwise
 from pathlib import Path
@@ -18,9 +20,13 @@ from helpers.cluster import free_port
 from helpers.configs import ROOT
 from helpers.runners import run_train
 from helpers.stores import new_store
+from mlflow.entities import DatasetInput
 from mlflow.exceptions import MlflowException
+from mlflow.store.tracking.dbmodels.models import SqlDataset
 from mlflow.tracking import MlflowClient
 from mlflow.utils.rest_utils import verify_rest_response
+from sqlalchemy import event
+from sqlalchemy.orm import Session
 
 from peftlab import names, tracking
 from peftlab.config import TrackingConfig
@@ -197,6 +203,81 @@ def test_a_chat_dataset_is_logged_with_its_messages_as_json(tmp_path: Path):
     assert json.loads(logged.dataset.schema)["mlflow_colspec"] == [
         {"type": "string", "name": "messages", "required": True}
     ]
+
+
+@contextmanager
+def another_job_inserts_it_first(uri: str, other_run_id: str) -> Iterator[list[str]]:
+    """Within: the first dataset row this process is about to insert, another job's run
+    (``other_run_id``, same experiment) inserts first, after this job looked for it and found
+    none: the race of jobs started at once, on a real SQLite store. Yields the names raced."""
+    raced: list[str] = []
+
+    def insert_first(session: Session, flush_context, instances) -> None:
+        pending = [row for row in session.new if isinstance(row, SqlDataset)]
+        if raced or not pending:
+            return
+        raced.extend(row.name for row in pending)  # before: the other job's own flush passes
+        datasets = [DatasetInput(row.to_mlflow_entity()) for row in pending]
+        MlflowClient(uri).log_inputs(other_run_id, datasets=datasets)
+
+    event.listen(Session, "before_flush", insert_first)
+    try:
+        yield raced
+    finally:
+        event.remove(Session, "before_flush", insert_first)
+
+
+def counted_log_input(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The contexts of each call of ``mlflow.log_input`` from now on, which it still makes."""
+    calls: list[str] = []
+    real = mlflow.log_input
+
+    def counted(dataset, context=None, *args, **kwargs):
+        calls.append(context)
+        return real(dataset, context, *args, **kwargs)
+
+    monkeypatch.setattr(mlflow, "log_input", counted)
+    return calls
+
+
+ROWS = pd.DataFrame({"prompt": ["a", "b", "c"]})
+CSV_ROWS = DatasetConfig(name="d", data_files="/x.csv", text_column="prompt")
+
+
+def test_a_dataset_another_job_inserted_first_is_logged_on_the_next_attempt(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    cfg = store(tmp_path)
+    experiment_id = tracking.use_store(cfg)
+    client = MlflowClient(cfg.uri)
+    other = client.create_run(experiment_id).info.run_id
+    calls = counted_log_input(monkeypatch)
+    with (
+        tracking.run(cfg, "data", {}) as active,
+        another_job_inserts_it_first(cfg.uri, other) as raced,
+    ):
+        tracking.log_dataset(ROWS, CSV_ROWS, "training")
+    # SQLite refused the first insert (UNIQUE constraint failed); the second found the row.
+    assert raced == ["d"] and calls == ["training", "training"]
+    (logged,) = client.get_run(active.info.run_id).inputs.dataset_inputs
+    assert (logged.dataset.name, logged.tags[0].value) == ("d", "training")
+    with sqlite3.connect(tmp_path / "mlruns" / "mlflow.db") as db:
+        assert db.execute("SELECT count(*) FROM datasets").fetchone() == (1,)
+
+
+def test_an_error_other_than_a_duplicate_row_is_raised_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    cfg = store(tmp_path)
+    tracking.use_store(cfg)
+    client = MlflowClient(cfg.uri)
+    calls = counted_log_input(monkeypatch)
+    with tracking.run(cfg, "data", {}) as active:
+        client.delete_run(active.info.run_id)  # an error no retry mends: the run is gone
+        with pytest.raises(MlflowException, match="must be in the 'active' state"):
+            tracking.log_dataset(ROWS, CSV_ROWS, "training")
+        client.restore_run(active.info.run_id)  # so that the run can end
+    assert calls == ["training"]
 
 
 CPU_SAMPLES = "system/cpu_utilization_percentage"
