@@ -5,12 +5,12 @@ The layout: ``test_<module>.py`` tests ``src/peftlab/<module>.py`` (``test_train
 ``test_optuna_sweeper.py`` the Hydra sweeper plugin); ``scenarios/`` the whole system through
 real processes, servers and browsers (faults, Slurm, a team's server, the MLflow UI, the
 dashboard, SmolLM2); ``helpers/`` what tests share (see its ``__init__``). Modules without a
-file of their own are tested through the one that uses them: ``app`` by test_train.py and
-scenarios/test_faults.py, ``interrupts`` and ``output_dirs`` by scenarios/test_faults.py,
-``cache`` by test_modeling.py, ``console`` by test_train.py and test_pipeline.py, ``data_files``
-by test_data.py, ``metrics`` by test_scoring.py, ``pareto`` by test_compare.py, ``search`` by
-test_sweep.py, ``mlflow_model_code`` by test_logged_model.py, ``schema`` by test_config.py (the
-sections and the tree they make compose together), ``errors`` everywhere.
+file of their own are tested through the one that uses them: ``output_dirs`` by
+scenarios/test_faults.py, ``cache`` by test_modeling.py, ``console`` by test_train.py and
+test_pipeline.py, ``data_files`` by test_data.py, ``metrics`` by test_scoring.py, ``pareto`` by
+test_compare.py, ``search`` by test_sweep.py, ``mlflow_model_code`` by test_logged_model.py,
+``schema`` by test_config.py (the sections and the tree they make compose together), ``errors``
+everywhere.
 """
 
 from __future__ import annotations

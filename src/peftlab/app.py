@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 from hydra.core.hydra_config import HydraConfig
 from hydra.errors import CompactHydraException
@@ -34,6 +34,12 @@ TAGGED_GROUPS = ("model", "dataset", "peft")
 class FailedJob(CompactHydraException):
     """A sweep's job that ended on a :class:`PeftlabError`: Hydra marks the job failed, sweeps
     on, and ends the sweep printing this message alone (a traceback for any other exception)."""
+
+
+class NotRequeued(CompactHydraException):
+    """A job interrupted by its launcher's requeue signal that the launcher did not requeue
+    (submitit: timed out more than ``max_num_timeout`` times). Like :class:`FailedJob`, the
+    sweep ends printing its line: the run that ended KILLED, and how to continue it."""
 
 
 def run_job(cfg: DictConfig, shared: Shared) -> float:
@@ -62,33 +68,69 @@ def run_job(cfg: DictConfig, shared: Shared) -> float:
         from peftlab import console
 
         console.close_progress_bars()
-        print(interrupted(interrupt, context), file=sys.stderr)
-        interrupt.hand_on()  # submitit's requeue signal: it requeues the job, which resumes
-        raise SystemExit(interrupt.exit_code) from None
+        end_interrupted(interrupt, context)
     console.report(result)
     return result.eval_loss
 
 
-def interrupted(interrupt: interrupts.Interrupted, context: pipeline.RunContext | None) -> str:
-    """The one line an interrupted run ends with."""
+REQUEUED = "requeued"
+
+
+def end_interrupted(
+    interrupt: interrupts.Interrupted, context: pipeline.RunContext | None
+) -> NoReturn:
+    """The run has ended KILLED by now (tracking.run). The signal goes on to the launcher's
+    handler that waits for it (submitit's), then one line says what that handler did: only it
+    knows whether it requeues the job (not past ``max_num_timeout`` time limits)."""
+    try:
+        interrupt.hand_on()
+    except SystemExit:  # submitit requeued the job, and exits
+        print(interrupted(interrupt, context, REQUEUED), file=sys.stderr)
+        raise
+    except Exception as refused:  # submitit's UncompletedJobError: the job ends here
+        line = interrupted(interrupt, context, f"not requeued ({reason(refused)})")
+        print(line, file=sys.stderr)  # the job's log
+        # Hydra's job returns it, through submitit, to the sweep: the line the sweep ends on.
+        raise NotRequeued(line) from refused
+    print(interrupted(interrupt, context), file=sys.stderr)  # no handler, or one that returned
+    raise SystemExit(interrupt.exit_code) from None
+
+
+def reason(refused: Exception) -> str:
+    """Why the launcher did not requeue, without submitit's preamble."""
+    return str(refused).removeprefix("Job not requeued because: ").rstrip(".") or repr(refused)
+
+
+def interrupted(
+    interrupt: interrupts.Interrupted,
+    context: pipeline.RunContext | None,
+    outcome: str | None = None,
+) -> str:
+    """The one line an interrupted run ends with; ``outcome``: what the launcher did with the
+    job (:data:`REQUEUED`, or ``not requeued (why)``), None where no launcher had a say."""
     where = f" while {context.phase}" if context is not None else ""
     line = f"interrupted by {interrupt.signal_name}{where}"
     if context is None or context.run_id is None:
-        return f"{line}: no run was started"
+        return f"{line}: no run was started" + (f"; {outcome}" if outcome else "")
     from peftlab import training
 
     checkpoint = training.last_checkpoint(context.run_dir / names.TRAINER_DIR)
-    if checkpoint is None:
-        return (
-            f"{line}: MLflow run {context.run_id} ended KILLED before its first checkpoint; "
-            f"`peftlab rerun {context.run_id}` runs it again"
-        )
-    then = (
-        "the requeued job continues it"
-        if interrupt.requeues
-        else f"`peftlab resume {context.run_id}` continues it"
+    ended = f"MLflow run {context.run_id} ended KILLED" + (
+        f"; last checkpoint {checkpoint}" if checkpoint else " before its first checkpoint"
     )
-    return f"{line}: MLflow run {context.run_id} ended KILLED; last checkpoint {checkpoint}; {then}"
+    return f"{line}: {ended}; {what_continues(context.run_id, checkpoint is not None, outcome)}"
+
+
+def what_continues(run_id: str, checkpointed: bool, outcome: str | None) -> str:
+    """The requeued job, or the user's command. Without a checkpoint either starts the run
+    again as a new run (a job run again passes such a run over: pipeline.unfinished_run)."""
+    if outcome == REQUEUED:
+        return f"the requeued job {'continues it' if checkpointed else 'runs it again'}"
+    if checkpointed:
+        command = f"`peftlab resume {run_id}` continues it"
+    else:
+        command = f"`peftlab rerun {run_id}` runs it again"
+    return f"{outcome}; {command}" if outcome else command
 
 
 def run_context(hydra_cfg: DictConfig, cfg: DictConfig) -> pipeline.RunContext:

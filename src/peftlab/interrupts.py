@@ -5,9 +5,11 @@ Ctrl-C sends SIGINT; Slurm, ``docker stop``, systemd and Kubernetes send SIGTERM
 through its ``finally`` blocks; a second signal ends the process at once.
 
 A Slurm job launched by submitit also gets SIGUSR2 ahead of its time limit or when preempted;
-submitit's handler for it requeues the job. That signal interrupts the run the same way (a
-checkpoint at the step it stops at), and is then handed on to submitit's handler
-(:meth:`Interrupted.hand_on`), so the requeued job resumes the run from there.
+submitit's handler for it requeues the job (and exits), unless the job has timed out more than
+``max_num_timeout`` times: then it raises, and the job ends. That signal interrupts the run the
+same way (a checkpoint at the step it stops at), and is then handed on to submitit's handler
+(:meth:`Interrupted.hand_on`), whose outcome the caller reports: a requeued job resumes the run
+from there; otherwise ``peftlab resume`` does.
 """
 
 from __future__ import annotations
@@ -29,14 +31,10 @@ class Interrupted(BaseException):  # not an Exception: no library's `except Exce
         self.exit_code = 128 + signum  # what a shell reports for a process the signal ended
         self._waiting = waiting
 
-    @property
-    def requeues(self) -> bool:
-        """Whether a launcher's handler waits for this signal to requeue the job."""
-        return self._waiting is not None
-
     def hand_on(self) -> None:
-        """Give the signal to the handler that waited for it (submitit's requeue: it exits),
-        once the run has ended; nothing for a signal no one else waits for."""
+        """Give the signal to the handler that waited for it, once the run has ended: submitit's
+        requeues the job and exits (SystemExit), or raises why it does not. Nothing for a
+        signal no one else waits for."""
         if self._waiting is not None:
             self._waiting(self.signum, None)
 

@@ -141,7 +141,9 @@ class MlflowSweepCallback(Callback):
             client.set_tag(parent_id, names.BEST_RUN_ID_TAG, best.info.run_id)
             client.set_tag(parent_id, names.BEST_RUN_NAME_TAG, best.info.run_name)
         if any(child.info.status == "KILLED" for child in children):
-            status = "KILLED"  # a job was interrupted, and the sweep with it
+            # A job's run was left to resume: the sweep was interrupted with it, or its
+            # launcher did not requeue it (app.NotRequeued, the line the sweep ended on).
+            status = "KILLED"
         client.set_terminated(parent_id, status)
         from peftlab import shared_view  # the runs side by side in the UI, best first
 

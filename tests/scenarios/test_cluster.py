@@ -3,8 +3,10 @@ MLflow server over PostgreSQL: one job per sweep job, failures, preemption and r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
+import signal
 import subprocess
 import sys
 import tempfile
@@ -12,13 +14,14 @@ import time
 from pathlib import Path
 
 import mlflow
+import psutil
 import pytest
 from helpers import cluster
 from helpers.configs import ROOT, tiny_overrides
 from helpers.runners import run_tiny
 from mlflow.tracking import MlflowClient
 
-from peftlab import names
+from peftlab import names, training
 
 pytestmark = pytest.mark.process  # Slurm's daemons and jobs
 
@@ -176,50 +179,131 @@ def log_of_attempts(work: Path, job_id: str) -> str:
     return (work / "multirun" / ".submitit" / job_id / f"{job_id}_0_log.err").read_text()
 
 
-def test_preempted_and_timed_out_slurm_jobs_resume_their_runs_after_the_requeue(
+def signalled_near_their_end(slurm, *job_ids: str) -> None:
+    """Bring running jobs near their end, so that Slurm sends submitit's USR2 (signal_delay_s,
+    120 s, before it: an end 125 s away is near). Slurm checks time limits every 30 s or so,
+    time in which a job could finish: each is held stopped until the signal reaches it."""
+    held = [job_process(job_id) for job_id in job_ids]
+    for process in held:
+        process.suspend()  # SIGSTOP; stopped a moment later
+        wait_for(lambda p=process: p.status() == psutil.STATUS_STOPPED, "a stopped job")
+    try:
+        near = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() + 125))
+        for job_id in job_ids:
+            slurm.command("scontrol", "update", f"JobId={job_id}", f"EndTime={near}")
+        for process in held:
+            wait_for(lambda p=process: signalled(p), "Slurm's USR2", timeout=120)
+    finally:
+        for process in held:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.resume()
+
+
+def job_process(job_id: str) -> psutil.Process:
+    """The Python process that runs a task of the sweep's job array (submitit's)."""
+    array, _, task = job_id.partition("_")
+
+    def found() -> psutil.Process | None:
+        for process in psutil.process_iter(["cmdline", "environ"]):
+            command, env = process.info["cmdline"] or [""], process.info["environ"] or {}
+            if (
+                "submitit.core._submit" in command
+                and Path(command[0]).name.startswith("python")  # not srun, which starts it
+                and (env.get("SLURM_ARRAY_JOB_ID"), env.get("SLURM_ARRAY_TASK_ID")) == (array, task)
+            ):
+                return process
+        return None
+
+    return wait_for(found, f"job {job_id}'s process")
+
+
+def signalled(process: psutil.Process) -> bool:
+    """Whether Slurm's USR2 has reached the stopped process: waiting to be handled, or handled
+    already (Slurm sends SIGCONT with it: the process goes on, or has ended)."""
+    try:
+        if process.status() != psutil.STATUS_STOPPED:
+            return True
+        status = Path(f"/proc/{process.pid}/status").read_text().splitlines()
+    except (psutil.NoSuchProcess, FileNotFoundError):
+        return True
+    masks = [int(line.split()[1], 16) for line in status if line.startswith(("SigPnd", "ShdPnd"))]
+    return any(mask & (1 << (signal.SIGUSR2 - 1)) for mask in masks)
+
+
+def step_of(checkpoint: Path | None) -> int:
+    return -1 if checkpoint is None else int(checkpoint.name.rpartition("-")[2])
+
+
+def test_requeued_slurm_jobs_resume_their_runs_and_one_past_max_num_timeout_says_how_to(
     slurm, mlflow_on_postgres: str, tiny_bloom: Path, tmp_path: Path
 ):
-    """Job 0 requeued by Slurm (`scontrol requeue`: SIGTERM); job 1 sent submitit's signal
-    (USR2, as a preemption); job 2 brought near its time limit, so that Slurm sends that signal
-    (`--signal`). Each ends its run at a step with a checkpoint and, requeued, continues that
-    same MLflow run to the held-out loss of a run never interrupted."""
-    training = ["trainer.num_train_epochs=60", "peft.num_virtual_tokens=2"]
+    """Job 0 requeued by Slurm (`scontrol requeue`: SIGTERM); jobs 1 and 2 brought near their
+    time limit, so that Slurm sends submitit's signal (USR2, `--signal`), requeued once
+    (max_num_timeout=1). Each ends its run at a step with a checkpoint and, requeued, continues
+    that same MLflow run, to the held-out loss of a run never interrupted. Job 2, brought near
+    its time limit again once it has resumed, is not requeued: its run ends KILLED at a new
+    checkpoint, and its log and the sweep's closing line say so and name `peftlab resume`."""
+    training_args = ["trainer.num_train_epochs=60", "peft.num_virtual_tokens=2"]
     sweep = slurm_sweep(
-        slurm, tiny_bloom, tmp_path, mlflow_on_postgres, "preempted", *training,
-        "+tracking.tags.signal=requeue,usr2,time_limit", "hydra.launcher.mem_gb=4",
-        # A USR2 within a job's last 10 minutes submitit counts as its time limit (requeued
-        # only max_num_timeout times: 0 here); earlier, as a preemption (always requeued).
-        "hydra.launcher.timeout_min=15",
+        slurm, tiny_bloom, tmp_path, mlflow_on_postgres, "preempted", *training_args,
+        "+tracking.tags.signal=requeue,time_limit,twice", "hydra.launcher.mem_gb=4",
+        # submitit counts a USR2 as the time limit once a job has run min(80%, all but 10
+        # minutes) of timeout_min: with 10, every USR2 (a preemption with more).
+        "hydra.launcher.timeout_min=10", "hydra.launcher.max_num_timeout=1",
     )  # fmt: skip
     job_ids = wait_for(lambda: len(slurm_jobs(tmp_path)) == 3 and slurm_jobs(tmp_path), "jobs")
-    for job in ("0", "1", "2"):
-        checkpoints = tmp_path / "multirun" / job / "trainer"
-        wait_for(lambda c=checkpoints: list(c.glob("checkpoint-*")), "a first checkpoint")
+    trainers = [tmp_path / "multirun" / job / names.TRAINER_DIR for job in ("0", "1", "2")]
+    for trainer in trainers:
+        wait_for(lambda t=trainer: training.last_checkpoint(t), "a first checkpoint")
     slurm.command("scontrol", "requeue", job_ids[0])
-    slurm.command("scancel", "--signal=USR2", job_ids[1])
-    # Slurm signals a job signal_delay_s (120 s) before its end: an end 125 s away is near.
-    near = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(time.time() + 125))
-    slurm.command("scontrol", "update", f"JobId={job_ids[2]}", f"EndTime={near}")
+    signalled_near_their_end(slurm, job_ids[1], job_ids[2])
     for job_id in job_ids:
         release(slurm, job_id)
-    finished(sweep)
+    stopped = step_of(training.last_checkpoint(trainers[2]))  # its next attempt's is further
+    wait_for(lambda: step_of(training.last_checkpoint(trainers[2])) > stopped, "job 2 resumed")
+    signalled_near_their_end(slurm, job_ids[2])
+    stderr = finished(sweep, returncode=1)
 
-    _, _, children = sweep_on(mlflow_on_postgres, "preempted")
-    assert [c.data.tags["signal"] for c in children] == ["requeue", "usr2", "time_limit"]
+    _, parent, children = sweep_on(mlflow_on_postgres, "preempted")
+    assert [c.data.tags["signal"] for c in children] == ["requeue", "time_limit", "twice"]
     assert [restarts(slurm, j) for j in job_ids] == [1, 1, 1]
-    signals = ["SIGTERM", "SIGUSR2", "SIGUSR2"]
-    for job_id, sig in zip(job_ids, signals, strict=True):
-        printed = log_of_attempts(tmp_path, job_id)
-        assert f"interrupted by {sig} while training" in printed
-        assert ("the requeued job continues it" in printed) == (sig == "SIGUSR2")
-    alone = run_tiny(tiny_bloom, tmp_path, *training)
-    client = MlflowClient(mlflow_on_postgres)
+    assert [c.info.status for c in children] == ["FINISHED", "FINISHED", "KILLED"]
+    assert parent.info.status == "KILLED"  # not left RUNNING: a job's run is to be resumed
+    run_id, last = children[2].info.run_id, training.last_checkpoint(trainers[2])
+    assert step_of(last) > stopped  # of its requeued attempt: what `peftlab resume` takes
+    not_requeued = (
+        f"interrupted by SIGUSR2 while training: MLflow run {run_id} ended KILLED; last "
+        f"checkpoint {last}; not requeued (timed-out too many times); `peftlab resume {run_id}` "
+        "continues it"
+    )
+    assert_each_said_what_became_of_it(tmp_path, job_ids, stderr, not_requeued)
+    assert_continued_where_they_stopped(mlflow_on_postgres, tiny_bloom, tmp_path, training_args)
+
+
+def assert_each_said_what_became_of_it(work: Path, job_ids, stderr: str, not_requeued: str):
+    """Each job's log, each attempt: requeued by whom; the sweep's closing line: job 2's last."""
+    lines = stderr.splitlines()
+    assert not_requeued in lines and "Traceback" not in stderr, stderr[-3000:]
+    assert "+tracking.tags.signal=twice" in lines[lines.index(not_requeued) - 1]  # Hydra's
+    printed = [log_of_attempts(work, job_id) for job_id in job_ids]
+    assert "interrupted by SIGTERM while training" in printed[0]
+    assert "the requeued job continues it" not in printed[0]  # no launcher's handler had a say
+    assert "; the requeued job continues it" in printed[1]
+    said = [line for line in printed[2].splitlines() if line.startswith("interrupted by")]
+    assert said[0].endswith("; the requeued job continues it") and said[1:] == [not_requeued]
+
+
+def assert_continued_where_they_stopped(server: str, model: Path, work: Path, training_args):
+    """Each run of the sweep "preempted" continued by its requeued job, no step logged twice;
+    the two that finished at the held-out loss of a run of the same training never interrupted."""
+    alone = run_tiny(model, work, *training_args)
+    client, _, children = sweep_on(server, "preempted")
     for child in children:
         log = Path(child.data.tags[names.RUN_DIR_TAG], "train.log").read_text()
         assert f"Found unfinished run {child.info.run_id} (KILLED)" in log
-        assert child.info.status == "FINISHED"
         steps = [m.step for m in client.get_metric_history(child.info.run_id, names.TRAIN_LOSS)]
         assert len(steps) == len(set(steps))  # no step logged twice
+    for child in children[:2]:
         assert child.data.metrics[names.EVAL_LOSS] == pytest.approx(alone.eval_loss, abs=1e-4)
 
 
