@@ -90,10 +90,11 @@ dashboard: setup
 	$(VENV)/bin/peftlab dashboard $(ARGS)
 
 # A run's logged model over HTTP on loopback: make serve RUN=<run id> (or MODEL=models:/NAME@champion).
-# The scoring server starts `uvicorn` from PATH: this environment's bin/ goes first.
+# The scoring server starts `uvicorn` from PATH: this environment's bin/ goes first (VENV
+# relative to here or absolute).
 serve: setup
 	@[ -n "$(RUN)$(filter-out runs:/%,$(MODEL))" ] || { echo "usage: make serve RUN=<run id>"; exit 2; }
-	PATH="$(CURDIR)/$(VENV)/bin:$$PATH" MLFLOW_TRACKING_URI="$(STORE)" \
+	PATH="$(abspath $(VENV))/bin:$$PATH" MLFLOW_TRACKING_URI="$(STORE)" \
 		$(VENV)/bin/mlflow models serve -m "$(MODEL)" --env-manager local -h 127.0.0.1 -p $(SERVE_PORT)
 
 lint: setup

@@ -69,6 +69,8 @@ def sweep_run(args: argparse.Namespace, work: Path) -> tuple[float, dict[int, fl
         sys.exit("the sweep trains on the first rows and holds out the last: give --train-rows "
                  "0:N and --eval-rows M:<rows in the CSV>")  # fmt: skip
     uri = f"sqlite:///{work}/mlruns/mlflow.db"
+    # The notebook side's --model, else the embedded model both sides default to.
+    model = [f"model.name_or_path={args.model}", "model.gguf_file=null"] if args.model else []
     wall, _ = timed([
         sys.executable, "train.py", "-m", f"peft.num_virtual_tokens={args.tokens}",
         "peft.prompt_tuning_init=RANDOM", f"trainer.num_train_epochs={args.epochs:g}",
@@ -76,7 +78,7 @@ def sweep_run(args: argparse.Namespace, work: Path) -> tuple[float, dict[int, fl
         f"dataset.text_column={args.column}", f"dataset.train_rows={len(train_rows)}",
         f"dataset.eval_rows={len(eval_rows)}", "generation.max_new_tokens=48",
         f"tracking.uri={uri}", f"tracking.artifact_location={work}/mlruns/artifacts",
-        f"hydra.sweep.dir={work}/multirun",
+        f"hydra.sweep.dir={work}/multirun", *model,
     ])  # fmt: skip
     client = MlflowClient(uri)
     experiments = [e.experiment_id for e in client.search_experiments()]

@@ -21,6 +21,7 @@ import subprocess
 import sys
 import time
 from contextlib import nullcontext
+from pathlib import Path
 
 import notebook_recipe
 
@@ -39,6 +40,9 @@ def parse_args() -> argparse.Namespace:
     notebook_recipe.add_data_arguments(parser)
     parser.add_argument("--repeats", type=int, default=2, help="a/b pairs, medians reported")
     parser.add_argument("--quick", action="store_true", help="1 epoch, 1 repeat")
+    parser.add_argument(
+        "--out", type=Path, default=ROOT / "outputs" / "bench", help="the sides' trainer folders"
+    )
     parser.add_argument("--side", choices=SIDES, help=argparse.SUPPRESS)  # one measurement
     args = parser.parse_args()
     if args.quick:
@@ -64,7 +68,7 @@ def measure(args: argparse.Namespace) -> dict:
 
     work = notebook_recipe.load_workload(args)
     peft_model = notebook_recipe.prompt_tuned(work.model, num_virtual_tokens=4)
-    out = ROOT / "outputs" / "bench" / args.side
+    out = args.out / args.side
     if args.side == "bare":
         collate = CountingCollator(notebook_recipe.notebook_collator(work.tokenizer))
         start = time.perf_counter()
@@ -124,7 +128,8 @@ def bare_loop(peft_model, collate, train, epochs: float) -> None:
 
 
 def run_side(side: str, args: argparse.Namespace) -> dict:
-    command = [sys.executable, __file__, "--side", side, *notebook_recipe.data_arguments(args)]
+    command = [sys.executable, __file__, "--side", side, "--out", str(args.out),
+               *notebook_recipe.data_arguments(args)]  # fmt: skip
     result = subprocess.run(command, capture_output=True, text=True, check=False)
     if result.returncode != 0:
         sys.exit(f"side {side} failed:\n{result.stderr[-3000:]}")

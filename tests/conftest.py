@@ -2,7 +2,8 @@
 leaking between tests, the ``process`` marker on tests of process-starting fixtures.
 
 The layout: ``test_<module>.py`` tests ``src/peftlab/<module>.py`` (``test_train.py`` train.py,
-``test_optuna_sweeper.py`` the Hydra sweeper plugin); ``scenarios/`` the whole system through
+``test_optuna_sweeper.py`` the Hydra sweeper plugin, ``test_makefile.py`` the Makefile's targets,
+``test_benchmarks.py`` the benchmark scripts); ``scenarios/`` the whole system through
 real processes, servers and browsers (faults, Slurm, a team's server, the MLflow UI, the
 dashboard, SmolLM2); ``helpers/`` what tests share (see its ``__init__``). Modules without a
 file of their own are tested through the one that uses them: ``output_dirs`` by

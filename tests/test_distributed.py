@@ -17,15 +17,19 @@ from helpers.stores import store_runs
 from peftlab import distributed, names
 
 
+def torchrun(model_dir: Path, work: Path, *overrides: str) -> subprocess.CompletedProcess:
+    """train.py launched by torchrun on two processes from ``work``, 2 rows a process a step."""
+    torchrun = Path(sys.executable).with_name("torchrun")
+    return subprocess.run(
+        [str(torchrun), "--nproc-per-node=2", str(ROOT / "train.py"),
+         *tiny_overrides(model_dir, work), "trainer.per_device_train_batch_size=2", *overrides],
+        cwd=work, capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+
+
 @pytest.mark.process  # torchrun's processes
 def test_torchrun_trains_one_run_equal_to_a_single_process(tiny_bloom: Path, tmp_path: Path):
-    torchrun = Path(sys.executable).with_name("torchrun")
-    launched = subprocess.run(
-        [str(torchrun), "--nproc-per-node=2", str(ROOT / "train.py"),
-         *tiny_overrides(tiny_bloom, tmp_path), "trainer.per_device_train_batch_size=2",
-         f"hydra.run.dir={tmp_path}/outputs/ddp"],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    launched = torchrun(tiny_bloom, tmp_path, f"hydra.run.dir={tmp_path}/outputs/ddp")
     assert launched.returncode == 0, launched.stderr[-3000:]
     client, runs = store_runs(tmp_path)
     (run,) = runs  # logged by the first process alone
@@ -40,6 +44,25 @@ def test_torchrun_trains_one_run_equal_to_a_single_process(tiny_bloom: Path, tmp
     steps = client.get_metric_history(run.info.run_id, names.TRAIN_LOSS)
     assert len(steps) == run.data.metrics[names.TRAIN_STEPS] == 8  # 16 rows, 2 epochs, 2 x 2 a step
     assert (tmp_path / "outputs" / "ddp" / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.process  # torchrun's processes
+def test_torchrun_without_a_run_folder_writes_the_run_into_the_first_processes(
+    tiny_bloom: Path, tmp_path: Path
+):
+    """Each process names its own folder (Hydra's default has the time to the microsecond):
+    the run's files go to the first's, the others' hold Hydra's config and their log only."""
+    launched = torchrun(tiny_bloom, tmp_path, "trainer.num_train_epochs=1")
+    assert launched.returncode == 0, launched.stderr[-3000:]
+    _, (run,) = store_runs(tmp_path)
+    assert run.info.status == "FINISHED"
+    folders = set((tmp_path / "outputs").glob("*/*"))
+    first = Path(run.data.tags[names.RUN_DIR_TAG])
+    assert len(folders) == 2 and first in folders, folders
+    (other,) = folders - {first}
+    assert (first / "adapter" / "adapter_model.safetensors").is_file()
+    assert (first / names.METRICS_FILE).is_file()
+    assert {path.name for path in other.iterdir()} == {".hydra", "train.log"}
 
 
 TORCH_VARIABLES = (

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -24,9 +25,11 @@ def serving(
     ready_url: str,
     env: dict[str, str] | None = None,
     stdout: Path | None = None,
+    group: bool = False,
 ):
     """A server process, up once ``ready_url`` answers 200 (within 120 s), stopped after; what
-    it prints goes to the file ``stdout``, if given."""
+    it prints goes to the file ``stdout``, if given. ``group``: the command starts the server
+    as a child of its own (make, a shell), so the whole process group is stopped."""
     printed = stdout.open("w") if stdout is not None else subprocess.DEVNULL
     process = subprocess.Popen(
         command,
@@ -34,6 +37,7 @@ def serving(
         stdout=printed,
         stderr=subprocess.PIPE,
         text=True,
+        start_new_session=group,
     )
     try:
         deadline = time.monotonic() + 120
@@ -48,7 +52,10 @@ def serving(
             raise TimeoutError(f"{ready_url} did not answer within 120 s")
         yield process
     finally:
-        process.terminate()
+        if group:
+            os.killpg(process.pid, signal.SIGTERM)
+        else:
+            process.terminate()
         process.wait(timeout=30)
         if stdout is not None:
             printed.close()
