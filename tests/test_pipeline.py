@@ -78,7 +78,7 @@ def test_run_is_logged_with_params_metrics_and_artifacts(bloom_run, tiny_bloom: 
     rates = [m.value for m in client.get_metric_history(result.run_id, "learning_rate")]
     # The linear decay: falling by the same amount at every step, from at most the rate set.
     drops = [earlier - later for earlier, later in zip(rates, rates[1:], strict=False)]
-    assert rates[0] <= 0.003 and min(drops) > 0
+    assert rates[0] <= PromptTuning.learning_rate and min(drops) > 0
     assert drops == pytest.approx([drops[0]] * len(drops))
     experiment = client.get_experiment(run.info.experiment_id)
     assert experiment.tags[names.EXPERIMENT_KIND_TAG] == "finetuning"

@@ -187,7 +187,8 @@ def test_search_within_a_method_asks_for_its_own_keys(tiny_llama: Path, tmp_path
         keys = {part.split("=")[0] for part in child.info.run_name.split(",")}
         assert keys == {"peft.r", "peft.lora_alpha", "peft.lora_dropout", "trainer.learning_rate"}
         rate = float(child.data.params["trainer.learning_rate"])
-        assert Lora.learning_rate / 5 <= rate <= Lora.learning_rate * 5
+        span = search.LEARNING_RATE_SPAN
+        assert Lora.learning_rate / span <= rate <= Lora.learning_rate * span
 
 
 def test_search_across_methods_picks_a_method_then_its_keys(tiny_llama: Path, tmp_path: Path):

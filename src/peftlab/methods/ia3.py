@@ -32,7 +32,9 @@ class IA3(PeftMethod):
 
     peft_type: ClassVar[str] = "IA3"
     is_prompt_learning: ClassVar[bool] = False
-    learning_rate: ClassVar[float] = 3e-3
+    # Of 1e-3, 3e-3, 9e-3, 0.027, the lowest held-out loss (2.384) on the reference CSV as a task:
+    # BENCHMARKS, "Every method".
+    learning_rate: ClassVar[float] = 9e-3
 
     def __post_init__(self) -> None:
         require(

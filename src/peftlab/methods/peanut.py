@@ -33,7 +33,8 @@ class Peanut(LayerMethod):
 
     peft_type: ClassVar[str] = "PEANUT"
     config_class: ClassVar[str] = "PeanutConfig"
-    # peft's PEANuT example and its method_comparison runs.
+    # Of 3.3e-5, 1e-4, 3e-4, the lowest held-out loss (2.397) on the reference CSV as a task:
+    # BENCHMARKS, "Every method".
     learning_rate: ClassVar[float] = 1e-4
 
     def __post_init__(self) -> None:

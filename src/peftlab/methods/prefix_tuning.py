@@ -50,7 +50,9 @@ class PrefixTuning(PeftMethod):
 
     peft_type: ClassVar[str] = "PREFIX_TUNING"
     is_prompt_learning: ClassVar[bool] = True
-    learning_rate: ClassVar[float] = 3e-3
+    # Of 1e-3, 3e-3, 9e-3, 0.027, the lowest held-out loss (2.391) on the reference CSV as a task:
+    # BENCHMARKS, "Every method".
+    learning_rate: ClassVar[float] = 9e-3
 
     def __post_init__(self) -> None:
         require_counts(self, "num_virtual_tokens", "encoder_hidden_size")
