@@ -2,10 +2,12 @@
 
 import shutil
 import webbrowser
+from itertools import combinations
 from pathlib import Path
 from urllib.parse import parse_qs, urlsplit
 
 import matplotlib.image
+import numpy as np
 import pandas as pd
 import pytest
 from helpers.matrices import CORE_METHODS
@@ -14,7 +16,7 @@ from helpers.stores import new_store, store_runs, sweep_parts
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
-from peftlab import compare, names, shared_view
+from peftlab import compare, names, pareto, shared_view
 from peftlab.errors import PeftlabError
 from peftlab.methods import REGISTRY
 
@@ -460,3 +462,23 @@ def test_a_bad_pareto_value_is_one_line_and_writes_nothing(six_runs, tmp_path, v
     assert line.startswith(f"error: --pareto={value!r}: {allowed}")
     assert names.PEAK_MEMORY_BYTES in line  # what is allowed, named
     assert not (tmp_path / "out").exists() and not client.list_artifacts(parent_id)
+
+
+def test_the_scatters_labels_never_cover_one_another_and_the_frontier_is_always_named():
+    """Thirty runs crowded into a corner, as every method's sweep puts them: a label that would
+    cover another moves to its point's other side or is left off; the frontier's never is."""
+    rng = np.random.default_rng(0)
+    table = pd.DataFrame({
+        "run": [f"method-{i}" for i in range(30)], "pruned": None,
+        names.EVAL_LOSS: [*rng.uniform(2.3, 2.5, 29), 4.0],
+        names.PEAK_MEMORY_BYTES: [*rng.uniform(3e9, 3.3e9, 29), 9e9],  # one far off: a corner
+    })  # fmt: skip
+    pair = (names.PEAK_MEMORY_BYTES, names.EVAL_LOSS)
+    table[compare.PARETO] = pareto.frontier(table, *pair)
+    fig = compare.pareto_figure(compare.Comparison(table, [], [], None, names.EVAL_LOSS, pair))
+    (ax,) = fig.axes
+    boxes = [text.get_window_extent() for text in ax.texts]
+    assert not any(a.overlaps(b) for a, b in combinations(boxes, 2))
+    labelled = {text.get_text() for text in ax.texts}
+    assert set(table["run"][table[compare.PARETO]]) <= labelled
+    assert 5 < len(labelled) < 30  # crowded: some left off, not all

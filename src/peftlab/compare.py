@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
+from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure  # pyplot-free: no display backend, no global state
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
@@ -276,13 +277,38 @@ def pareto_figure(comparison: Comparison) -> Figure:
             ax.scatter(points[x][rows], points[y][rows], color=colour, marker=marker, label=label)
     line = pareto.staircase(points[on], x, y)
     ax.step(line[x], line[y], where="post", color="C3", marker="o", label="Pareto frontier")
-    for (at_x, at_y), tied in points.groupby([x, y], sort=False)["label"]:
-        ax.annotate("\n".join(tied), (at_x, at_y), xytext=(4, 4), textcoords="offset points",
-                    fontsize="small")  # fmt: skip
     ax.set(title=f"{y} vs {x}: the Pareto frontier", xlabel=_axis(x), ylabel=_axis(y))
     ax.legend(fontsize="small")
     ax.grid(alpha=0.3)
+    _label_points(ax, points.assign(on=on), x, y)
     return fig
+
+
+# Where a label may sit beside its point, in points: above right, below right, above left, ...
+LABEL_SIDES = ((4, 4), (4, -4), (-4, 4), (-4, -4))
+
+
+def _label_points(ax, points: pd.DataFrame, x: str, y: str) -> None:
+    """Each point's runs (ties in one label) beside it, the frontier's first. A label that would
+    cover one already placed tries the point's other sides, else is left off: with dozens of
+    runs (every method), crowded labels are unreadable, and the table names every run."""
+    FigureCanvasAgg(ax.figure)  # a renderer, to measure each label where it is drawn
+    renderer = ax.figure.canvas.get_renderer()
+    ax.autoscale_view()
+    placed = []
+    groups = points.groupby([x, y], sort=False)
+    for (at_x, at_y), tied in sorted(groups, key=lambda group: not group[1]["on"].any()):
+        for dx, dy in LABEL_SIDES:
+            text = ax.annotate(
+                "\n".join(tied["label"]), (at_x, at_y), xytext=(dx, dy),
+                textcoords="offset points", fontsize="small",
+                ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top",
+            )  # fmt: skip
+            box = text.get_window_extent(renderer)
+            if not any(box.overlaps(other) for other in placed):
+                placed.append(box)
+                break
+            text.remove()
 
 
 def _plotted(column: pd.Series, name: str) -> pd.Series:
