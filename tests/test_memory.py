@@ -2,6 +2,7 @@
 
 import time
 
+import psutil
 import pytest
 import torch
 
@@ -43,3 +44,23 @@ def test_a_block_is_measured_where_training_runs():
         assert measured.bytes == torch.cuda.max_memory_allocated()
     else:  # resident: at least the interpreter and torch
         assert measured.bytes > 50 * 2**20
+
+
+def free_memory_the_allocator_keeps() -> int:
+    """Allocate ~640 MiB in tensors between small ones that stay, then free the tensors: glibc
+    keeps that memory resident. Returns the resident size after freeing."""
+    kept, freed = [], []
+    for i in range(160):
+        torch.ones(8_000_000)  # freed at once: glibc then serves the next sizes from its heap
+        freed.append(torch.ones(1_000_000 + i))  # ~4 MiB each
+        kept.append(torch.ones(16))
+    del freed
+    return psutil.Process().memory_info().rss
+
+
+def test_memory_an_earlier_block_freed_is_no_part_of_the_next_ones_peak():
+    resident = free_memory_the_allocator_keeps()
+    with memory.peak() as measured:
+        pass
+    if not torch.cuda.is_available():
+        assert measured.bytes < resident - 512 * 2**20

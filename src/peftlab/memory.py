@@ -3,11 +3,16 @@
 A sweep runs its jobs one after another in one process, so the lifetime peak (``ru_maxrss``)
 would report the largest job's peak for every job after it: each measure here starts from the
 block's own start. On a GPU it is torch's peak of allocated memory; on a CPU the peak resident
-set size, the kernel's high-water mark reset at the start (Linux), else sampled.
+set size, the kernel's high-water mark reset at the start (Linux), else sampled. glibc keeps
+what a process frees resident (gigabytes after a sweep's earlier jobs), so on a CPU the block
+starts by handing that back to the kernel: its peak is its own, and a sweep does not hold the
+largest job's memory for the rest of its jobs.
 """
 
 from __future__ import annotations
 
+import ctypes
+import gc
 import re
 import threading
 from collections.abc import Iterator
@@ -36,10 +41,9 @@ def peak() -> Iterator[Peak]:
     """The peak memory of the block: allocated by torch on a GPU, else resident."""
     if torch.cuda.is_available():
         measure = gpu_peak
-    elif high_water_mark_resets():
-        measure = resident_high_water_mark
     else:
-        measure = sampled_resident
+        hand_back_freed_memory()
+        measure = resident_high_water_mark if high_water_mark_resets() else sampled_resident
     with measure() as measured:
         yield measured
 
@@ -52,6 +56,15 @@ def gpu_peak() -> Iterator[Peak]:
         yield measured
     finally:
         measured.bytes = torch.cuda.max_memory_allocated()
+
+
+def hand_back_freed_memory() -> None:
+    """Return to the kernel the memory the process has freed but its C allocator still holds
+    (glibc's ``malloc_trim``; elsewhere there is none to call and nothing is done)."""
+    gc.collect()
+    trim = getattr(ctypes.CDLL(None), "malloc_trim", None)
+    if trim is not None:
+        trim(0)
 
 
 def high_water_mark_resets() -> bool:
