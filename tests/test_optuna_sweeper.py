@@ -16,8 +16,11 @@ from helpers.cluster import free_port
 from helpers.configs import ROOT, tiny_overrides
 from helpers.runners import LONG, peftlab, run_sweep, start_train, wait_until_training
 from helpers.session_runs import ASHA_SEARCH_STEPS, SEARCH
-from helpers.stores import store_runs, sweep_parts
+from helpers.stores import new_store, store_runs, sweep_parts
+from mlflow.tracking import MlflowClient
+from omegaconf import OmegaConf
 
+from hydra_plugins.peftlab_optuna_sweeper.optuna_sweeper import OptunaSweeper
 from peftlab import compare, names
 from peftlab import study as studies
 
@@ -126,6 +129,38 @@ def test_a_failed_trial_is_told_fail_and_the_search_goes_on(tiny_bloom: Path, tm
     _, parent, children = sweep_parts(tmp_path)
     assert sorted(c.info.status for c in children) == ["FAILED", "FINISHED"]
     assert parent.info.status == "FINISHED"
+
+
+def test_a_worker_with_the_budget_taken_waits_and_retries_a_dead_workers_trial(
+    tmp_path: Path, monkeypatch
+):
+    """Its own trials told, another worker's still running: it waits; that worker dies, and
+    this one fails the trial, ends its run KILLED and runs it again."""
+    monkeypatch.setattr(studies, "POLL_S", 0.05)
+    uri = f"sqlite:///{tmp_path}/mlruns/mlflow.db"
+    new_store(tmp_path)
+    client = MlflowClient(uri)
+    dead_run = client.create_run(client.create_experiment("search")).info.run_id
+    space = {"x": optuna.distributions.CategoricalDistribution([1, 2])}
+    study = optuna.create_study(
+        study_name="s", storage=studies.open_storage(f"journal:{tmp_path}/s.journal")
+    )
+    other = study.ask(space)  # its worker beats no more
+    other.set_user_attr(studies.WORKER_ATTR, "node-3:4242")
+    other.set_user_attr(studies.RUN_ATTR, dead_run)
+    sweeper = OptunaSweeper(n_jobs=1)
+    sweeper.config = OmegaConf.create({"tracking": {"uri": uri}})
+    ran = []  # each batch launched: told at once, as a job that ended well
+    monkeypatch.setattr(sweeper, "_run", lambda study, batch, fixed, beat: [
+        ran.append(t.number) or study.tell(t, 1.0) for t in batch])  # fmt: skip
+    sweeper._trials(study, space, [], None, n_trials=2, heartbeat_s=0.2)
+    trials = study.get_trials()
+    assert sum(studies.counts_toward_budget(t) for t in trials) == 2
+    (retry,) = [t for t in trials if t.user_attrs.get("retry_of") == other.number]
+    assert retry.number in ran and retry.params == other.params
+    run = client.get_run(dead_run)
+    assert run.info.status == "KILLED"
+    assert run.data.tags[names.WORKER_DIED_TAG] == "node-3:4242"
 
 
 def start_worker(model_dir: Path, work: Path, *overrides: str) -> subprocess.Popen:

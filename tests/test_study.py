@@ -69,13 +69,49 @@ def test_the_budget_counts_done_and_running_trials_not_abandoned_ones(tmp_path: 
     assert studies.budget_left(study, 3, heartbeat_s=60) == 1
     # No heartbeat for three intervals: its worker is gone, the trial is retried.
     time.sleep(0.1)
-    assert studies.fail_abandoned(study, heartbeat_s=0.01) == [running.number]
+    (failed,) = studies.fail_abandoned(study, heartbeat_s=0.01)
+    assert failed.number == running.number
     trials = study.get_trials()
     assert trials[running.number].state == TrialState.FAIL
     assert trials[running.number].user_attrs[studies.NOT_COUNTED_ATTR] == "abandoned"
     assert studies.budget_left(study, 3, heartbeat_s=60) == 2
     retry = study.ask(SPACE)  # the abandoned trial's parameters, asked again
     assert retry.params == running.params and retry.user_attrs["retry_of"] == running.number
+
+
+def test_a_trials_run_and_worker_are_on_it_for_whoever_fails_it(tmp_path: Path):
+    study = journal(tmp_path)
+    trial = study.ask(SPACE)
+    trial.set_user_attr(studies.WORKER_ATTR, "node-3:4242")
+    studies.TrialLink(study, trial.number).record_run("run-of-the-job")  # its job, elsewhere
+    assert studies.any_running(study)
+    time.sleep(0.1)
+    (failed,) = studies.fail_abandoned(study, heartbeat_s=0.01)
+    assert failed.user_attrs[studies.RUN_ATTR] == "run-of-the-job"
+    assert failed.user_attrs[studies.WORKER_ATTR] == "node-3:4242"
+    assert not studies.any_running(study)  # the retry waits to be asked
+
+
+def told_by(study: optuna.Study, worker: str, value: float = 1.0) -> None:
+    trial = study.ask(SPACE)
+    trial.set_user_attr(studies.WORKER_ATTR, worker)
+    study.tell(trial, value)
+
+
+def test_the_worker_that_told_the_last_trial_closes_the_parent(tmp_path: Path):
+    study = journal(tmp_path)
+    assert studies.closes_parent(study)  # none run here: a search started again, spent
+    told_by(study, studies.this_process())
+    told_by(study, "node-3:4242")
+    assert not studies.closes_parent(study)  # node-3 ends it
+    told_by(study, studies.this_process())
+    assert studies.closes_parent(study)
+    # node-3 died mid-trial and this worker failed its trial: told last, but not by its own.
+    abandoned = study.ask(SPACE)
+    abandoned.set_user_attr(studies.WORKER_ATTR, "node-3:4242")
+    time.sleep(0.1)
+    studies.fail_abandoned(study, heartbeat_s=0.01)
+    assert studies.closes_parent(study)
 
 
 def test_a_live_trial_keeps_its_place_while_its_worker_beats(tmp_path: Path):

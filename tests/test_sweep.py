@@ -13,6 +13,7 @@ from helpers.stores import new_store, store_runs, sweep_parts
 from hydra import initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 from hydra.core.override_parser.overrides_parser import OverridesParser
+from mlflow.tracking import MlflowClient
 from omegaconf import OmegaConf
 
 from peftlab import names, search, shared_view, sweep
@@ -214,6 +215,33 @@ def test_search_across_methods_offers_every_method_unless_told():
     search.across_methods(OmegaConf.create(), trial)
     offered = trial.distributions[search.METHOD_KEY].choices
     assert sorted(offered) == sorted(method.option() for method in REGISTRY.values())
+
+
+def test_the_parent_leaves_out_the_runs_of_trials_a_dead_worker_left(tmp_path: Path):
+    """Their trials were retried: the parent's results are the study's."""
+    new_store(tmp_path)
+    client = MlflowClient(f"sqlite:///{tmp_path}/mlruns/mlflow.db")
+    experiment_id = client.create_experiment("search")
+    parent = client.create_run(experiment_id, tags={names.SWEEP_TAG: "true"}).info.run_id
+
+    def child(status: str, eval_loss: float, worker_died: bool) -> None:
+        tags = {names.PARENT_TAG: parent} | ({names.WORKER_DIED_TAG: "n:1"} if worker_died else {})
+        run_id = client.create_run(experiment_id, tags=tags).info.run_id
+        client.log_metric(run_id, names.EVAL_LOSS, eval_loss)
+        client.log_metric(run_id, names.SEARCH_STEPS, 4)
+        client.set_terminated(run_id, status)
+
+    child("FINISHED", 2.0, worker_died=False)  # the study's only trial
+    child("KILLED", 3.0, worker_died=True)  # its worker killed mid-training
+    child("FINISHED", 1.0, worker_died=True)  # killed once the job ended, before its tell
+    callback = sweep.MlflowSweepCallback()
+    callback._client, callback._parent_id = client, parent
+    callback._close("FINISHED")
+    ended = client.get_run(parent)
+    assert ended.info.status == "FINISHED"
+    assert ended.data.metrics[names.BEST_EVAL_LOSS] == 2.0
+    assert ended.data.metrics[names.SEARCH_STEPS] == 4
+    assert ended.data.tags[names.FINISHED_JOBS_TAG] == "1"
 
 
 def test_swept_keys_come_from_sweep_overrides_and_search_space():

@@ -9,6 +9,7 @@ import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from itertools import pairwise
 from pathlib import Path
 
@@ -147,6 +148,90 @@ def test_run_ends_failed_with_the_error_on_exception(tmp_path: Path):
     run = MlflowClient(cfg.uri).get_run(active.info.run_id)
     assert run.info.status == "FAILED"
     assert run.data.tags["error"] == "RuntimeError: out of memory"
+
+
+def test_a_dead_workers_run_ends_killed_naming_it_and_an_ended_one_keeps_its_status(
+    tmp_path: Path,
+):
+    cfg = store(tmp_path)
+    client = MlflowClient(cfg.uri)
+    experiment_id = tracking.use_store(cfg)
+    running = client.create_run(experiment_id).info.run_id
+    finished = client.create_run(experiment_id).info.run_id
+    client.set_terminated(finished, "FINISHED")  # its worker died before telling its trial
+    for run_id in (running, finished):
+        tracking.end_dead_workers_run(client, run_id, "node-3:4242")
+    for run_id, status in ((running, "KILLED"), (finished, "FINISHED")):
+        run = client.get_run(run_id)
+        assert run.info.status == status
+        assert run.data.tags[names.WORKER_DIED_TAG] == "node-3:4242"
+
+
+def retried_for_s() -> float:
+    """How long MLflow's client, as the variables now say, retries a request that finds no
+    server: urllib3's sleeps between its attempts (MLflow's jitter of up to 1 s left out)."""
+    from mlflow.environment_variables import (
+        MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR,
+        MLFLOW_HTTP_REQUEST_MAX_RETRIES,
+    )
+    from urllib3.exceptions import ConnectTimeoutError, MaxRetryError
+    from urllib3.util.retry import Retry
+
+    retry = Retry(
+        total=MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(),
+        backoff_factor=MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR.get(),
+    )
+    slept = 0.0
+    try:
+        while True:  # each attempt refused, until urllib3 gives up
+            retry = retry.increment(method="POST", url="/", error=ConnectTimeoutError())
+            slept += retry.get_backoff_time()
+    except MaxRetryError:
+        return slept
+
+
+@pytest.mark.parametrize(
+    ("patience", "seconds"), [(tracking.AT_ONCE, 2), (tracking.IN_A_SWEEP, 30)]
+)
+def test_a_sweeps_requests_outlast_a_server_restart_a_runs_fail_within_seconds(
+    monkeypatch, patience, seconds
+):
+    for variable in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"):
+        monkeypatch.setenv(variable, "0")  # restored after the test
+    tracking.retry_requests("http://127.0.0.1:5000", patience)
+    assert retried_for_s() == seconds
+
+
+class Healthy(BaseHTTPRequestHandler):
+    """A server's /health, answered."""
+
+    def do_GET(self):
+        self.send_response(200)
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def test_a_sweeps_job_waits_for_a_server_that_comes_back():
+    port = free_port()
+    uri = f"http://127.0.0.1:{port}"
+    with pytest.raises(PeftlabError, match="no MLflow server answers there"):
+        tracking.require_server(uri, tracking.AT_ONCE.wait_s)  # a run's: at once
+    back: list[ThreadingHTTPServer] = []
+
+    def restarted():
+        back.append(ThreadingHTTPServer(("127.0.0.1", port), Healthy))
+        back[0].serve_forever()
+
+    restart = threading.Timer(2.0, restarted)
+    restart.daemon = True  # gone with the test, should it fail
+    restart.start()
+    started = time.monotonic()
+    tracking.require_server(uri, wait_s=tracking.IN_A_SWEEP.wait_s)
+    assert 2.0 <= time.monotonic() - started < 10
+    back[0].shutdown()
+    back[0].server_close()
 
 
 def test_flatten_gives_dotted_keys():

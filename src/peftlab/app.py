@@ -140,14 +140,15 @@ def run_context(hydra_cfg: DictConfig, cfg: DictConfig) -> pipeline.RunContext:
     choices = hydra_cfg.runtime.choices
     tags = {group: choices.get(group) for group in TAGGED_GROUPS}
     tags[names.GIT_COMMIT_TAG] = tracking.git_commit(Path(hydra_cfg.runtime.cwd))
-    run_name, sweep_tags, trial = None, {}, None
-    if hydra_cfg.mode == RunMode.MULTIRUN:
+    run_name, sweep_tags, trial, patience = None, {}, None, tracking.AT_ONCE
+    if hydra_cfg.mode == RunMode.MULTIRUN:  # unattended: a server restart costs no job
         run_name, sweep_tags = sweep.job_identity(hydra_cfg)
-        trial = sweep.trial_of_job(hydra_cfg, cfg)
+        trial, patience = sweep.trial_of_job(hydra_cfg, cfg), tracking.IN_A_SWEEP
     return pipeline.RunContext(
         run_dir=run_dir,
         run_name=run_name,
         tags={key: str(value) for key, value in {**tags, **sweep_tags}.items() if value},
         config_dir=run_dir / hydra_cfg.output_subdir if hydra_cfg.output_subdir else None,
         trial=trial,
+        patience=patience,
     )

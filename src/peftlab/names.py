@@ -23,6 +23,7 @@ STORAGE_TAG = "optuna_storage"
 # Tags of every run.
 RUN_DIR_TAG = "run_dir"  # the run's folder: where `peftlab resume` finds its checkpoints
 ERROR_TAG = "error"  # a FAILED run's one-line error
+WORKER_DIED_TAG = "worker_died"  # on a search trial's run ended KILLED for its dead worker
 RUN_COLOR_TAG = "mlflow.runColor"  # MLflow's: a run's colour in the UI's charts
 DEVICE_TAG = "device"
 GIT_COMMIT_TAG = "git_commit"

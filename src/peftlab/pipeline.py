@@ -74,6 +74,8 @@ class RunContext:
     phase: str = "starting"
     run_id: str | None = None
     trial: TrialLink | None = None  # the Optuna trial a job of a search runs: its pruner
+    # How long a tracking server that does not answer is waited for (a sweep's job: longer).
+    patience: tracking.Patience = tracking.AT_ONCE
 
 
 @dataclass
@@ -92,7 +94,7 @@ def run(settings: TrainConfig, context: RunContext, shared: Shared) -> RunResult
     """One run, in the order it happens; writes to the MLflow store are never cut in half by an
     interrupt (deferred)."""
     with interrupts.deferred():
-        tracking.use_store(settings.tracking)
+        tracking.use_store(settings.tracking, context.patience)
     if settings.resume is None:  # a job run again in its folder (a requeued Slurm job)
         settings = replace(settings, resume=unfinished_run(context.run_dir))
     name = settings.tracking.run_name or context.run_name
@@ -100,6 +102,8 @@ def run(settings: TrainConfig, context: RunContext, shared: Shared) -> RunResult
         settings.tracking, name, run_tags(settings, context), settings.resume
     ) as active:
         context.run_id = active.info.run_id
+        if context.trial is not None:
+            context.trial.record_run(context.run_id)
         record_start(settings, context)
         inputs = load(settings, context, shared)
         plan = plan_training(settings, context)

@@ -51,9 +51,12 @@ CREATOR_ATTR = "created_by"  # host:pid of the worker that created the study
 PRUNED_ATTR = "pruned_step"  # set by the job whose training the pruner stopped
 NOT_COUNTED_ATTR = "not_counted"  # a failed trial that is no trial of the budget (why)
 ERROR_ATTR = "error"
+RUN_ATTR = "mlflow_run_id"  # the MLflow run of the trial's job, set as soon as it starts
+WORKER_ATTR = "worker"  # host:pid of the worker that asked for the trial (whose beats keep it)
 HEARTBEAT_ATTR = "peftlab:heartbeat"  # seconds since the epoch, written by the trial's worker
 STALE_AFTER_BEATS = 3  # a RUNNING trial without a heartbeat for this many intervals is dead
 PARENT_WAIT_S = 60.0  # how long a worker waits for the first worker's parent run
+POLL_S = 2.0  # how often a worker with no trial left to ask looks at the others' again
 
 
 def storage_spec(storage: str | None, sweep_dir: Path) -> str:
@@ -239,9 +242,10 @@ def over_budget(study: optuna.Study, trial_number: int, n_trials: int, heartbeat
     return len(before) >= n_trials
 
 
-def fail_abandoned(study: optuna.Study, heartbeat_s: float) -> list[int]:
+def fail_abandoned(study: optuna.Study, heartbeat_s: float) -> list[FrozenTrial]:
     """Fail the trials whose worker stopped beating (killed) and ask for their parameters again:
-    they are retried, not counted as done. Returns the failed trials' numbers."""
+    they are retried, not counted as done. Returns the trials this call failed (their runs are
+    the caller's to end: see tracking.end_dead_workers_run)."""
     now = time.time()
     abandoned = [
         t
@@ -256,12 +260,35 @@ def fail_abandoned(study: optuna.Study, heartbeat_s: float) -> list[int]:
         except (UpdateFinishedTrialError, ValueError, RuntimeError):
             continue  # its worker, or another one, finished it meanwhile
         study.enqueue_trial(trial.params, user_attrs={"retry_of": trial.number})
-        failed.append(trial.number)
+        failed.append(trial)
     if failed:
         log.warning(
-            "Trials %s were left running by a stopped worker: failed, to be retried", failed
+            "Trials %s were left running by a stopped worker: failed, to be retried",
+            [t.number for t in failed],
         )
     return failed
+
+
+def any_running(study: optuna.Study) -> bool:
+    """Whether a trial of the study is RUNNING anywhere: live, or its worker's death not yet
+    noticed (fail_abandoned fails it once its heartbeat is stale)."""
+    return any(t.state == TrialState.RUNNING for t in trials(study))
+
+
+def closes_parent(study: optuna.Study) -> bool:
+    """Whether this worker ends the study's parent run, once no trial runs: the worker that
+    told the study's last trial (every worker reads the same finished study, so one does), and
+    one that ran none of it (a search started again with its budget spent: it reopened it)."""
+    told = [
+        t
+        for t in trials(study)
+        if t.state.is_finished() and t.user_attrs.get(NOT_COUNTED_ATTR) != "abandoned"
+    ]  # an abandoned trial was told by another worker than its own
+    mine = [t for t in told if t.user_attrs.get(WORKER_ATTR) == this_process()]
+    if not mine:
+        return True
+    last = max(told, key=lambda t: (t.datetime_complete, t.number))
+    return last.user_attrs.get(WORKER_ATTR) == this_process()
 
 
 @contextmanager
@@ -290,13 +317,6 @@ def heartbeats(study: optuna.Study, trial_ids: list[int], interval_s: float) -> 
         thread.join()
 
 
-def search_done(study: optuna.Study, n_trials: int, heartbeat_s: float) -> bool:
-    """Whether the study's budget is spent and no worker still runs one of its trials."""
-    found = trials(study)
-    done = sum(counts_toward_budget(t) for t in found)
-    return done >= n_trials and not any(is_live(t, heartbeat_s) for t in found)
-
-
 def trial_link(sweeper: Any, sweep_dir: Path, config: Any) -> TrialLink | None:
     """The trial a job of a search runs (``hydra.sweeper.trial``, set by the sweeper on each
     job it launches), on the study with its pruner (for the job's ``config``: its reports);
@@ -323,6 +343,10 @@ class TrialLink:
         self.trial = optuna.trial.Trial(study, trial_id)
         self.number = trial_number
         self.pruned_step: int | None = None
+
+    def record_run(self, run_id: str) -> None:
+        """The trial's MLflow run: a survivor ends it if this trial's worker dies."""
+        self.trial.set_user_attr(RUN_ATTR, run_id)
 
     def report(self, eval_loss: float, step: int) -> bool:
         """Report an evaluation; True when the pruner says this trial should stop here."""

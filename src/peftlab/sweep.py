@@ -56,7 +56,9 @@ class MlflowSweepCallback(Callback):
         console.quiet_libraries()
         cfg = TrackingConfig(**OmegaConf.to_container(config.tracking, resolve=True))
         try:
-            experiment_id = tracking.use_store(cfg)
+            experiment_id = tracking.use_store(cfg)  # a server that does not answer: at once
+            # Then the sweep runs unattended: its calls outlast a server restart.
+            tracking.retry_requests(cfg.uri, tracking.IN_A_SWEEP)
             self._client = tracking.client(cfg.uri)
             self._study = shared_study(config)
             if self._study is None:
@@ -114,13 +116,15 @@ class MlflowSweepCallback(Callback):
         study's parent is shared: the worker that ends its last trial closes it."""
         if self._client is None or self._parent_id is None:
             return
-        if self._study is not None and self._study.others_running():
-            log.info("Other workers still run trials of this study: they close its parent run")
+        if self._study is not None and not self._study.closes_parent():
+            log.info("Another worker of this study closes its parent run")
             self._parent_id = None
             return
         client, parent_id, self._parent_id = self._client, self._parent_id, None
         experiment_id = client.get_run(parent_id).info.experiment_id
-        children = client.search_runs([experiment_id], f"tags.{names.PARENT_TAG} = '{parent_id}'")
+        children = counted_runs(
+            client.search_runs([experiment_id], f"tags.{names.PARENT_TAG} = '{parent_id}'")
+        )
         finished = [child for child in children if child.info.status == "FINISHED"]
         failed = [child for child in children if child.info.status == "FAILED"]
         client.set_tag(parent_id, names.FINISHED_JOBS_TAG, str(len(finished)))
@@ -151,6 +155,12 @@ class MlflowSweepCallback(Callback):
         print(f"MLflow sweep {parent_id}: {link}", flush=True)
 
 
+def counted_runs(children: list[Run]) -> list[Run]:
+    """A sweep's job runs less those of trials a dead worker left (their trials were retried:
+    ``worker_died``), so the parent's results are the study's."""
+    return [child for child in children if names.WORKER_DIED_TAG not in child.data.tags]
+
+
 def best_run(finished: list[Run]) -> Run | None:
     """The finished run of lowest eval_loss; a run the pruner stopped early ranks only when no
     run trained to its end."""
@@ -174,11 +184,15 @@ class SharedStudy:
             names.STORAGE_TAG: self.settings.shown_storage,
         }
 
-    def others_running(self) -> bool:
+    def closes_parent(self) -> bool:
+        """Whether this worker ends the parent run: not while another worker's trial is live
+        (a worker ending on an error or Ctrl-C), else as study.closes_parent says."""
         from peftlab import study as studies
 
         trials = studies.trials(self.study)
-        return any(studies.is_live(t, self.settings.heartbeat_s) for t in trials)
+        if any(studies.is_live(t, self.settings.heartbeat_s) for t in trials):
+            return False
+        return studies.closes_parent(self.study)
 
 
 def shared_study(config: DictConfig) -> SharedStudy | None:

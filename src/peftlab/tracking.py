@@ -13,6 +13,7 @@ import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
+from dataclasses import dataclass
 from email.parser import HeaderParser
 from importlib import metadata
 from pathlib import Path
@@ -37,17 +38,28 @@ from peftlab.schema import DatasetConfig
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
 SERVER_TIMEOUT_S = 5.0
-SERVER_RETRIES = {
-    "MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2",
-    "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
-    "MLFLOW_HTTP_REQUEST_TIMEOUT": "20",
-}
+SERVER_POLL_S = 1.0  # between requests to a server that does not answer yet
 # One connection attempt to a database store gives up after this; its drivers' keyword for it.
 DATABASE_TIMEOUT_S = 5
 CONNECT_TIMEOUT_ARGS = {"postgresql": "connect_timeout", "mysql": "connect_timeout"}
 # What a store that went away raises: MLflow's errors, or the HTTP client's underneath.
 STORE_ERRORS = (MlflowException, requests.RequestException, OSError)
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Patience:
+    """How long calls to an http(s) tracking server that does not answer are tried again."""
+
+    retries: int  # by MLflow's client, per request: sleeps of 0, 2, 4, 8, 16 s (backoff 1)
+    wait_s: float  # at a job's start, for the server to answer at all
+
+
+# A run started at a terminal fails within seconds (its user is there to start the server);
+# a sweep's calls outlast a server restart: about 30 s of retries, as long a wait to start.
+AT_ONCE = Patience(retries=2, wait_s=0.0)
+IN_A_SWEEP = Patience(retries=5, wait_s=30.0)
+
 # MLflow 3.17's UI keeps a GenAI / Model training switch per browser, GenAI until flipped; this
 # query parameter opens a page in Model training whatever the browser last chose.
 MODEL_TRAINING_VIEW = "workflowType=machine_learning"
@@ -62,13 +74,15 @@ REFUSALS = {
 DUPLICATE_ROW = re.compile("UniqueViolation|UNIQUE constraint failed|Duplicate entry")
 
 
-def use_store(cfg: TrackingConfig) -> str:
-    """Point MLflow at the configured store and experiment; returns the experiment id.
+def use_store(cfg: TrackingConfig, patience: Patience = AT_ONCE) -> str:
+    """Point MLflow at the configured store and experiment; returns the experiment id. A
+    server is waited for and its requests retried as ``patience`` says.
 
     Both are created here, under the store's lock: processes started at once on a fresh store
     would otherwise race to create its schema, or the same experiment.
     """
-    require_server(cfg.uri)
+    require_server(cfg.uri, patience.wait_s)
+    retry_requests(cfg.uri, patience)
     require_database(cfg.uri)
     with store_lock(cfg.uri), admitted(cfg.uri):
         mlflow.set_tracking_uri(cfg.uri)
@@ -137,24 +151,39 @@ def artifact_location(cfg: TrackingConfig) -> str | None:
     return None
 
 
-def require_server(uri: str) -> None:
-    """For an http(s) store, one quick request first: MLflow's own client retries an absent
-    server for minutes before it fails (with these settings, for seconds, unless set)."""
+def require_server(uri: str, wait_s: float) -> None:
+    """For an http(s) store, a quick request first, again for up to ``wait_s``: MLflow's own
+    client retries an absent server for minutes before it fails."""
     if urlparse(uri).scheme not in {"http", "https"}:
         return
-    for variable, value in SERVER_RETRIES.items():
-        os.environ.setdefault(variable, value)
-    try:
-        urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=SERVER_TIMEOUT_S)
-    except urllib.error.HTTPError:
-        return  # something answered (a proxy, an auth wall): MLflow's client takes it from here
-    except (urllib.error.URLError, TimeoutError, OSError) as error:
-        reason = getattr(error, "reason", error)
-        raise PeftlabError(
-            f"tracking.uri={uri!r}: no MLflow server answers there ({reason}); start one "
-            "(`mlflow server --host 127.0.0.1 --port 5000`) or leave tracking.uri unset for "
-            "the local store in mlruns/"
-        ) from error
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            urllib.request.urlopen(f"{uri.rstrip('/')}/health", timeout=SERVER_TIMEOUT_S)
+            return
+        except urllib.error.HTTPError:
+            return  # something answered (a proxy, an auth wall): MLflow's client takes it on
+        except (urllib.error.URLError, TimeoutError, OSError) as error:
+            if time.monotonic() < deadline:
+                time.sleep(SERVER_POLL_S)
+                continue
+            reason = getattr(error, "reason", error)
+            raise PeftlabError(
+                f"tracking.uri={uri!r}: no MLflow server answers there ({reason}); start one "
+                "(`mlflow server --host 127.0.0.1 --port 5000`) or leave tracking.uri unset "
+                "for the local store in mlruns/"
+            ) from error
+
+
+def retry_requests(uri: str, patience: Patience) -> None:
+    """MLflow's client retries each request to an http(s) server as ``patience`` says, from
+    now on in this process: MLflow reads these variables at every request (peftlab's values
+    replace a user's own)."""
+    if urlparse(uri).scheme not in {"http", "https"}:
+        return
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = str(patience.retries)
+    os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "1"
+    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "20"  # a request the server never answers
 
 
 def require_database(uri: str) -> None:
@@ -272,6 +301,15 @@ def _leave_unended(run_id: str) -> None:
             sampler.finish()
         finally:
             sampler_log.setLevel(level)
+
+
+def end_dead_workers_run(client: MlflowClient, run_id: str, worker: str) -> None:
+    """The run of a search's trial whose worker died (the trial failed, to be retried): tagged
+    ``worker_died`` with the worker's host:pid, which keeps it out of the parent's results, and
+    ended KILLED unless it had ended."""
+    client.set_tag(run_id, names.WORKER_DIED_TAG, worker)
+    if client.get_run(run_id).info.status == "RUNNING":
+        client.set_terminated(run_id, "KILLED")
 
 
 def short(error: BaseException) -> str:

@@ -12,6 +12,7 @@ its plugins at every start.
 from __future__ import annotations
 
 import logging
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -38,6 +39,7 @@ class OptunaSweeper(Sweeper):
         self.settings = OmegaConf.create(settings)
         self.config: DictConfig | None = None
         self.launcher = None
+        self.client = None  # MLflow's, to end a dead worker's runs: made when one is found
 
     def setup(
         self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig
@@ -85,15 +87,49 @@ class OptunaSweeper(Sweeper):
             settings.study_name, settings.shown_storage, n_trials,
             self.settings.sampler, self.settings.pruner,
         )  # fmt: skip
-        returns: list[JobReturn] = []
-        while True:
-            studies.fail_abandoned(study, settings.heartbeat_s)
-            batch = self._ask(study, space, custom, n_trials, settings.heartbeat_s)
-            if not batch:
-                break
-            returns += self._run(study, batch, fixed, settings.heartbeat_s)
+        returns = self._trials(study, space, fixed, custom, n_trials, settings.heartbeat_s)
         _report_best(study)
         return returns
+
+    def _trials(self, study, space, fixed, custom, n_trials, heartbeat_s) -> list[JobReturn]:
+        """Ask, run and tell trials until the study's budget is spent and no trial of it runs
+        anywhere: a worker that dies meanwhile has its trial retried by a survivor, so the
+        study ends with its budget of trials, and every worker sees it ended."""
+        from peftlab import study as studies
+
+        returns: list[JobReturn] = []
+        while True:
+            self._fail_abandoned(study, heartbeat_s)
+            batch = self._ask(study, space, custom, n_trials, heartbeat_s)
+            if batch:
+                returns += self._run(study, batch, fixed, heartbeat_s)
+            elif studies.any_running(study):  # another worker's trial, which may yet fail
+                time.sleep(studies.POLL_S)
+            else:
+                return returns
+
+    def _fail_abandoned(self, study, heartbeat_s: float) -> None:
+        """Fail a dead worker's trials, to be retried, and end their runs (KILLED, tagged
+        ``worker_died``): no run of the search is left RUNNING."""
+        from peftlab import study as studies
+        from peftlab import tracking
+
+        for trial in studies.fail_abandoned(study, heartbeat_s):
+            run_id = trial.user_attrs.get(studies.RUN_ATTR)
+            if run_id is None:  # the worker died before the trial's run started
+                continue
+            worker = trial.user_attrs.get(studies.WORKER_ATTR, "unknown")
+            try:
+                tracking.end_dead_workers_run(self._tracking_client(), run_id, worker)
+            except tracking.STORE_ERRORS as error:
+                log.warning("Run %s of a dead worker not ended: %s", run_id, tracking.short(error))
+
+    def _tracking_client(self):
+        from peftlab import tracking
+
+        if self.client is None:
+            self.client = tracking.client(self.config.tracking.uri)
+        return self.client
 
     def pruner(self) -> optuna.pruners.BasePruner:
         from peftlab import study as studies
@@ -112,6 +148,7 @@ class OptunaSweeper(Sweeper):
         batch = []
         for _ in range(max(wanted, 0)):
             trial = study.ask(fixed_distributions=space)
+            trial.set_user_attr(studies.WORKER_ATTR, studies.this_process())
             if studies.over_budget(study, trial.number, n_trials, heartbeat_s):
                 trial.set_user_attr(studies.NOT_COUNTED_ATTR, "over budget: another worker ran it")
                 study.tell(trial, state=studies.TrialState.FAIL)
