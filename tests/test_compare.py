@@ -13,6 +13,7 @@ import pytest
 from helpers.matrices import CORE_METHODS
 from helpers.runners import imported_top_level, peftlab, peftlab_process
 from helpers.stores import new_store, store_runs, sweep_parts
+from matplotlib.transforms import Bbox
 from mlflow import MlflowClient
 from mlflow.entities import Metric, Param
 
@@ -464,9 +465,10 @@ def test_a_bad_pareto_value_is_one_line_and_writes_nothing(six_runs, tmp_path, v
     assert not (tmp_path / "out").exists() and not client.list_artifacts(parent_id)
 
 
-def test_the_scatters_labels_never_cover_one_another_and_the_frontier_is_always_named():
+def test_the_scatters_labels_cover_no_other_label_or_point_and_the_frontier_is_always_named():
     """Thirty runs crowded into a corner, as every method's sweep puts them: a label that would
-    cover another moves to its point's other side or is left off; the frontier's never is."""
+    cover another label, or another run's point (where it would name the wrong one), moves to
+    its point's other side or is left off; the frontier's never is."""
     rng = np.random.default_rng(0)
     table = pd.DataFrame({
         "run": [f"method-{i}" for i in range(30)], "pruned": None,
@@ -479,6 +481,14 @@ def test_the_scatters_labels_never_cover_one_another_and_the_frontier_is_always_
     (ax,) = fig.axes
     boxes = [text.get_window_extent() for text in ax.texts]
     assert not any(a.overlaps(b) for a, b in combinations(boxes, 2))
+    radius = compare.TIGHT_MARKER_RADIUS_PT * fig.dpi / 72  # a frontier point's margin
+    plotted = table[list(pair)].assign(**{names.PEAK_MEMORY_BYTES: table[pair[0]] / compare.MB})
+    for text, box in zip(ax.texts, boxes, strict=True):
+        others = plotted[~np.isclose(plotted[pair[0]], text.xy[0])].to_numpy()
+        for cx, cy in ax.transData.transform(others):
+            assert not box.overlaps(
+                Bbox.from_extents(cx - radius, cy - radius, cx + radius, cy + radius)
+            )
     labelled = {text.get_text() for text in ax.texts}
     assert set(table["run"][table[compare.PARETO]]) <= labelled
     assert 5 < len(labelled) < 30  # crowded: some left off, not all

@@ -5,11 +5,13 @@ from __future__ import annotations
 import numbers
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from itertools import product
 from pathlib import Path
 
 import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure  # pyplot-free: no display backend, no global state
+from matplotlib.transforms import Bbox
 from mlflow.entities import Run
 from mlflow.tracking import MlflowClient
 
@@ -284,31 +286,54 @@ def pareto_figure(comparison: Comparison) -> Figure:
     return fig
 
 
-# Where a label may sit beside its point, in points: above right, below right, above left, ...
-LABEL_SIDES = ((4, 4), (4, -4), (-4, 4), (-4, -4))
+# Where a label may sit beside its point, in points: above right, below right, above left,
+# below left, right, left.
+LABEL_SIDES = ((4, 4), (4, -4), (-4, 4), (-4, -4), (7, 0), (-7, 0))
+# Around another run's point, a label keeps this far (a default marker's radius is 3 pt): far
+# enough to read as its own point's; a frontier point's may come as near as the tight one.
+MARKER_RADIUS_PT = 8
+TIGHT_MARKER_RADIUS_PT = 4
 
 
 def _label_points(ax, points: pd.DataFrame, x: str, y: str) -> None:
     """Each point's runs (ties in one label) beside it, the frontier's first. A label that would
-    cover one already placed tries the point's other sides, else is left off: with dozens of
-    runs (every method), crowded labels are unreadable, and the table names every run."""
+    cover a label already placed or another point (where it would read as that point's) tries
+    its point's other sides, else is left off: with dozens of runs (every method), crowded
+    labels are unreadable, and the table names every run. A frontier point's label may come
+    nearer another point before it is left off."""
     FigureCanvasAgg(ax.figure)  # a renderer, to measure each label where it is drawn
     renderer = ax.figure.canvas.get_renderer()
     ax.autoscale_view()
+    wide, tight = (
+        _marker_boxes(ax, points, x, y, r) for r in (MARKER_RADIUS_PT, TIGHT_MARKER_RADIUS_PT)
+    )
     placed = []
     groups = points.groupby([x, y], sort=False)
-    for (at_x, at_y), tied in sorted(groups, key=lambda group: not group[1]["on"].any()):
-        for dx, dy in LABEL_SIDES:
+    for at, tied in sorted(groups, key=lambda group: not group[1]["on"].any()):
+        margins = (wide, tight) if tied["on"].any() else (wide,)
+        tries = [placed + [box for point, box in m.items() if point != at] for m in margins]
+        for obstacles, (dx, dy) in product(tries, LABEL_SIDES):
             text = ax.annotate(
-                "\n".join(tied["label"]), (at_x, at_y), xytext=(dx, dy),
-                textcoords="offset points", fontsize="small",
-                ha="left" if dx > 0 else "right", va="bottom" if dy > 0 else "top",
+                "\n".join(tied["label"]), at, xytext=(dx, dy), textcoords="offset points",
+                fontsize="small", ha="left" if dx > 0 else "right",
+                va="bottom" if dy > 0 else "top" if dy < 0 else "center",
             )  # fmt: skip
             box = text.get_window_extent(renderer)
-            if not any(box.overlaps(other) for other in placed):
+            if not any(box.overlaps(other) for other in obstacles):
                 placed.append(box)
                 break
             text.remove()
+
+
+def _marker_boxes(ax, points: pd.DataFrame, x: str, y: str, radius_pt: float) -> dict[tuple, Bbox]:
+    """Around each plotted point, a box ``radius_pt`` out in display pixels, by its (x, y)."""
+    radius = radius_pt * ax.figure.dpi / 72
+    at = points[[x, y]].drop_duplicates()
+    centres = ax.transData.transform(at.to_numpy())
+    return {
+        tuple(point): Bbox.from_extents(cx - radius, cy - radius, cx + radius, cy + radius)
+        for point, (cx, cy) in zip(at.itertuples(index=False), centres, strict=True)
+    }
 
 
 def _plotted(column: pd.Series, name: str) -> pd.Series:
