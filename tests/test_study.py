@@ -66,15 +66,19 @@ def test_the_budget_counts_done_and_running_trials_not_abandoned_ones(tmp_path: 
     done = study.ask(SPACE)
     study.tell(done, 1.0)
     running = study.ask(SPACE)
-    assert studies.budget_left(study, 3, heartbeat_s=60) == 1
-    # No heartbeat for three intervals: its worker is gone, the trial is retried.
+    assert studies.budget_left(study, 3) == 1
+    # No heartbeat for three intervals: its worker is gone. Its trial keeps its place till a
+    # worker fails it (a trial asked meanwhile would leave its retry past the budget) ...
     time.sleep(0.1)
+    assert not studies.is_live(study.get_trials()[running.number], heartbeat_s=0.01)
+    assert studies.budget_left(study, 3) == 1
+    # ... and then its retry takes it.
     (failed,) = studies.fail_abandoned(study, heartbeat_s=0.01)
     assert failed.number == running.number
     trials = study.get_trials()
     assert trials[running.number].state == TrialState.FAIL
     assert trials[running.number].user_attrs[studies.NOT_COUNTED_ATTR] == "abandoned"
-    assert studies.budget_left(study, 3, heartbeat_s=60) == 2
+    assert studies.budget_left(study, 3) == 2
     retry = study.ask(SPACE)  # the abandoned trial's parameters, asked again
     assert retry.params == running.params and retry.user_attrs["retry_of"] == running.number
 
@@ -128,8 +132,8 @@ def test_a_live_trial_keeps_its_place_while_its_worker_beats(tmp_path: Path):
 def test_the_lowest_trial_numbers_keep_the_last_places_of_the_budget(tmp_path: Path):
     study = journal(tmp_path)
     first, second = study.ask(SPACE), study.ask(SPACE)  # two workers racing for one place
-    assert not studies.over_budget(study, first.number, 1, heartbeat_s=60)
-    assert studies.over_budget(study, second.number, 1, heartbeat_s=60)
+    assert not studies.over_budget(study, first.number, 1)
+    assert studies.over_budget(study, second.number, 1)
 
 
 EVERY_5 = studies.Reports(every=5, steps=42)  # the default run's 42 steps, a report every 5

@@ -225,20 +225,22 @@ def trials(study: optuna.Study) -> list[FrozenTrial]:
     return study.get_trials(deepcopy=False)
 
 
-def budget_left(study: optuna.Study, n_trials: int, heartbeat_s: float) -> int:
+def takes_budget(trial: FrozenTrial) -> bool:
+    """Done, or RUNNING anywhere: a dead worker's trial too, until a worker fails it (each does
+    before it asks) and its retry takes its place; else a trial asked meanwhile would fill the
+    slot, and the retry would be one too many."""
+    return counts_toward_budget(trial) or trial.state == TrialState.RUNNING
+
+
+def budget_left(study: optuna.Study, n_trials: int) -> int:
     """Trials still to ask for: the budget less those done and those running anywhere."""
-    taken = [t for t in trials(study) if counts_toward_budget(t) or is_live(t, heartbeat_s)]
-    return n_trials - len(taken)
+    return n_trials - sum(takes_budget(t) for t in trials(study))
 
 
-def over_budget(study: optuna.Study, trial_number: int, n_trials: int, heartbeat_s: float) -> bool:
+def over_budget(study: optuna.Study, trial_number: int, n_trials: int) -> bool:
     """Whether a trial just asked is one too many: workers racing for the last trials each ask
     one; trial numbers are handed out in order, so the lowest numbers keep their place."""
-    before = [
-        t
-        for t in trials(study)
-        if t.number < trial_number and (counts_toward_budget(t) or is_live(t, heartbeat_s))
-    ]
+    before = [t for t in trials(study) if t.number < trial_number and takes_budget(t)]
     return len(before) >= n_trials
 
 

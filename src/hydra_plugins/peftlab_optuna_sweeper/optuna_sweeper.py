@@ -100,7 +100,7 @@ class OptunaSweeper(Sweeper):
         returns: list[JobReturn] = []
         while True:
             self._fail_abandoned(study, heartbeat_s)
-            batch = self._ask(study, space, custom, n_trials, heartbeat_s)
+            batch = self._ask(study, space, custom, n_trials)
             if batch:
                 returns += self._run(study, batch, fixed, heartbeat_s)
             elif studies.any_running(study):  # another worker's trial, which may yet fail
@@ -140,16 +140,16 @@ class OptunaSweeper(Sweeper):
             studies.Reports.of(self.config),
         )
 
-    def _ask(self, study, space, custom, n_trials: int, heartbeat_s: float) -> list:
+    def _ask(self, study, space, custom, n_trials: int) -> list:
         """Up to n_jobs new trials of the budget that is left (none when it is spent)."""
         from peftlab import study as studies
 
-        wanted = min(self.settings.n_jobs, studies.budget_left(study, n_trials, heartbeat_s))
+        wanted = min(self.settings.n_jobs, studies.budget_left(study, n_trials))
         batch = []
         for _ in range(max(wanted, 0)):
             trial = study.ask(fixed_distributions=space)
             trial.set_user_attr(studies.WORKER_ATTR, studies.this_process())
-            if studies.over_budget(study, trial.number, n_trials, heartbeat_s):
+            if studies.over_budget(study, trial.number, n_trials):
                 trial.set_user_attr(studies.NOT_COUNTED_ATTR, "over budget: another worker ran it")
                 study.tell(trial, state=studies.TrialState.FAIL)
                 break
