@@ -5,6 +5,7 @@ import errno
 import json
 import logging
 import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -371,3 +372,30 @@ def test_run_is_tagged_with_the_commit_it_ran_from(options_run):
                           text=True, check=True).stdout.strip()  # fmt: skip
     assert len(head) == 40
     assert run.data.tags[names.GIT_COMMIT_TAG] == head
+
+
+def test_a_job_run_again_in_its_folder_with_other_settings_starts_a_new_run(
+    tiny_bloom: Path, tmp_path: Path, caplog
+):
+    """A sweep started again into the same folder with other values: the folder's unfinished
+    run (KILLED, its checkpoint kept) is another job's, passed over and left as it was; with
+    the same settings it is resumed (a requeued job)."""
+    first = run_tiny(tiny_bloom, tmp_path, "trainer.num_train_epochs=1")
+    client, _ = store_runs(tmp_path)
+    client.set_terminated(first.run_id, "KILLED")  # as an interrupt leaves it
+    rate = client.get_run(first.run_id).data.params["trainer.learning_rate"]
+    shutil.rmtree(tmp_path / "run" / ".hydra")  # Hydra writes each job's config afresh
+    with caplog.at_level(logging.WARNING, logger="peftlab"):
+        other = run_tiny(
+            tiny_bloom, tmp_path, "trainer.num_train_epochs=1", "trainer.learning_rate=0.0123"
+        )
+    assert other.run_id != first.run_id
+    assert client.get_run(first.run_id).info.status == "KILLED"
+    assert f"ran other settings (trainer.learning_rate: {rate} -> 0.0123)" in caplog.text
+    client.set_terminated(other.run_id, "KILLED")
+    shutil.rmtree(tmp_path / "run" / ".hydra")
+    again = run_tiny(
+        tiny_bloom, tmp_path, "trainer.num_train_epochs=1", "trainer.learning_rate=0.0123"
+    )
+    assert again.run_id == other.run_id
+    assert client.get_run(other.run_id).info.status == "FINISHED"

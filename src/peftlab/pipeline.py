@@ -96,7 +96,7 @@ def run(settings: TrainConfig, context: RunContext, shared: Shared) -> RunResult
     with interrupts.deferred():
         tracking.use_store(settings.tracking, context.patience)
     if settings.resume is None:  # a job run again in its folder (a requeued Slurm job)
-        settings = replace(settings, resume=unfinished_run(context.run_dir))
+        settings = replace(settings, resume=unfinished_run(context.run_dir, settings))
     name = settings.tracking.run_name or context.run_name
     with tracking.run(
         settings.tracking, name, run_tags(settings, context), settings.resume
@@ -386,17 +386,32 @@ def train_alongside(settings: TrainConfig, shared: Shared) -> float:
         return trainer.evaluate()[names.EVAL_LOSS]
 
 
-def unfinished_run(run_dir: Path) -> str | None:
-    """The MLflow run an earlier job in ``run_dir`` left unfinished with a checkpoint, if any."""
+def unfinished_run(run_dir: Path, settings: TrainConfig) -> str | None:
+    """The MLflow run an earlier job in ``run_dir`` left unfinished with a checkpoint, if it ran
+    these settings (a sweep started again into the same folder with other values starts anew)."""
     try:
         run_id = json.loads((run_dir / names.RUN_FILE).read_text())["run_id"]
-        status = mlflow.get_run(run_id).info.status
+        run = mlflow.get_run(run_id)
     except (OSError, ValueError, KeyError, MlflowException):
         return None
+    status = run.info.status
     if status == "FINISHED" or training.last_checkpoint(run_dir / names.TRAINER_DIR) is None:
+        return None
+    if changed := changed_params(run.data.params, settings):
+        log.warning(
+            "The unfinished run %s in %s ran other settings (%s): starting a new run",
+            run_id, run_dir, changed,
+        )  # fmt: skip
         return None
     log.info("Found unfinished run %s (%s) in %s: resuming it", run_id, status, run_dir)
     return run_id
+
+
+def changed_params(logged: dict[str, str], settings: TrainConfig) -> str:
+    """The keys ``settings`` set otherwise than a run logged them, ``key: was -> now``."""
+    now = redact_values(tracking.flatten(params(settings)))
+    changed = [key for key in sorted(now) if key in logged and logged[key] != now[key]]
+    return ", ".join(f"{key}: {logged[key]} -> {now[key]}" for key in changed)
 
 
 def resume_checkpoint(settings: TrainConfig, context: RunContext) -> str | None:

@@ -6,7 +6,7 @@ them (tests/test_methods.py, tests/test_formats.py, the sweeps, compare) then ru
 
 # The config group option of each method, and overrides that keep its tiny runs short.
 METHODS = {
-    "prompt-tuning": [],
+    "prompt-tuning": ["peft.num_virtual_tokens=4"],
     "p-tuning": ["peft.num_virtual_tokens=4", "peft.encoder_hidden_size=16"],
     "prefix-tuning": ["peft.num_virtual_tokens=4"],
     "lora": ["peft.r=4"],
