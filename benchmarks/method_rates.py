@@ -73,7 +73,7 @@ def study_rates(options: list[str], rates: list[float] | None, work: Path, args)
         "tracking.system_metrics=false",
         f"tracking.experiment={experiment}", f"tracking.uri=sqlite:///{work}/mlflow.db",
         f"tracking.artifact_location={work}/artifacts",
-        f"hydra.sweep.dir={work}/{args.dataset}-{name}-{'-'.join(map(str, rates or []))}",
+        f"hydra.sweep.dir={work}/{args.dataset}-{'-'.join([*options, *map(str, rates or [])])}",
     ]  # fmt: skip
     subprocess.run(command, cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     client = MlflowClient(f"sqlite:///{work}/mlflow.db")
