@@ -107,10 +107,12 @@ def next_rate(rows: list[dict]) -> float | None:
     return None
 
 
-def rates_to_run(default: float, rows: list[dict], factors: list[float], args) -> list[float]:
-    """The rates a method still needs: one x3 past its best with ``--extend``, else its
-    default times each factor, less those already in the CSV."""
-    if args.extend:
+def rates_to_run(
+    default: float, rows: list[dict], factors: list[float], extend: bool
+) -> list[float]:
+    """The rates a method still needs: one x3 past its best with ``extend``, else its default
+    times each factor, less those already in the CSV."""
+    if extend:
         rate = next_rate(rows) if rows else None
         return [rate] if rate else []
     tried = {row["learning_rate"] for row in rows}
@@ -162,7 +164,9 @@ def main() -> None:
         )
         return
     for option in wanted:
-        rates = rates_to_run(methods[option].learning_rate, studied.get(option, []), factors, args)
+        rates = rates_to_run(
+            methods[option].learning_rate, studied.get(option, []), factors, args.extend
+        )
         if not rates:
             continue
         rows = study_rates([option], rates, args.work, args)

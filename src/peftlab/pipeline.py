@@ -128,12 +128,17 @@ def record_start(settings: TrainConfig, context: RunContext) -> None:
     if settings.resume is not None:  # a resumed run has all this already
         return
     with interrupts.deferred():
-        mlflow.log_params(redact_values(tracking.flatten(params(settings))))
+        mlflow.log_params(logged_params(settings))
         mlflow.log_text(tracking.installed_packages(), names.REQUIREMENTS_FILE)
         if context.config_dir is not None and context.config_dir.is_dir():
             with tempfile.TemporaryDirectory() as staging:
                 copy = copy_redacted(context.config_dir, Path(staging, names.CONFIG_DIR))
                 mlflow.log_artifacts(str(copy), names.CONFIG_DIR)
+
+
+def logged_params(settings: TrainConfig) -> dict[str, str]:
+    """The settings as a run logs them: dotted keys, values as text, passwords masked."""
+    return redact_values(tracking.flatten(params(settings)))
 
 
 def params(settings: TrainConfig) -> dict[str, Any]:
@@ -409,7 +414,7 @@ def unfinished_run(run_dir: Path, settings: TrainConfig) -> str | None:
 
 def changed_params(logged: dict[str, str], settings: TrainConfig) -> str:
     """The keys ``settings`` set otherwise than a run logged them, ``key: was -> now``."""
-    now = redact_values(tracking.flatten(params(settings)))
+    now = logged_params(settings)
     changed = [key for key in sorted(now) if key in logged and logged[key] != now[key]]
     return ", ".join(f"{key}: {logged[key]} -> {now[key]}" for key in changed)
 
