@@ -3,6 +3,8 @@
 VENV ?= .venv
 PY := $(VENV)/bin/python
 ARGS ?=
+# The tests run in one worker process per core (pytest-xdist); WORKERS=0 runs them in this one.
+WORKERS ?= auto
 PORT ?= 5000
 SERVE_PORT ?= 5001
 MODEL ?= runs:/$(RUN)/model
@@ -71,11 +73,11 @@ train: setup
 	$(PY) train.py $(ARGS)
 
 test: setup browser services slurm
-	$(PY) -m pytest $(ARGS)
+	$(PY) -m pytest -n $(WORKERS) --dist loadgroup $(ARGS)
 
 # The tests that run in this process only: no train.py, server, browser or daemon.
 test-fast: setup
-	$(PY) -m pytest -m "not slow and not process" $(ARGS)
+	$(PY) -m pytest -n $(WORKERS) --dist loadgroup -m "not slow and not process" $(ARGS)
 
 # Without MLflow's runner of GenAI jobs (eight processes by default): runs need none of it.
 ui: setup

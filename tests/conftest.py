@@ -30,6 +30,11 @@ CACHES = Path(tempfile.mkdtemp(prefix="peftlab-test-caches-"))
 os.environ["PEFTLAB_CACHE"] = str(CACHES / "peftlab")
 os.environ["HF_HOME"] = str(CACHES / "huggingface")
 os.environ["MPLCONFIGDIR"] = str(CACHES / "matplotlib")
+# `make test` runs the tests in one worker process per core (pytest-xdist): each worker's torch
+# (and the processes its tests start) takes its share of the cores, not all of them each.
+if "PYTEST_XDIST_WORKER_COUNT" in os.environ:
+    share = (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"])
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, share)))
 
 import pytest  # noqa: E402
 
@@ -37,6 +42,7 @@ from peftlab.schema import register_configs  # noqa: E402
 
 # Asserts in the helpers report what they compared, as the tests' own do.
 pytest.register_assert_rewrite("helpers")
+from helpers.stores import forget_stores  # noqa: E402
 
 # The fixture modules: tiny models, shared runs, the browser's screenshots, real servers.
 pytest_plugins = [
@@ -52,21 +58,47 @@ register_configs()
 # A test using one is a `process` test like those marked so; `make test-fast` leaves them out.
 PROCESS_FIXTURES = {"pruned_search", "postgres", "slurm", "mlflow_on_postgres"}
 
+# Tests of a costly session fixture run in one worker (`--dist loadgroup`), so that each is made
+# once a session, not once a worker: the daemons' tests together, each shared run's apart.
+DAEMONS = {"postgres", "slurm", "mlflow_on_postgres"}
+SESSION_RUNS = ["sweep_run", "method_sweep", "runs_of_each_kind", "pruned_search", "asha_search"]
 
+
+def worker_group(fixtures: set[str]) -> str | None:
+    if DAEMONS & fixtures:
+        return "daemons"
+    return next((name for name in SESSION_RUNS if name in fixtures), None)
+
+
+@pytest.hookimpl(tryfirst=True)  # before xdist reads the groups off the markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        if PROCESS_FIXTURES & set(item.fixturenames):
+        fixtures = set(item.fixturenames) | fixtures_named_by_parameters(item)
+        if PROCESS_FIXTURES & fixtures:
             item.add_marker(pytest.mark.process)
+        group = worker_group(fixtures)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
+
+
+def fixtures_named_by_parameters(item: pytest.Item) -> set[str]:
+    """The fixtures a test asks for by a parameter's value (``request.getfixturevalue``)."""
+    params = item.callspec.params if hasattr(item, "callspec") else {}
+    return {value for value in params.values() if isinstance(value, str)}
 
 
 def pytest_unconfigure() -> None:
     shutil.rmtree(CACHES, ignore_errors=True)
 
 
-def pytest_collection_finish() -> None:
-    """Every run's Trainer.train calls gc.collect() (accelerate's free_memory): in this process,
-    which holds every library the tests import, ~0.5 s of a tiny run's ~1.4 s. What is alive
-    now (modules, classes, functions) is not garbage: frozen, later collections pass it by."""
+@pytest.fixture(autouse=True, scope="module")
+def garbage_frozen_at_each_module():
+    """Each run collects garbage, often (Trainer.train, each run's memory measure): in this
+    process, which holds every library the tests import, each collection would walk all of it,
+    most of a tiny run's time. What is alive as a module starts (libraries, session fixtures,
+    what lives to the session's end) is frozen after a collection: later collections pass it by.
+    What an earlier module made and let go is garbage by then, collected before the freeze."""
+    gc.collect()
     gc.freeze()
 
 
@@ -77,3 +109,10 @@ def tracking_uri_from_config_only():
     os.environ.pop("MLFLOW_TRACKING_URI", None)
     yield
     os.environ.pop("MLFLOW_TRACKING_URI", None)
+
+
+@pytest.fixture(autouse=True)
+def stores_closed_after_each_test():
+    """What a test's MLflow stores hold is let go when it ends (see stores.forget_stores)."""
+    yield
+    forget_stores()

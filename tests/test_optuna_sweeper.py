@@ -190,12 +190,12 @@ def run_workers(count: int, model_dir: Path, work: Path, *overrides: str) -> lis
 
 
 @pytest.mark.process
-@pytest.mark.parametrize("backend", ["journal", "postgresql"])
+@pytest.mark.parametrize("backend", ["journal", "postgres"])
 def test_workers_started_at_once_run_one_study(backend, tiny_bloom, tmp_path, request):
     if backend == "journal":
         storage, shown = f"journal:{tmp_path}/shared/study.journal", None
     else:
-        server = request.getfixturevalue("postgres")
+        server = request.getfixturevalue(backend)
         storage = server.create_database(f"study_{tmp_path.name[-12:].lower()}")
         shown = storage.replace(server.password, "***")
     outputs = run_workers(

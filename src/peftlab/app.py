@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 from peftlab import data, distributed, interrupts, names, sweep
 from peftlab.errors import PeftlabError
-from peftlab.schema import to_settings
+from peftlab.schema import TrainConfig, to_settings
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +50,9 @@ def run_job(cfg: DictConfig, shared: Shared) -> float:
     try:
         with interrupts.interruptible():
             settings = to_settings(cfg)
-            if hydra_cfg.mode == RunMode.RUN:  # a sweep's job records its data fault as FAILED
-                data.check(settings.dataset)  # a data file's faults too, before torch loads
-            from peftlab import console, pipeline  # heavy: only for a valid config and data
+            if hydra_cfg.mode == RunMode.RUN:  # a sweep's job records these faults as FAILED
+                check_inputs(settings)
+            from peftlab import console, pipeline  # heavy: only for valid inputs
 
             console.quiet_libraries()
             distributed.join_slurm_job()
@@ -71,6 +71,16 @@ def run_job(cfg: DictConfig, shared: Shared) -> float:
         end_interrupted(interrupt, context)
     console.report(result)
     return result.eval_loss
+
+
+def check_inputs(settings: TrainConfig) -> None:
+    """A run's data files and tracking store, checked before torch, transformers and peft load
+    (seconds): a fault in either is one line at once."""
+    data.check(settings.dataset)
+    from peftlab import tracking  # MLflow loads in a second: once the data is found sound
+
+    tracking.require_server(settings.tracking.uri, tracking.AT_ONCE.wait_s)
+    tracking.require_database(settings.tracking.uri)
 
 
 REQUEUED = "requeued"

@@ -19,7 +19,7 @@ from enum import Enum
 from typing import Any, NamedTuple
 
 from hydra.core.config_store import ConfigStore
-from omegaconf import MISSING
+from omegaconf import MISSING, OmegaConf
 
 # train.py --help: a key's help wrapped below it, lines as long as the code's.
 HELP_LINES = textwrap.TextWrapper(
@@ -114,38 +114,37 @@ The composed config: --cfg job. Hydra's own help: --hydra-help.
 The reference, with every key: docs/configuration.md, or `make docs` and open site/index.html.
 """
 
+# Hydra's help template. The keys' listing comes from a resolver, when --help shows it: as text
+# in the template, its ~40 KB would be parsed for interpolations at every compose of the config.
 TEMPLATE = """\
-${{hydra.help.header}}
+${hydra.help.header}
 == Config groups: pick one option of each (GROUP=OPTION) ==
 
 $APP_CONFIG_GROUPS
 
 == Keys: set any (KEY=VALUE); the peft.* keys are those of the method picked ==
 
-{keys}
+${peftlab.help_keys:}
 
 == Flags ==
 
 $FLAGS_HELP
 
-${{hydra.help.footer}}"""
+${hydra.help.footer}"""
 
 
-def help_template(groups: dict[str, type]) -> str:
-    """Hydra's help template with every group's keys in it."""
+def help_keys(groups: dict[str, type]) -> str:
+    """Every group's keys, as they stand in the help template to come out unchanged: OmegaConf
+    does not resolve a resolver's output again, but Hydra's string.Template then substitutes
+    ``$NAME`` in it (``$$`` is a ``$``)."""
     blocks = (f"{name}\n{plain_text(group_keys(name, schema))}" for name, schema in groups.items())
-    return TEMPLATE.format(keys=_literal("\n\n".join(blocks)))
-
-
-def _literal(text: str) -> str:
-    """``text`` as it must stand in the template to come out unchanged: OmegaConf resolves
-    ``${...}`` in it, then Hydra's string.Template substitutes ``$NAME`` (``$$`` is a ``$``)."""
-    return text.replace("$", "$$").replace("$${", "$\\${")
+    return "\n\n".join(blocks).replace("$", "$$")
 
 
 def register_help(groups: dict[str, type]) -> None:
     """``train.py --help``: the ``hydra/help`` option ``peftlab`` that conf/train.yaml picks,
-    listing the keys of ``groups`` (each group's schema by name)."""
-    node = {"app_name": "train.py", "header": HEADER, "footer": FOOTER}
-    node["template"] = help_template(groups)
+    listing the keys of ``groups`` (each group's schema by name) through the resolver
+    ``peftlab.help_keys``."""
+    OmegaConf.register_new_resolver("peftlab.help_keys", lambda: help_keys(groups), replace=True)
+    node = {"app_name": "train.py", "header": HEADER, "footer": FOOTER, "template": TEMPLATE}
     ConfigStore.instance().store(group="hydra/help", name="peftlab", node=node)

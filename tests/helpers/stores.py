@@ -8,7 +8,10 @@ import os
 import shutil
 from pathlib import Path
 
+from mlflow.store.model_registry.sqlalchemy_store import SqlAlchemyStore as RegistryStore
 from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+from mlflow.tracking._model_registry.registry import ModelRegistryStoreRegistry
+from mlflow.tracking._tracking_service.registry import TrackingStoreRegistry
 
 from peftlab import names, tracking
 
@@ -30,6 +33,19 @@ def new_store(work: Path) -> None:
     if not store.exists():
         store.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(empty_store(), store)
+
+
+def forget_stores() -> None:
+    """Let go of every store this process opened: MLflow keeps each store URI's store and its
+    SQLAlchemy engine for the process's life (right for a run, one store). The hundreds of a
+    test session's stores would hold some 10^5 objects that each garbage collection walks
+    (``Trainer.train`` and each run's memory measure collect): a test's stores go with it."""
+    for registry in (TrackingStoreRegistry, ModelRegistryStoreRegistry):
+        registry._get_store_with_resolved_uri.cache_clear()
+    for store in (SqlAlchemyStore, RegistryStore):
+        for engine in store._engine_map.values():
+            engine.dispose()
+        store._engine_map.clear()
 
 
 def store_runs(work: Path):

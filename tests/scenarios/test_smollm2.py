@@ -11,7 +11,8 @@ from peftlab import modeling, names
 from peftlab.config import ModelConfig
 from peftlab.schema import package_dir
 
-pytestmark = pytest.mark.process  # train.py on the embedded model
+# train.py on the embedded model; one worker, which converts its GGUF once (`--dist loadgroup`).
+pytestmark = [pytest.mark.process, pytest.mark.xdist_group("smollm2")]
 
 
 @pytest.mark.slow
