@@ -43,7 +43,7 @@ def test_make_ui_serves_the_runs_of_the_store_train_py_writes_to_from_here(tmp_p
     base = f"http://127.0.0.1:{free_port()}"
     command = make_command("ui", f"VENV={VENV}", f"PORT={base.rsplit(':', 1)[1]}", cwd=tmp_path)
     # make starts a shell that starts the UI's server: stopped as a process group.
-    with serving(command, f"{base}/health", env=MLFLOW_SERVER_ENV, group=True):
+    with serving(command, f"{base}/health", env=MLFLOW_SERVER_ENV):
         found = httpx.post(
             f"{base}/api/2.0/mlflow/runs/search", json={"experiment_ids": [experiment]}, timeout=30
         ).json()

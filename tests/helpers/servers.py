@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -25,11 +26,11 @@ def serving(
     ready_url: str,
     env: dict[str, str] | None = None,
     stdout: Path | None = None,
-    group: bool = False,
 ):
     """A server process, up once ``ready_url`` answers 200 (within 120 s), stopped after; what
-    it prints goes to the file ``stdout``, if given. ``group``: the command starts the server
-    as a child of its own (make, a shell), so the whole process group is stopped."""
+    it prints goes to the file ``stdout``, if given. It runs in a process group of its own, all
+    of which is stopped: ``mlflow server`` runs its web server as a child, make and shells the
+    commands they start. A group that does not stop within 30 s of SIGTERM is killed."""
     printed = stdout.open("w") if stdout is not None else subprocess.DEVNULL
     process = subprocess.Popen(
         command,
@@ -37,7 +38,7 @@ def serving(
         stdout=printed,
         stderr=subprocess.PIPE,
         text=True,
-        start_new_session=group,
+        start_new_session=True,
     )
     try:
         deadline = time.monotonic() + 120
@@ -52,13 +53,21 @@ def serving(
             raise TimeoutError(f"{ready_url} did not answer within 120 s")
         yield process
     finally:
-        if group:
-            os.killpg(process.pid, signal.SIGTERM)
-        else:
-            process.terminate()
-        process.wait(timeout=30)
+        stop_group(process)
         if stdout is not None:
             printed.close()
+
+
+def stop_group(process: subprocess.Popen) -> None:
+    """SIGTERM to the process's group, SIGKILL if it has not ended within 30 s."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(process.pid, signal.SIGTERM)
+    try:
+        process.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=30)
 
 
 @contextmanager

@@ -39,7 +39,7 @@ def mlflow_server(store: str, artifacts: Path, port: int):
         "--artifacts-destination", str(artifacts), "--host", "127.0.0.1", "--port", str(port),
         "--workers", "1",
     ]  # fmt: skip
-    return serving(command, f"http://127.0.0.1:{port}/health", env=MLFLOW_SERVER_ENV, group=True)
+    return serving(command, f"http://127.0.0.1:{port}/health", env=MLFLOW_SERVER_ENV)
 
 
 def start_worker(model: Path, work: Path, number: int, storage: str, server: str):
