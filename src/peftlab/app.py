@@ -79,8 +79,7 @@ def check_inputs(settings: TrainConfig) -> None:
     data.check(settings.dataset)
     from peftlab import tracking  # MLflow loads in a second: once the data is found sound
 
-    tracking.require_server(settings.tracking.uri, tracking.AT_ONCE.wait_s)
-    tracking.require_database(settings.tracking.uri)
+    tracking.require_reachable(settings.tracking.uri)  # use_store's check, done before it
 
 
 REQUEUED = "requeued"

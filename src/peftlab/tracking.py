@@ -81,9 +81,8 @@ def use_store(cfg: TrackingConfig, patience: Patience = AT_ONCE) -> str:
     Both are created here, under the store's lock: processes started at once on a fresh store
     would otherwise race to create its schema, or the same experiment.
     """
-    require_server(cfg.uri, patience.wait_s)
+    require_reachable(cfg.uri, patience.wait_s)
     retry_requests(cfg.uri, patience)
-    require_database(cfg.uri)
     with store_lock(cfg.uri), admitted(cfg.uri):
         mlflow.set_tracking_uri(cfg.uri)
         try:
@@ -149,6 +148,13 @@ def artifact_location(cfg: TrackingConfig) -> str | None:
     if parsed.scheme == "sqlite" and parsed.path not in {"", "/:memory:"}:
         return (Path(parsed.path).parent / "artifacts").resolve().as_uri()
     return None
+
+
+def require_reachable(uri: str, wait_s: float = AT_ONCE.wait_s) -> None:
+    """The store answers: an http(s) server within ``wait_s``, a database at its first
+    connection; else one line (PeftlabError). Nothing to check for a local store."""
+    require_server(uri, wait_s)
+    require_database(uri)
 
 
 def require_server(uri: str, wait_s: float) -> None:
