@@ -42,14 +42,17 @@ from peftlab.schema import register_configs  # noqa: E402
 
 # Asserts in the helpers report what they compared, as the tests' own do.
 pytest.register_assert_rewrite("helpers")
+from helpers import workers  # noqa: E402
 from helpers.stores import forget_stores  # noqa: E402
 
-# The fixture modules: tiny models, shared runs, the browser's screenshots, real servers.
+# The fixture modules: tiny models, shared runs, the browser's screenshots, real servers;
+# pytest's own for a test session inside a test (test_workers.py).
 pytest_plugins = [
     "helpers.tiny_models",
     "helpers.session_runs",
     "helpers.browser",
     "helpers.services",
+    "pytester",
 ]
 
 register_configs()
@@ -58,33 +61,21 @@ register_configs()
 # A test using one is a `process` test like those marked so; `make test-fast` leaves them out.
 PROCESS_FIXTURES = {"pruned_search", "postgres", "slurm", "mlflow_on_postgres"}
 
-# Tests of a costly session fixture run in one worker (`--dist loadgroup`), so that each is made
-# once a session, not once a worker: the daemons' tests together, each shared run's apart.
-DAEMONS = {"postgres", "slurm", "mlflow_on_postgres"}
-SESSION_RUNS = ["sweep_run", "method_sweep", "runs_of_each_kind", "pruned_search", "asha_search"]
-
-
-def worker_group(fixtures: set[str]) -> str | None:
-    if DAEMONS & fixtures:
-        return "daemons"
-    return next((name for name in SESSION_RUNS if name in fixtures), None)
+# Tests of a costly session fixture run in one worker: the daemons' tests together, each shared
+# run's apart (workers.mark_groups; so do those of a module's own module-scoped fixture).
+SESSION_GROUPS = {
+    "daemons": {"postgres", "slurm", "mlflow_on_postgres"},
+    **{run: {run} for run in ("sweep_run", "method_sweep", "runs_of_each_kind", "pruned_search",
+                              "asha_search")},
+}  # fmt: skip
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist reads the groups off the markers
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        fixtures = set(item.fixturenames) | fixtures_named_by_parameters(item)
-        if PROCESS_FIXTURES & fixtures:
+        if PROCESS_FIXTURES & workers.fixtures_of(item):
             item.add_marker(pytest.mark.process)
-        group = worker_group(fixtures)
-        if group:
-            item.add_marker(pytest.mark.xdist_group(group))
-
-
-def fixtures_named_by_parameters(item: pytest.Item) -> set[str]:
-    """The fixtures a test asks for by a parameter's value (``request.getfixturevalue``)."""
-    params = item.callspec.params if hasattr(item, "callspec") else {}
-    return {value for value in params.values() if isinstance(value, str)}
+    workers.mark_groups(items, SESSION_GROUPS)
 
 
 def pytest_unconfigure() -> None:

@@ -21,7 +21,7 @@ if TYPE_CHECKING:
     from peftlab import pipeline
     from peftlab.shared import Shared
 
-from peftlab import data, distributed, interrupts, names, sweep
+from peftlab import data, distributed, imports, interrupts, names, sweep
 from peftlab.errors import PeftlabError
 from peftlab.schema import TrainConfig, to_settings
 
@@ -50,9 +50,10 @@ def run_job(cfg: DictConfig, shared: Shared) -> float:
     try:
         with interrupts.interruptible():
             settings = to_settings(cfg)
-            if hydra_cfg.mode == RunMode.RUN:  # a sweep's job records these faults as FAILED
-                check_inputs(settings)
-            from peftlab import console, pipeline  # heavy: only for valid inputs
+            with imports.heavy():  # mlflow (in check_inputs), then torch, transformers, peft
+                if hydra_cfg.mode == RunMode.RUN:  # a sweep's job records these as FAILED
+                    check_inputs(settings)
+                from peftlab import console, pipeline  # only for valid inputs
 
             console.quiet_libraries()
             distributed.join_slurm_job()
