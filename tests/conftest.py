@@ -45,10 +45,11 @@ pytest.register_assert_rewrite("helpers")
 from helpers import workers  # noqa: E402
 from helpers.stores import forget_stores  # noqa: E402
 
-# The fixture modules: tiny models, shared runs, the browser's screenshots, real servers;
-# pytest's own for a test session inside a test (test_workers.py).
+# The fixture modules: tiny models, shared runs, train.py processes, the browser's screenshots,
+# real servers; pytest's own for a test session inside a test (test_workers.py).
 pytest_plugins = [
     "helpers.tiny_models",
+    "helpers.runners",
     "helpers.session_runs",
     "helpers.browser",
     "helpers.services",
@@ -57,9 +58,10 @@ pytest_plugins = [
 
 register_configs()
 
-# Session fixtures that start processes: joblib's workers, PostgreSQL, Slurm, an MLflow server.
-# A test using one is a `process` test like those marked so; `make test-fast` leaves them out.
-PROCESS_FIXTURES = {"pruned_search", "postgres", "slurm", "mlflow_on_postgres"}
+# Fixtures that start processes: train.py's, and the session's joblib workers, PostgreSQL, Slurm,
+# an MLflow server. A test using one is a `process` test like those marked so; `make test-fast`
+# leaves them out.
+PROCESS_FIXTURES = {"start_train", "pruned_search", "postgres", "slurm", "mlflow_on_postgres"}
 
 # Tests of a costly session fixture run in one worker: the daemons' tests together, each shared
 # run's apart (workers.mark_groups; so do those of a module's own module-scoped fixture).

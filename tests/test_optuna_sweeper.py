@@ -14,7 +14,7 @@ import optuna
 import pytest
 from helpers.cluster import free_port
 from helpers.configs import ROOT, tiny_overrides
-from helpers.runners import LONG, peftlab, run_sweep, start_train, wait_until_training
+from helpers.runners import LONG, peftlab, run_sweep, wait_until_training
 from helpers.session_runs import ASHA_SEARCH_STEPS, SEARCH
 from helpers.stores import new_store, store_runs, sweep_parts
 from mlflow.tracking import MlflowClient
@@ -318,7 +318,9 @@ def test_bad_search_settings_are_one_line_before_any_run(case, tiny_bloom, tmp_p
 
 
 @pytest.mark.process
-def test_an_interrupted_search_ends_its_trial_killed_and_not_counted(tiny_bloom, tmp_path):
+def test_an_interrupted_search_ends_its_trial_killed_and_not_counted(
+    tiny_bloom, tmp_path, start_train
+):
     (tmp_path / "model").symlink_to(tiny_bloom)
     work = tmp_path / "work"
     work.mkdir()

@@ -6,7 +6,8 @@ another nor from conftest.
 - ``matrices``: every PEFT method and every data format, the rows the tests run for each.
 - ``datasets``: data files the tests write (chats, CSV rows).
 - ``measures``: held-out losses and token counts measured as a run measures them.
-- ``runners``: a tiny run, train.py and the ``peftlab`` command, in this process or as a process.
+- ``runners``: a tiny run, train.py and the ``peftlab`` command, in this process or as a process
+  (``start_train``: a fixture, which stops what a test leaves running).
 - ``stores``: MLflow stores (an empty one per test, copied) and the runs in them.
 - ``session_runs``: runs and sweeps made once a session and shared by tests (fixtures).
 - ``servers``: server processes (``mlflow server``), up once they answer.

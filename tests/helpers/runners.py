@@ -11,7 +11,7 @@ import runpy
 import subprocess
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import redirect_stderr, redirect_stdout
 from pathlib import Path
 
@@ -19,6 +19,7 @@ import pytest
 from omegaconf import OmegaConf
 
 from helpers.configs import ROOT, compose_run, in_process_overrides, tiny_overrides
+from helpers.servers import stop_group
 from helpers.stores import new_store, store_runs
 from peftlab import app, cli, names, pipeline
 from peftlab.pipeline import RunResult
@@ -141,12 +142,29 @@ def train_args(work: Path, *overrides: str, multirun: bool = False, name: str = 
             *overrides]  # fmt: skip
 
 
-def start_train(work: Path, *overrides: str, **kind) -> subprocess.Popen:
-    """``python train.py`` on :func:`train_args`, started: a process to send signals to."""
-    return subprocess.Popen(
-        [sys.executable, str(TRAIN_PY), *train_args(work, *overrides, **kind)],
-        cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+@pytest.fixture
+def start_train() -> Iterator[Callable[..., subprocess.Popen]]:
+    """Starts ``python train.py`` on :func:`train_args`: a process to send signals to, in a
+    process group of its own with what it starts (a sweep's jobs). Whatever of it is still
+    running when the test ends (one that failed before waiting on it) is stopped then."""
+    started: list[subprocess.Popen] = []
+
+    def start(work: Path, *overrides: str, **kind) -> subprocess.Popen:
+        started.append(
+            subprocess.Popen(
+                [sys.executable, str(TRAIN_PY), *train_args(work, *overrides, **kind)],
+                cwd=work,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                start_new_session=True,
+            )
+        )
+        return started[-1]
+
+    yield start
+    for process in started:
+        stop_group(process)
 
 
 def wait_until_training(work: Path, process: subprocess.Popen) -> str:

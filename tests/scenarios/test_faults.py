@@ -20,7 +20,6 @@ from helpers.runners import (
     TRAIN_PY,
     peftlab,
     peftlab_process,
-    start_train,
     train_args,
     train_in_process,
     wait_until_training,
@@ -68,7 +67,9 @@ def work(bare_work: Path) -> Path:
 
 @pytest.mark.process
 @pytest.mark.parametrize(("sig", "code"), [(signal.SIGTERM, 143), (signal.SIGINT, 130)])
-def test_a_signal_during_training_ends_the_run_killed_in_one_line(work: Path, sig, code):
+def test_a_signal_during_training_ends_the_run_killed_in_one_line(
+    work: Path, start_train, sig, code
+):
     process = start_train(work, LONG)
     run_id = wait_until_training(work, process)
     process.send_signal(sig)
@@ -88,7 +89,7 @@ def test_a_signal_during_training_ends_the_run_killed_in_one_line(work: Path, si
 
 
 @pytest.mark.process
-def test_a_second_ctrl_c_ends_the_process_at_once(work: Path):
+def test_a_second_ctrl_c_ends_the_process_at_once(work: Path, start_train):
     process = start_train(work, LONG)
     wait_until_training(work, process)
     process.send_signal(signal.SIGINT)
@@ -99,7 +100,7 @@ def test_a_second_ctrl_c_ends_the_process_at_once(work: Path):
 
 
 @pytest.mark.process
-def test_an_interrupted_sweep_ends_killed_with_its_running_job(work: Path):
+def test_an_interrupted_sweep_ends_killed_with_its_running_job(work: Path, start_train):
     process = start_train(work, LONG, "peft.num_virtual_tokens=2,4", multirun=True)
     wait_until_training(work, process)
     process.send_signal(signal.SIGTERM)
@@ -292,7 +293,7 @@ def logged_losses(work: Path) -> list:
 
 @pytest.mark.process
 def test_a_resumed_run_continues_as_the_same_run_and_ends_as_if_uninterrupted(
-    work: Path, uninterrupted
+    work: Path, start_train, uninterrupted
 ):
     process = start_train(work, EPOCHS)
     run_id = wait_until_training(work, process)
@@ -315,7 +316,7 @@ def test_a_resumed_run_continues_as_the_same_run_and_ends_as_if_uninterrupted(
 
 @pytest.mark.process
 def test_a_killed_process_leaves_its_run_running_with_its_last_epoch_checkpoint(
-    work: Path, uninterrupted
+    work: Path, start_train, uninterrupted
 ):
     """SIGKILL (a node lost): no handler runs; the checkpoint of the last epoch is what is kept,
     and `peftlab resume` continues the run from it to the uninterrupted result."""
@@ -337,7 +338,7 @@ def test_a_killed_process_leaves_its_run_running_with_its_last_epoch_checkpoint(
 
 @pytest.mark.process
 def test_a_submitit_job_run_again_in_its_folder_resumes_its_unfinished_run(
-    work: Path, uninterrupted
+    work: Path, start_train, uninterrupted
 ):
     """What a requeued Slurm job does: the job's own command (``python -m
     submitit.core._submit FOLDER``) once more, with its environment, in its folder. submitit_local
@@ -364,7 +365,7 @@ def test_a_submitit_job_run_again_in_its_folder_resumes_its_unfinished_run(
 
 
 @pytest.mark.process
-def test_a_tracking_server_gone_mid_run_costs_no_training(work: Path):
+def test_a_tracking_server_gone_mid_run_costs_no_training(work: Path, start_train):
     with mlflow_server(work) as base:
         process = start_train(
             work,
