@@ -62,10 +62,23 @@ def test_a_separate_held_out_file_is_read_as_the_held_out_rows(tmp_path: Path):
     splits = data.load_splits(cfg)
     assert texts(splits.eval) == [f"held out {i}" for i in range(4)]
     assert texts(splits.train) == texts(data.load_examples(cfg).rows)[:20]
+    every_row = data.load_splits(prompts_config(eval_rows=4, eval_data_files=str(path)))
+    assert texts(every_row.train) == texts(data.load_examples(cfg).rows)  # none held out of it
     with pytest.raises(PeftlabError, match=r"dataset.eval_rows=6 exceeds the 5 usable rows of "):
         data.load_splits(prompts_config(eval_rows=6, eval_data_files=str(path)))
     with pytest.raises(PeftlabError, match=r"^dataset.eval_data_files='.*nope.csv': no such file"):
         data.check(prompts_config(eval_data_files=str(tmp_path / "nope.csv")))
+
+
+def test_by_default_every_row_not_held_out_is_trained_on():
+    cfg = prompts_config(eval_rows=30)
+    rows = texts(data.load_examples(cfg).rows)
+    train, held_out = data.split(rows, cfg)
+    assert (train, held_out) == (rows[:-30], rows[-30:])
+    shuffled, shuffled_out = data.split(rows, prompts_config(eval_rows=30, split_seed=7))
+    assert sorted(shuffled + shuffled_out) == sorted(rows) and len(shuffled_out) == 30
+    with pytest.raises(PeftlabError, match=rf"dataset.eval_rows={len(rows)} leaves no row to "):
+        data.split(rows, prompts_config(eval_rows=len(rows)))
 
 
 def test_too_many_rows_asked_for_is_an_error_naming_both_keys():

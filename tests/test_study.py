@@ -198,6 +198,13 @@ def test_a_search_preset_reports_every_5_steps_of_the_default_run():
     assert studies.Reports.of(epochs).every == 7
 
 
+def test_a_trial_trains_every_row_not_held_out_unless_told():
+    held_out_6 = compose_config(["hparams_search=optuna", "dataset.eval_rows=6"])
+    assert studies.Reports.of(held_out_6).steps == 60  # 80 of the 86 rows: 10 batches, 6 epochs
+    rows_16 = compose_config(["hparams_search=optuna", "dataset.train_rows=16"])
+    assert studies.Reports.of(rows_16).steps == 12
+
+
 def test_workers_opening_a_new_database_at_once_all_get_its_tables(postgres):
     """The first creates Optuna's tables; the database refuses the others' CREATEs at once."""
     for attempt in range(3):

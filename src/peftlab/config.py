@@ -76,7 +76,7 @@ class DatasetBase:
     train_on: str | None = setting(
         None, "tokens the loss is on: completion (the answer's) or all; null: the format's"
     )
-    train_rows: int = setting(50, "the first rows, for training")
+    train_rows: int | None = setting(None, "the first rows, for training; null: all not held out")
     eval_rows: int = setting(30, "the last rows, held out")
     split_seed: int | None = setting(
         None, "null: first rows train, last rows held out; else a seeded shuffle first"
@@ -105,7 +105,12 @@ class DatasetBase:
             self.data_files,
             "set dataset.data_files (a local file) or dataset.path (a Hub dataset id)",
         )
-        require(self.train_rows >= 1, "dataset.train_rows", self.train_rows, "an integer >= 1")
+        require(
+            self.train_rows is None or self.train_rows >= 1,
+            "dataset.train_rows",
+            self.train_rows,
+            "null (every row not held out) or an integer >= 1",
+        )
         require(self.eval_rows >= 1, "dataset.eval_rows", self.eval_rows, "an integer >= 1")
         require(self.max_length >= 2, "dataset.max_length", self.max_length, "an integer >= 2")
 

@@ -112,16 +112,23 @@ def source(cfg: DatasetConfig) -> str:
 
 
 def split(rows: Sequence[Example], cfg: DatasetConfig) -> tuple[list, list]:
-    """``train_rows`` to train and ``eval_rows`` held out, disjoint and deterministic: the first
-    and last rows, or with ``split_seed`` a seeded shuffle's first and last."""
-    needed = cfg.train_rows + cfg.eval_rows
-    if needed > len(rows):
+    """``train_rows`` to train (null: every row not held out) and ``eval_rows`` held out,
+    disjoint and deterministic: the first and last rows, or with ``split_seed`` a seeded
+    shuffle's first and last."""
+    if cfg.train_rows is None and cfg.eval_rows >= len(rows):
+        raise PeftlabError(
+            f"dataset.eval_rows={cfg.eval_rows} leaves no row to train on of the {len(rows)} "
+            f"usable rows of {source(cfg)}; lower it"
+        )
+    if cfg.train_rows is not None and cfg.train_rows + cfg.eval_rows > len(rows):
         raise PeftlabError(
             f"dataset.train_rows={cfg.train_rows} + dataset.eval_rows={cfg.eval_rows} exceeds the "
             f"{len(rows)} usable rows of {source(cfg)}; lower one of them"
         )
     order = _order(len(rows), cfg.split_seed)
-    return [rows[i] for i in order[: cfg.train_rows]], [rows[i] for i in order[-cfg.eval_rows :]]
+    held_out = order[-cfg.eval_rows :]
+    train = order[: -cfg.eval_rows] if cfg.train_rows is None else order[: cfg.train_rows]
+    return [rows[i] for i in train], [rows[i] for i in held_out]
 
 
 def _order(count: int, seed: int | None) -> list[int]:
@@ -130,8 +137,11 @@ def _order(count: int, seed: int | None) -> list[int]:
     return np.random.default_rng(seed).permutation(count).tolist()
 
 
-def _first(rows: Sequence[Example], count: int, key: str, cfg: DatasetConfig, name: str) -> list:
-    if count > len(rows):
+def _first(
+    rows: Sequence[Example], count: int | None, key: str, cfg: DatasetConfig, name: str
+) -> list:
+    """The first ``count`` rows (None: all), in the split's order."""
+    if count is not None and count > len(rows):
         raise PeftlabError(f"{key}={count} exceeds the {len(rows)} usable rows of {name}; lower it")
     return [rows[i] for i in _order(len(rows), cfg.split_seed)[:count]]
 

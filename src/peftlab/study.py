@@ -34,8 +34,10 @@ from optuna.storages import BaseStorage, JournalStorage, RDBStorage
 from optuna.storages.journal import JournalFileBackend
 from optuna.trial import FrozenTrial, TrialState
 
+from peftlab import data
 from peftlab.errors import PeftlabError, require
 from peftlab.redaction import redact
+from peftlab.schema import DatasetConfig, typed_section
 
 log = logging.getLogger(__name__)
 
@@ -394,7 +396,8 @@ SAMPLERS = {"tpe": _tpe, "random": _random, "gp": _gp, "grid": _grid}
 @dataclass(frozen=True)
 class Reports:
     """When a trial reports its held-out loss to its pruner, in optimizer steps, as its config
-    plans its training (``trainer`` and ``dataset.train_rows``)."""
+    plans its training (``trainer``, and the rows it trains: ``dataset.train_rows``, or with
+    null every row its data holds that is not held out)."""
 
     every: int | None  # steps between reports: eval_steps, or an epoch's; None: no reports
     steps: int  # the steps a trial trains
@@ -402,7 +405,10 @@ class Reports:
     @classmethod
     def of(cls, config: Any) -> Reports:
         trainer = config.trainer
-        per_epoch = math.ceil(config.dataset.train_rows / trainer.per_device_train_batch_size)
+        rows = config.dataset.train_rows
+        if rows is None:
+            rows = len(data.load_splits(typed_section(config, "dataset", DatasetConfig)).train)
+        per_epoch = math.ceil(rows / trainer.per_device_train_batch_size)
         every = {"steps": trainer.eval_steps, "epoch": per_epoch}.get(trainer.eval_strategy)
         return cls(every, math.ceil(per_epoch * trainer.num_train_epochs))
 
