@@ -115,20 +115,19 @@ def split(rows: Sequence[Example], cfg: DatasetConfig) -> tuple[list, list]:
     """``train_rows`` to train (null: every row not held out) and ``eval_rows`` held out,
     disjoint and deterministic: the first and last rows, or with ``split_seed`` a seeded
     shuffle's first and last."""
-    if cfg.train_rows is None and cfg.eval_rows >= len(rows):
+    training = len(rows) - cfg.eval_rows if cfg.train_rows is None else cfg.train_rows
+    if training < 1:
         raise PeftlabError(
             f"dataset.eval_rows={cfg.eval_rows} leaves no row to train on of the {len(rows)} "
             f"usable rows of {source(cfg)}; lower it"
         )
-    if cfg.train_rows is not None and cfg.train_rows + cfg.eval_rows > len(rows):
+    if training + cfg.eval_rows > len(rows):
         raise PeftlabError(
             f"dataset.train_rows={cfg.train_rows} + dataset.eval_rows={cfg.eval_rows} exceeds the "
             f"{len(rows)} usable rows of {source(cfg)}; lower one of them"
         )
     order = _order(len(rows), cfg.split_seed)
-    held_out = order[-cfg.eval_rows :]
-    train = order[: -cfg.eval_rows] if cfg.train_rows is None else order[: cfg.train_rows]
-    return [rows[i] for i in train], [rows[i] for i in held_out]
+    return [rows[i] for i in order[:training]], [rows[i] for i in order[-cfg.eval_rows :]]
 
 
 def _order(count: int, seed: int | None) -> list[int]:

@@ -150,17 +150,13 @@ def start_train() -> Iterator[Callable[..., subprocess.Popen]]:
     started: list[subprocess.Popen] = []
 
     def start(work: Path, *overrides: str, **kind) -> subprocess.Popen:
-        started.append(
-            subprocess.Popen(
-                [sys.executable, str(TRAIN_PY), *train_args(work, *overrides, **kind)],
-                cwd=work,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.PIPE,
-                text=True,
-                start_new_session=True,
-            )
-        )
-        return started[-1]
+        process = subprocess.Popen(
+            [sys.executable, str(TRAIN_PY), *train_args(work, *overrides, **kind)],
+            cwd=work, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            start_new_session=True,
+        )  # fmt: skip
+        started.append(process)
+        return process
 
     yield start
     for process in started:

@@ -21,8 +21,7 @@ def mark_groups(items: list[pytest.Item], session_groups: dict[str, set[str]]) -
 def fixtures_of(item: pytest.Item) -> set[str]:
     """The fixtures a test uses, those it asks for by a parameter's value included
     (``request.getfixturevalue``)."""
-    params = item.callspec.params if hasattr(item, "callspec") else {}
-    named = {value for value in params.values() if isinstance(value, str)}
+    named = {value for value in _params(item).values() if isinstance(value, str)}
     return set(item.fixturenames) | named
 
 
@@ -40,9 +39,14 @@ def module_fixture_group(item: pytest.Item) -> str | None:
     if not shared:
         return None
     # A parameter by its index: xdist reads no group off a node id with a "]" after its "@".
-    params = item.callspec.params if hasattr(item, "callspec") else {}
+    params = _params(item)
     return module + "".join(
         f"::{name}#{definition.params.index(params[name])}"
         for name, definition in shared.items()
         if name in params
     )
+
+
+def _params(item: pytest.Item) -> dict:
+    """A parametrized test's parameters by name; none for any other test."""
+    return item.callspec.params if hasattr(item, "callspec") else {}
